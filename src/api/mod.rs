@@ -1,0 +1,260 @@
+/*!
+The HTTP API on hyper: `/health`, `/metrics/json`, `/metrics`, `/signals/{symbol}`,
+`/features/{symbol}`, `/bars/{symbol}`.
+
+[`handle`] maps a request to a response and is what tests call without a socket; [`serve`] is
+the accept loop, with at most `HTTP_POOL_SIZE` connections at once and a graceful stop. Reads
+come from the lock-free snapshot and the metrics atomics; only `/bars` touches SQLite, on the
+blocking pool. Every error is a JSON body `{"error": kind, "message": …}` with a 4xx/5xx status.
+*/
+
+mod handlers;
+
+pub use handlers::feature_map;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::store::snapshot::Snapshot;
+use crate::store::sqlite::SqliteStore;
+
+/// What handlers read.
+pub struct ApiState {
+    pub snapshot: Arc<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    pub store: Arc<SqliteStore>,
+    pub clock: Clock,
+    pub started: Instant,
+    pub stale_after_ms: i64,
+    pub max_bars_cache: usize,
+    pub batch_write_interval_ms: u64,
+    pub redis_configured: bool,
+}
+
+/// An error answered to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    fn into_response(self) -> Response<Full<Bytes>> {
+        json(
+            self.status,
+            &serde_json::json!({ "error": self.kind, "message": self.message }),
+        )
+    }
+}
+
+type Reply = Result<Response<Full<Bytes>>, ApiError>;
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    body(
+        status,
+        "application/json",
+        serde_json::to_vec(value).unwrap_or_default(),
+    )
+}
+
+fn body(status: StatusCode, content_type: &'static str, bytes: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// Answers one request.
+pub async fn handle<B>(req: Request<B>, state: &ApiState) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let response = route(&req, state)
+        .await
+        .unwrap_or_else(ApiError::into_response);
+    state.metrics.http_requests.inc();
+    if response.status().is_client_error() {
+        state.metrics.http_client_errors.inc();
+    }
+    state.metrics.http_latency.record(started.elapsed());
+    response
+}
+
+async fn route<B>(req: &Request<B>, state: &ApiState) -> Reply {
+    let path = req.uri().path();
+    let query = Query::parse(req.uri().query())?;
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let known = matches!(
+        segments.as_slice(),
+        ["health"]
+            | ["metrics"]
+            | ["metrics", "json"]
+            | ["signals", _]
+            | ["features", _]
+            | ["bars", _]
+    );
+    if !known {
+        return Err(ApiError::not_found(format!("no route for {path}")));
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} is not allowed; use GET", req.method()),
+        ));
+    }
+    match segments.as_slice() {
+        ["health"] => {
+            query.allow(&[])?;
+            Ok(handlers::health(state))
+        }
+        ["metrics"] => {
+            query.allow(&[])?;
+            Ok(body(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                state.metrics.to_prometheus().into_bytes(),
+            ))
+        }
+        ["metrics", "json"] => {
+            query.allow(&[])?;
+            Ok(json(StatusCode::OK, &state.metrics.to_json()))
+        }
+        ["signals", symbol] => {
+            query.allow(&["tf"])?;
+            handlers::signals(state, symbol, &query)
+        }
+        ["features", symbol] => {
+            query.allow(&["tf"])?;
+            handlers::features(state, symbol, &query)
+        }
+        ["bars", symbol] => {
+            query.allow(&["tf", "limit"])?;
+            handlers::bars(state, symbol, &query).await
+        }
+        _ => Err(ApiError::not_found(format!("no route for {path}"))),
+    }
+}
+
+/// The query string as key/value pairs (no percent-decoding is needed for the values we take).
+struct Query<'a> {
+    pairs: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Query<'a> {
+    fn parse(raw: Option<&'a str>) -> Result<Self, ApiError> {
+        let mut pairs = Vec::new();
+        for part in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            if pairs.iter().any(|(seen, _)| *seen == k) {
+                return Err(ApiError::bad_request(format!(
+                    "query parameter `{k}` given twice"
+                )));
+            }
+            pairs.push((k, v));
+        }
+        Ok(Self { pairs })
+    }
+
+    fn allow(&self, names: &[&str]) -> Result<(), ApiError> {
+        match self.pairs.iter().find(|(k, _)| !names.contains(k)) {
+            Some((k, _)) if names.is_empty() => Err(ApiError::bad_request(format!(
+                "unknown query parameter `{k}`; this endpoint takes none"
+            ))),
+            Some((k, _)) => Err(ApiError::bad_request(format!(
+                "unknown query parameter `{k}`; allowed: {}",
+                names.join(", ")
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+    }
+}
+
+/// Accepts connections until `shutdown`, then lets open connections finish their current
+/// request.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    pool_size: usize,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(pool_size));
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(handle(req, &state).await) }
+            });
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "HTTP connection ended with an error");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}

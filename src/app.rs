@@ -1,0 +1,242 @@
+/*!
+Wiring: builds the store, sources, pipelines, sinks and HTTP server from a [`Config`], runs them
+until the shutdown future completes, then stops them in order (collector → sinks flush → HTTP)
+within `SHUTDOWN_TIMEOUT`. Also the `replay` command.
+*/
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, ApiState};
+use crate::clock::Clock;
+use crate::collector::Collector;
+use crate::config::Config;
+use crate::indicators::IndicatorSet;
+use crate::metrics::Metrics;
+use crate::model::SymbolTable;
+use crate::sources::{self, replay};
+use crate::store::snapshot::Snapshot;
+use crate::store::sqlite::{self, SqliteStore, StoreError};
+use crate::validate::{Validator, Verdict};
+
+/// Batches a sink may hold before the collector keeps them in its overflow list.
+const SINK_QUEUE: usize = 1_024;
+
+/// Why barkeep could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on HTTP_ADDR={addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("shutdown did not finish within {0:?}; some buffered rows may be lost")]
+    ShutdownTimeout(Duration),
+    #[error("replay: {0}")]
+    Replay(#[from] replay::ReplayError),
+    #[error("replay: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the sidecar until `shutdown` completes. Binds `config.http_addr`.
+///
+/// # Errors
+/// Start-up failures (SQLite, HTTP bind) and a shutdown that overran its deadline.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
+    run_with(config, listener, Clock::System, shutdown).await
+}
+
+/// [`run`] on an already bound listener and a given clock, for tests.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    clock: Clock,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    let symbols = SymbolTable::new(&config.symbols);
+    let store = {
+        let (path, symbols) = (config.sqlite_path.clone(), symbols.clone());
+        let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&path, symbols)).await;
+        Arc::new(opened.map_err(|e| StoreError::Join(e.to_string()))??)
+    };
+    let sources = sources::build(&config, &symbols);
+    let source_names: Vec<&'static str> = sources.iter().map(|s| s.name()).collect();
+    let metrics = Arc::new(Metrics::new(&source_names));
+    let snapshot = Arc::new(Snapshot::new(
+        symbols.clone(),
+        config.timeframes.clone(),
+        &config.indicators,
+    ));
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    let (sqlite_tx, sqlite_rx) = mpsc::channel(SINK_QUEUE);
+    let mut collector = Collector::new(
+        &config,
+        symbols.clone(),
+        sources,
+        Arc::clone(&snapshot),
+        Arc::clone(&metrics),
+        vec![sqlite_tx],
+        clock,
+    );
+    let warm_started = Instant::now();
+    collector.warm_up(&store).await?;
+    tracing::info!(
+        symbols = symbols.len(),
+        timeframes = config.timeframes.len(),
+        history_bars = metrics.history_bars.get(),
+        took_ms = warm_started.elapsed().as_millis() as u64,
+        "indicators warmed up"
+    );
+
+    // The writer stops when the collector drops its sender, after a final flush.
+    tracker.spawn(sqlite::run_writer(
+        Arc::clone(&store),
+        sqlite_rx,
+        Duration::from_millis(config.batch_write_interval_ms),
+        Arc::clone(&metrics),
+        token.clone(),
+    ));
+    tracker.spawn(collector.run(token.clone()));
+    let state = Arc::new(ApiState {
+        snapshot,
+        metrics: Arc::clone(&metrics),
+        store: Arc::clone(&store),
+        clock,
+        started: Instant::now(),
+        stale_after_ms: config.validation.stale_after_ms,
+        max_bars_cache: config.max_bars_cache,
+        batch_write_interval_ms: config.batch_write_interval_ms,
+        redis_configured: config.redis_url.is_some(),
+    });
+    let addr = listener.local_addr().map_err(|source| AppError::Bind {
+        addr: config.http_addr,
+        source,
+    })?;
+    tracker.spawn(api::serve(
+        listener,
+        state,
+        config.http_pool_size,
+        token.clone(),
+    ));
+    tracker.close();
+    tracing::info!(%addr, sources = ?config.sources, symbols = ?config.symbols, "barkeep running; HTTP API listening");
+
+    shutdown.await;
+    tracing::info!("shutting down: stopping the collector and flushing");
+    token.cancel();
+    let deadline = Duration::from_millis(config.shutdown_timeout_ms);
+    if tokio::time::timeout(deadline, tracker.wait())
+        .await
+        .is_err()
+    {
+        return Err(AppError::ShutdownTimeout(deadline));
+    }
+    tracing::info!(
+        bars_written = metrics.sqlite_bars_written.get(),
+        rejects_written = metrics.sqlite_rejects_written.get(),
+        "stopped cleanly"
+    );
+    Ok(())
+}
+
+/// Counts of a replay.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayStats {
+    pub printed: usize,
+    pub rejected: usize,
+}
+
+/// `barkeep replay`: every CSV bar through the validator and the indicators; one JSON object
+/// per accepted bar on `out` (the bar and every feature, `null` until ready), one line per
+/// rejected or unreadable row on `err`.
+///
+/// # Errors
+/// An unreadable file or header, or a failed write.
+pub fn replay(
+    config: &Config,
+    input: impl std::io::Read,
+    symbol: Option<&str>,
+    mut out: impl Write,
+    mut err: impl Write,
+) -> Result<ReplayStats, AppError> {
+    let rows = replay::read_bars(input)?;
+    let mut validator = Validator::new(config.validation.clone());
+    let mut engine = IndicatorSet::new(&config.indicators);
+    let names = config.indicators.feature_names();
+    let mut stats = ReplayStats::default();
+    for row in rows {
+        let bar = match row {
+            Ok(bar) => bar,
+            Err(e) => {
+                writeln!(err, "rejected: {e}")?;
+                stats.rejected += 1;
+                continue;
+            }
+        };
+        match validator.check(&bar, None) {
+            Verdict::Accept { quality } => {
+                let features = engine.update(&bar);
+                let mut line = serde_json::Map::new();
+                if let Some(s) = symbol {
+                    line.insert("symbol".into(), s.into());
+                }
+                line.insert("ts".into(), bar.ts.into());
+                for (k, v) in [
+                    ("open", bar.open),
+                    ("high", bar.high),
+                    ("low", bar.low),
+                    ("close", bar.close),
+                    ("volume", bar.volume),
+                ] {
+                    line.insert(k.into(), serde_json::json!(v));
+                }
+                line.insert("quality".into(), serde_json::json!(quality));
+                line.extend(api::feature_map(&names, &features));
+                serde_json::to_writer(&mut out, &line).map_err(std::io::Error::other)?;
+                out.write_all(b"\n")?;
+                stats.printed += 1;
+            }
+            Verdict::Duplicate => {
+                writeln!(err, "rejected: ts={} duplicate of the previous bar", bar.ts)?;
+                stats.rejected += 1;
+            }
+            Verdict::Reject(reason) => {
+                writeln!(
+                    err,
+                    "rejected: ts={} reason={} open={} high={} low={} close={} volume={}",
+                    bar.ts,
+                    reason.as_str(),
+                    bar.open,
+                    bar.high,
+                    bar.low,
+                    bar.close,
+                    bar.volume
+                )?;
+                stats.rejected += 1;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(stats)
+}

@@ -1,0 +1,474 @@
+/*!
+The collection loop: every `COLLECTION_INTERVAL`, fetch all symbols, run them through their
+pipelines, publish the snapshot and hand the tick's events to the sinks.
+
+- Fetching: per source in priority order, symbols are requested in batches (one request per
+  batch for sources with batched quotes, one per symbol otherwise) with at most
+  `MAX_CONCURRENCY` requests in flight. Symbols a source failed for fall through to the next
+  source in the same tick.
+- Deadline: the fetch phase ends at `TICK_DEADLINE` whatever is still in flight (those requests
+  are dropped and counted), so a slow provider never delays the next tick.
+- Missed ticks: if a tick overruns, the ticks it covered are skipped and counted, never queued.
+- Sinks: each gets the tick's batch via `try_send`; when its queue is full the batch waits in
+  an overflow list that is retried first on the next tick, so a slow sink delays nothing and
+  loses nothing. Both happenings are counted.
+
+Everything per symbol lives in this one task, so the hot path takes no lock.
+*/
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::indicators::IndicatorSet;
+use crate::metrics::Metrics;
+use crate::model::{Quote, SymbolId, SymbolTable, Timeframe};
+use crate::pipeline::{BarRecord, Event, SymbolPipeline};
+use crate::sources::Source;
+use crate::store::TickBatch;
+use crate::store::snapshot::{FrameView, Snapshot, SymbolView};
+use crate::store::sqlite::{Checkpoint, SqliteStore, StoreError};
+use crate::validate::Verdict;
+
+/// Symbols per request for sources that batch quotes.
+const BATCH_SIZE: usize = 200;
+
+/// A sink's queue plus what is waiting because the queue was full.
+struct SinkLink {
+    tx: mpsc::Sender<Arc<TickBatch>>,
+    overflow: VecDeque<Arc<TickBatch>>,
+}
+
+/// The tick loop and the state it owns.
+pub struct Collector {
+    interval: Duration,
+    deadline: Duration,
+    max_concurrency: usize,
+    checkpoint_every: Duration,
+    warmup_bars: usize,
+    timeframes: Vec<Timeframe>,
+    symbols: SymbolTable,
+    all_ids: Vec<SymbolId>,
+    sources: Vec<Arc<dyn Source>>,
+    pipelines: Vec<SymbolPipeline>,
+    views: Vec<SymbolView>,
+    snapshot: Arc<Snapshot>,
+    metrics: Arc<Metrics>,
+    sinks: Vec<SinkLink>,
+    clock: Clock,
+    /// Events of the tick in progress; reused so steady-state ticks do not grow it.
+    quotes: Vec<(Quote, &'static str)>,
+}
+
+impl Collector {
+    #[allow(clippy::too_many_arguments, reason = "wired once by app::run")]
+    pub fn new(
+        config: &Config,
+        symbols: SymbolTable,
+        sources: Vec<Arc<dyn Source>>,
+        snapshot: Arc<Snapshot>,
+        metrics: Arc<Metrics>,
+        sinks: Vec<mpsc::Sender<Arc<TickBatch>>>,
+        clock: Clock,
+    ) -> Self {
+        let pipelines = symbols
+            .iter()
+            .map(|(id, _)| {
+                SymbolPipeline::new(
+                    id,
+                    &config.validation,
+                    &config.timeframes,
+                    &config.indicators,
+                )
+            })
+            .collect();
+        let views = symbols
+            .iter()
+            .map(|_| SymbolView {
+                frames: vec![FrameView::default(); config.timeframes.len()],
+                ..SymbolView::default()
+            })
+            .collect();
+        Self {
+            interval: Duration::from_millis(config.collection_interval_ms),
+            deadline: Duration::from_millis(config.tick_deadline_ms),
+            max_concurrency: config.max_concurrency,
+            checkpoint_every: Duration::from_millis(config.checkpoint_interval_ms),
+            warmup_bars: config.warmup_bars,
+            timeframes: config.timeframes.clone(),
+            all_ids: symbols.iter().map(|(id, _)| id).collect(),
+            symbols,
+            sources,
+            pipelines,
+            views,
+            snapshot,
+            metrics,
+            sinks: sinks
+                .into_iter()
+                .map(|tx| SinkLink {
+                    tx,
+                    overflow: VecDeque::new(),
+                })
+                .collect(),
+            clock,
+            quotes: Vec::new(),
+        }
+    }
+
+    /// Restores indicator state from checkpoints and stored bars, then tops up missing history
+    /// from the first source that serves it. History bars are sent to the sinks like any other
+    /// closed bars. Blocking SQLite reads run on the blocking pool.
+    ///
+    /// # Errors
+    /// A failed SQLite read.
+    pub async fn warm_up(&mut self, store: &Arc<SqliteStore>) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let mut events = Vec::new();
+        let history_source = self
+            .sources
+            .iter()
+            .find(|s| s.capabilities().history)
+            .cloned();
+        for sym in 0..self.pipelines.len() {
+            for (frame, &tf) in self.timeframes.clone().iter().enumerate() {
+                let symbol = sym as SymbolId;
+                let (engine, bars) = load_frame(
+                    store,
+                    symbol,
+                    tf,
+                    self.pipelines[sym].engine(frame),
+                    self.warmup_bars,
+                )
+                .await?;
+                if let Some(engine) = engine {
+                    self.pipelines[sym].set_engine(frame, engine);
+                }
+                self.pipelines[sym].warm(frame, &bars);
+                let stored_last = self.pipelines[sym].engine(frame).last_ts();
+                let have = self.pipelines[sym].engine(frame).bars_seen() as usize;
+                if let (Some(src), true) = (&history_source, have < self.warmup_bars) {
+                    let to = tf.bucket(now);
+                    let missing = (self.warmup_bars - have) as i64;
+                    let from = stored_last.map_or(to - missing * tf.ms(), |t| {
+                        (t + tf.ms()).max(to - missing * tf.ms())
+                    });
+                    match src.history(symbol, tf, from, to).await {
+                        Ok(history) => {
+                            let before = events.len();
+                            self.pipelines[sym].ingest_history(
+                                frame,
+                                &history,
+                                src.name(),
+                                now,
+                                &mut events,
+                            );
+                            let added = events[before..]
+                                .iter()
+                                .filter(|e| matches!(e, Event::Closed { .. }))
+                                .count();
+                            self.metrics.history_bars.add(added as u64);
+                        }
+                        Err(e) => {
+                            tracing::warn!(symbol = %self.symbols.name(symbol), error = %e, "history unavailable")
+                        }
+                    }
+                }
+                let engine = self.pipelines[sym].engine(frame);
+                if let (Some(ts), Some(bar)) = (
+                    engine.last_ts(),
+                    bars.last().filter(|b| Some(b.ts) == engine.last_ts()),
+                ) {
+                    let record = BarRecord {
+                        symbol,
+                        timeframe: tf,
+                        bar: *bar,
+                        source: "stored",
+                        quality: 1.0,
+                    };
+                    debug_assert_eq!(record.bar.ts, ts);
+                    self.views[sym].frames[frame].last_closed = Some((record, engine.last()));
+                }
+            }
+        }
+        self.apply_events(&events);
+        for sym in 0..self.views.len() {
+            self.snapshot
+                .publish(sym as SymbolId, Arc::new(self.views[sym].clone()));
+        }
+        self.emit(TickBatch::new(events));
+        Ok(())
+    }
+
+    /// Runs ticks until `shutdown`, then checkpoints every indicator set and hands the last
+    /// batch to the sinks. Dropping the collector closes the sink channels, which tells the
+    /// sinks to flush and stop.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_tick: Option<tokio::time::Instant> = None;
+        let mut last_checkpoint = Instant::now();
+        loop {
+            let at = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                at = ticker.tick() => at,
+            };
+            if let Some(prev) = last_tick {
+                let periods = (at - prev).as_nanos() / self.interval.as_nanos().max(1);
+                self.metrics
+                    .missed_ticks
+                    .add(periods.saturating_sub(1) as u64);
+            }
+            last_tick = Some(at);
+            let started = Instant::now();
+            let mut batch = self.tick().await;
+            if last_checkpoint.elapsed() >= self.checkpoint_every {
+                batch.checkpoints = self.checkpoints();
+                last_checkpoint = Instant::now();
+            }
+            self.emit(batch);
+            self.metrics.tick_duration.record(started.elapsed());
+            self.metrics.ticks.inc();
+        }
+        let batch = TickBatch {
+            events: Vec::new(),
+            checkpoints: self.checkpoints(),
+        };
+        self.emit(batch);
+        for sink in &mut self.sinks {
+            while let Some(batch) = sink.overflow.pop_front() {
+                if sink.tx.send(batch).await.is_err() {
+                    tracing::error!(
+                        "a sink stopped before the collector; its last batches are lost"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
+    /// One collection tick: fetch, validate, build, compute, publish.
+    pub async fn tick(&mut self) -> TickBatch {
+        let now = self.clock.now_ms();
+        self.fetch(now).await;
+        let mut events = Vec::with_capacity(self.pipelines.len() * (1 + self.timeframes.len()));
+        for (quote, source) in self.quotes.drain(..) {
+            let Some(pipeline) = self.pipelines.get_mut(quote.symbol as usize) else {
+                continue;
+            };
+            match pipeline.on_quote(&quote, source, now, &mut events) {
+                Verdict::Accept { .. } => {
+                    self.metrics.quotes_accepted.inc();
+                    let view = &mut self.views[quote.symbol as usize];
+                    view.last_data_ms =
+                        Some(view.last_data_ms.map_or(quote.ts, |t| t.max(quote.ts)));
+                    view.source = Some(source);
+                }
+                Verdict::Duplicate => self.metrics.quotes_duplicate.inc(),
+                Verdict::Reject(_) => {}
+            }
+        }
+        for pipeline in &mut self.pipelines {
+            pipeline.finish_tick(now, &mut events);
+        }
+        self.apply_events(&events);
+        TickBatch::new(events)
+    }
+
+    /// Fetches quotes for every symbol into `self.quotes`, falling back source by source.
+    async fn fetch(&mut self, now: i64) {
+        let deadline = tokio::time::Instant::now() + self.deadline;
+        let mut pending = self.all_ids.clone();
+        for source in &self.sources {
+            if pending.is_empty() {
+                break;
+            }
+            let name = source.name();
+            let stats = self.metrics.source(name);
+            let size = if source.capabilities().batched_quotes {
+                BATCH_SIZE
+            } else {
+                1
+            };
+            let chunks: Vec<Vec<SymbolId>> =
+                pending.chunks(size).map(<[SymbolId]>::to_vec).collect();
+            let mut failed = Vec::new();
+            let mut in_flight: usize = chunks.len();
+            let mut answers = futures::stream::iter(chunks.into_iter().map(|chunk| {
+                let source = Arc::clone(source);
+                async move {
+                    let started = Instant::now();
+                    let result = source.quotes(&chunk, now).await;
+                    (chunk, result, started.elapsed())
+                }
+            }))
+            .buffer_unordered(self.max_concurrency);
+            loop {
+                match tokio::time::timeout_at(deadline, answers.next()).await {
+                    Ok(Some((chunk, result, took))) => {
+                        in_flight -= 1;
+                        if let Some(s) = stats {
+                            s.requests.inc();
+                            s.latency.record(took);
+                        }
+                        match result {
+                            Ok(quotes) => {
+                                if let Some(s) = stats {
+                                    s.quotes.add(quotes.len() as u64);
+                                }
+                                let answered_before = self.quotes.len();
+                                self.quotes.extend(quotes.into_iter().map(|q| (q, name)));
+                                let answered = &self.quotes[answered_before..];
+                                failed.extend(
+                                    chunk.iter().filter(|id| {
+                                        !answered.iter().any(|(q, _)| q.symbol == **id)
+                                    }),
+                                );
+                            }
+                            Err(e) => {
+                                if let Some(s) = stats {
+                                    s.errors.inc();
+                                }
+                                tracing::debug!(source = name, error = %e, symbols = chunk.len(), "source failed");
+                                failed.extend(chunk);
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.metrics.tick_deadline_hits.inc();
+                        if let Some(s) = stats {
+                            s.timeouts.add(in_flight as u64);
+                        }
+                        return;
+                    }
+                }
+            }
+            pending = failed;
+        }
+    }
+
+    /// Keeps the per-symbol views and counters in step with a batch of events, and publishes
+    /// the views that changed.
+    fn apply_events(&mut self, events: &[Event]) {
+        let mut touched: Vec<SymbolId> = Vec::new();
+        for event in events {
+            match event {
+                Event::Closed { record, features } => {
+                    self.metrics.bars_closed.inc();
+                    if let Some(frame) = self.frame_view(record.symbol, record.timeframe) {
+                        frame.last_closed = Some((*record, *features));
+                        if frame
+                            .forming
+                            .as_ref()
+                            .is_some_and(|(f, _)| f.bar.ts <= record.bar.ts)
+                        {
+                            frame.forming = None;
+                        }
+                    }
+                    touched.push(record.symbol);
+                }
+                Event::Forming { record, features } => {
+                    if let Some(frame) = self.frame_view(record.symbol, record.timeframe) {
+                        frame.forming = Some((*record, *features));
+                    }
+                    touched.push(record.symbol);
+                }
+                Event::Rejected(r) => self.metrics.reject(r.reason),
+                Event::Gap { .. } => self.metrics.gaps.inc(),
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for symbol in touched {
+            self.snapshot
+                .publish(symbol, Arc::new(self.views[symbol as usize].clone()));
+        }
+    }
+
+    fn frame_view(&mut self, symbol: SymbolId, timeframe: Timeframe) -> Option<&mut FrameView> {
+        let frame = self.timeframes.iter().position(|&t| t == timeframe)?;
+        self.views.get_mut(symbol as usize)?.frames.get_mut(frame)
+    }
+
+    fn checkpoints(&self) -> Vec<Checkpoint> {
+        let mut out = Vec::new();
+        for p in &self.pipelines {
+            for (frame, &timeframe) in self.timeframes.iter().enumerate() {
+                let engine = p.engine(frame);
+                if let Some(last_ts) = engine.last_ts() {
+                    out.push(Checkpoint {
+                        symbol: p.symbol(),
+                        timeframe,
+                        last_ts,
+                        state: engine.checkpoint(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn emit(&mut self, batch: TickBatch) {
+        if batch.events.is_empty() && batch.checkpoints.is_empty() {
+            return;
+        }
+        let batch = Arc::new(batch);
+        for sink in &mut self.sinks {
+            sink.overflow.push_back(Arc::clone(&batch));
+            while let Some(front) = sink.overflow.pop_front() {
+                match sink.tx.try_send(front) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(back)) => {
+                        sink.overflow.push_front(back);
+                        self.metrics.sink_queue_full.inc();
+                        break;
+                    }
+                    Err(TrySendError::Closed(_)) => {
+                        tracing::error!("a sink has stopped; dropping its queue");
+                        sink.overflow.clear();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Loads the checkpoint (if it matches the configured parameters) and the stored bars after
+/// it, or the newest `warmup` bars when there is no usable checkpoint.
+async fn load_frame(
+    store: &Arc<SqliteStore>,
+    symbol: SymbolId,
+    tf: Timeframe,
+    fresh: &IndicatorSet,
+    warmup: usize,
+) -> Result<(Option<IndicatorSet>, Vec<crate::model::Bar>), StoreError> {
+    let store = Arc::clone(store);
+    let params = fresh.params().clone();
+    tokio::task::spawn_blocking(move || {
+        let restored = match store.checkpoint(symbol, tf)? {
+            Some((_, bytes)) => match IndicatorSet::restore(&bytes, &params) {
+                Ok(engine) => Some(engine),
+                Err(e) => {
+                    tracing::info!(error = %e, "indicator checkpoint not usable; warming up from stored bars");
+                    None
+                }
+            },
+            None => None,
+        };
+        let after = restored.as_ref().and_then(IndicatorSet::last_ts);
+        let limit = if restored.is_some() { usize::MAX >> 2 } else { warmup };
+        let bars = store.bars_after(symbol, tf, after, limit)?;
+        // A checkpoint with a gap of unknown length behind it would resume from the wrong
+        // place; it cannot happen (bars and checkpoints commit together) but is cheap to check.
+        Ok((restored, bars))
+    })
+    .await
+    .map_err(|e| StoreError::Join(e.to_string()))?
+}

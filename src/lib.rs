@@ -1,0 +1,43 @@
+//! barkeep — a market-data sidecar for trading bots.
+//!
+//! Data flows one way, every `COLLECTION_INTERVAL`:
+//!
+//! ```text
+//! sources ──▶ collector ──▶ pipeline: validate ─▶ bars ─▶ indicators ──▶ sinks
+//!                                                                        ├─ store::sqlite   (history, rejects, gaps, checkpoints)
+//!                                                                        └─ store::snapshot ─▶ api (HTTP)
+//! ```
+//!
+//! Modules, in the order data meets them:
+//! - [`config`] — environment → validated [`config::Config`]; errors name the variable.
+//! - [`model`] — symbols, timeframes, quotes, bars: the plain data everything passes around.
+//! - [`clock`] — "now", injectable so tests control time.
+//! - [`sources`] — the [`sources::Source`] trait and the providers (`synthetic`, CSV `replay`).
+//! - [`collector`] — the tick loop: concurrent fetch with deadline and fallback, then the
+//!   pipelines, then the snapshot and the sink queues.
+//! - [`pipeline`] — per symbol: [`validate`] → [`bars`] → [`indicators`], emitting events.
+//! - [`validate`] — rules, quality score, reject reasons.
+//! - [`bars`] — quotes → OHLCV per timeframe, forming vs closed, gaps.
+//! - [`indicators`] — O(1) incremental indicators exact to TA-Lib, with forming-bar peeks and
+//!   checkpoints.
+//! - [`signals`] — buy/sell/neutral from the features, by documented rules.
+//! - [`store`] — SQLite writer and reader, and the lock-free snapshot the API reads.
+//! - [`api`] — the hyper HTTP server and its JSON endpoints.
+//! - [`metrics`] — typed counters, gauges and histograms; JSON and Prometheus renderings.
+//! - [`app`] — wiring, start-up warm-up, ordered shutdown; the `replay` command.
+
+pub mod api;
+pub mod app;
+pub mod bars;
+pub mod clock;
+pub mod collector;
+pub mod config;
+#[path = "indicators_stub.rs"]
+pub mod indicators;
+pub mod metrics;
+pub mod model;
+pub mod pipeline;
+pub mod signals;
+pub mod sources;
+pub mod store;
+pub mod validate;

@@ -1,0 +1,148 @@
+//! `barkeep` command line: thin on purpose; everything lives in the library.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use barkeep::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "barkeep",
+    version,
+    about = "Market-data sidecar: fresh bars and exact indicators for a trading bot"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar (the default). Configuration comes from the environment and `.env`.
+    Run,
+    /// Run OHLCV bars from a CSV file through the validator and the indicators; prints one JSON
+    /// object per bar on stdout, rejected rows on stderr.
+    Replay {
+        /// CSV with a time column first and open/high/low/close[/volume] columns.
+        #[arg(long)]
+        input: PathBuf,
+        /// Symbol name to put in each output line.
+        #[arg(long)]
+        symbol: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A missing .env is normal; a broken one is worth saying.
+    if let Err(e) = dotenvy::dotenv()
+        && !e.not_found()
+    {
+        eprintln!("barkeep: error: .env: {e}");
+        return ExitCode::from(2);
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("barkeep: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log_format);
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(config),
+        Command::Replay { input, symbol } => replay(&config, &input, symbol.as_deref()),
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("barkeep: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(barkeep::app::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "barkeep stopped with an error");
+            eprintln!("barkeep: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn replay(config: &Config, input: &std::path::Path, symbol: Option<&str>) -> ExitCode {
+    let file = match std::fs::File::open(input) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("barkeep: error: cannot open {}: {e}", input.display());
+            return ExitCode::from(2);
+        }
+    };
+    let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    match barkeep::app::replay(
+        config,
+        std::io::BufReader::new(file),
+        symbol,
+        stdout,
+        std::io::stderr(),
+    ) {
+        Ok(stats) => {
+            tracing::info!(
+                printed = stats.printed,
+                rejected = stats.rejected,
+                "replay done"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("barkeep: error: {}: {e}", input.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Completes on SIGINT or SIGTERM (pm2 and systemd stop with SIGTERM).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,336 @@
+/*!
+The per-symbol hot path: validate → build bars → update indicators, emitting [`Event`]s.
+
+One [`SymbolPipeline`] per configured symbol owns that symbol's validator and, per timeframe, a
+bar builder and an indicator set. The collector owns all pipelines on one task, so nothing here
+locks; the only allocation is the caller's reusable event buffer growing to its steady size.
+*/
+
+use crate::bars::{BarBuilder, Gap, ScoredBar};
+use crate::config::ValidationConfig;
+use crate::indicators::{Features, IndicatorParams, IndicatorSet};
+use crate::model::{Bar, Quote, SymbolId, Timeframe};
+use crate::validate::{RejectReason, Validator, Verdict};
+
+/// A bar leaving the pipeline, with where it came from and how much it is trusted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BarRecord {
+    pub symbol: SymbolId,
+    pub timeframe: Timeframe,
+    pub bar: Bar,
+    pub source: &'static str,
+    pub quality: f64,
+}
+
+/// An input the validator (or the bar builder) refused, kept for inspection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RejectRecord {
+    pub symbol: SymbolId,
+    pub source: &'static str,
+    pub reason: RejectReason,
+    /// The input as received (a quote has four equal prices).
+    pub input: Bar,
+    pub received_at_ms: i64,
+}
+
+/// What the pipeline tells the sinks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Event {
+    /// A bar closed; `features` are the committed indicator values after it.
+    Closed {
+        record: BarRecord,
+        features: Features,
+    },
+    /// The forming bar as of this tick; `features` are peeked, nothing committed.
+    Forming {
+        record: BarRecord,
+        features: Features,
+    },
+    Rejected(RejectRecord),
+    Gap {
+        symbol: SymbolId,
+        timeframe: Timeframe,
+        gap: Gap,
+    },
+}
+
+struct Frame {
+    builder: BarBuilder,
+    engine: IndicatorSet,
+    /// Source of the latest data in the forming bar.
+    source: &'static str,
+}
+
+/// Validator, bar builders and indicator sets of one symbol.
+pub struct SymbolPipeline {
+    symbol: SymbolId,
+    validator: Validator,
+    frames: Vec<Frame>,
+}
+
+impl SymbolPipeline {
+    pub fn new(
+        symbol: SymbolId,
+        validation: &ValidationConfig,
+        timeframes: &[Timeframe],
+        params: &IndicatorParams,
+    ) -> Self {
+        Self {
+            symbol,
+            validator: Validator::new(validation.clone()),
+            frames: timeframes
+                .iter()
+                .map(|&tf| Frame {
+                    builder: BarBuilder::new(tf),
+                    engine: IndicatorSet::new(params),
+                    source: "",
+                })
+                .collect(),
+        }
+    }
+
+    pub fn symbol(&self) -> SymbolId {
+        self.symbol
+    }
+
+    /// Replaces a frame's indicator state, e.g. with a restored checkpoint.
+    pub fn set_engine(&mut self, frame: usize, engine: IndicatorSet) {
+        self.frames[frame].engine = engine;
+    }
+
+    pub fn engine(&self, frame: usize) -> &IndicatorSet {
+        &self.frames[frame].engine
+    }
+
+    /// Feeds already-stored closed bars of one timeframe (oldest first) to its indicators, so
+    /// the sidecar resumes where it stopped. Bars at or before the engine's last bar are
+    /// skipped, which makes warm-up after a checkpoint restore exact.
+    pub fn warm(&mut self, frame: usize, bars: &[Bar]) {
+        let f = &mut self.frames[frame];
+        for bar in bars {
+            if f.engine.last_ts().is_none_or(|t| bar.ts > t) {
+                f.engine.update(bar);
+            }
+            f.builder.resume_after(bar.ts);
+        }
+        if frame == 0 {
+            let tail = &bars[bars.len().saturating_sub(30)..];
+            self.validator.seed(tail);
+        }
+    }
+
+    /// Validates closed history bars of one timeframe from a source (oldest first), commits the
+    /// good ones and emits them as closed so they are stored.
+    pub fn ingest_history(
+        &mut self,
+        frame: usize,
+        bars: &[Bar],
+        source: &'static str,
+        now_ms: i64,
+        out: &mut Vec<Event>,
+    ) {
+        let mut validator = Validator::new(self.validator.config().clone());
+        let f = &mut self.frames[frame];
+        let timeframe = f.builder.timeframe();
+        for bar in bars {
+            if f.builder.last_closed_ts().is_some_and(|t| bar.ts <= t) {
+                continue;
+            }
+            match validator.check(bar, None) {
+                Verdict::Accept { quality } => {
+                    let features = f.engine.update(bar);
+                    f.builder.resume_after(bar.ts);
+                    let record = BarRecord {
+                        symbol: self.symbol,
+                        timeframe,
+                        bar: *bar,
+                        source,
+                        quality,
+                    };
+                    out.push(Event::Closed { record, features });
+                }
+                Verdict::Duplicate => {}
+                Verdict::Reject(reason) => out.push(Event::Rejected(RejectRecord {
+                    symbol: self.symbol,
+                    source,
+                    reason,
+                    input: *bar,
+                    received_at_ms: now_ms,
+                })),
+            }
+        }
+        if frame == 0 {
+            let tail = &bars[bars.len().saturating_sub(30)..];
+            self.validator.seed(tail);
+        }
+    }
+
+    /// One quote from `source`: validated, then added to every timeframe's bar.
+    pub fn on_quote(
+        &mut self,
+        quote: &Quote,
+        source: &'static str,
+        now_ms: i64,
+        out: &mut Vec<Event>,
+    ) -> Verdict {
+        let input = Bar::from_price(quote.ts, quote.price, quote.volume);
+        let verdict = self.validator.check(&input, Some(now_ms));
+        let quality = match verdict {
+            Verdict::Accept { quality } => quality,
+            Verdict::Duplicate => return verdict,
+            Verdict::Reject(reason) => {
+                out.push(self.reject(reason, input, source, now_ms));
+                return verdict;
+            }
+        };
+        let mut late = false;
+        for f in &mut self.frames {
+            let step = f.builder.add(&input, quality);
+            if let Some(closed) = step.closed {
+                out.push(commit(self.symbol, f, closed));
+            }
+            if let Some(gap) = step.gap {
+                out.push(Event::Gap {
+                    symbol: self.symbol,
+                    timeframe: f.builder.timeframe(),
+                    gap,
+                });
+            }
+            late |= step.late;
+            if !step.late {
+                f.source = source;
+            }
+        }
+        if late {
+            out.push(self.reject(RejectReason::Late, input, source, now_ms));
+        }
+        verdict
+    }
+
+    /// End of a collection tick: closes bars whose interval has ended and reports each forming
+    /// bar with its peeked features.
+    pub fn finish_tick(&mut self, now_ms: i64, out: &mut Vec<Event>) {
+        for f in &mut self.frames {
+            if let Some(closed) = f.builder.close_due(now_ms) {
+                out.push(commit(self.symbol, f, closed));
+            }
+            if let Some(forming) = f.builder.forming() {
+                out.push(Event::Forming {
+                    record: BarRecord {
+                        symbol: self.symbol,
+                        timeframe: f.builder.timeframe(),
+                        bar: forming.bar,
+                        source: f.source,
+                        quality: forming.quality,
+                    },
+                    features: f.engine.peek(&forming.bar),
+                });
+            }
+        }
+    }
+
+    fn reject(&self, reason: RejectReason, input: Bar, source: &'static str, now_ms: i64) -> Event {
+        Event::Rejected(RejectRecord {
+            symbol: self.symbol,
+            source,
+            reason,
+            input,
+            received_at_ms: now_ms,
+        })
+    }
+}
+
+fn commit(symbol: SymbolId, f: &mut Frame, closed: ScoredBar) -> Event {
+    let features = f.engine.update(&closed.bar);
+    Event::Closed {
+        record: BarRecord {
+            symbol,
+            timeframe: f.builder.timeframe(),
+            bar: closed.bar,
+            source: f.source,
+            quality: closed.quality,
+        },
+        features,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_700_000_100_000; // a 5-minute boundary
+
+    fn pipeline() -> SymbolPipeline {
+        SymbolPipeline::new(
+            0,
+            &ValidationConfig::default(),
+            &["1m".parse().expect("valid"), "5m".parse().expect("valid")],
+            &IndicatorParams::default(),
+        )
+    }
+
+    fn quote(ts: i64, price: f64) -> Quote {
+        Quote {
+            symbol: 0,
+            ts,
+            price,
+            volume: 1.0,
+        }
+    }
+
+    #[test]
+    fn quotes_become_closed_bars_with_features_in_every_timeframe() {
+        let mut p = pipeline();
+        let mut out = Vec::new();
+        for s in 0..600 {
+            let ts = T0 + s * 1_000;
+            p.on_quote(
+                &quote(ts, 100.0 + (s % 7) as f64 * 0.01),
+                "synthetic",
+                ts,
+                &mut out,
+            );
+            p.finish_tick(ts + 500, &mut out);
+        }
+        let closed = |tf: i64| {
+            out.iter()
+                .filter(
+                    |e| matches!(e, Event::Closed { record, .. } if record.timeframe.ms() == tf),
+                )
+                .count()
+        };
+        assert_eq!(closed(60_000), 9, "the tenth minute is still forming");
+        assert_eq!(closed(300_000), 1);
+        assert_eq!(p.engine(0).bars_seen(), 9);
+        let last_forming = out.iter().rev().find_map(|e| match e {
+            Event::Forming { record, .. } if record.timeframe.ms() == 60_000 => Some(record),
+            _ => None,
+        });
+        assert_eq!(last_forming.map(|r| r.bar.ts), Some(T0 + 540_000));
+        assert!(
+            out.iter()
+                .all(|e| !matches!(e, Event::Rejected(_) | Event::Gap { .. }))
+        );
+    }
+
+    #[test]
+    fn rejects_carry_reason_and_raw_values() {
+        let mut p = pipeline();
+        let mut out = Vec::new();
+        p.on_quote(&quote(T0, 100.0), "synthetic", T0, &mut out);
+        let verdict = p.on_quote(&quote(T0 + 1_000, -3.0), "synthetic", T0 + 1_000, &mut out);
+        assert_eq!(verdict, Verdict::Reject(RejectReason::NonPositivePrice));
+        let Some(Event::Rejected(r)) = out.last() else {
+            panic!("no reject event: {out:?}")
+        };
+        assert_eq!(
+            (r.reason, r.input.close, r.input.ts, r.source),
+            (
+                RejectReason::NonPositivePrice,
+                -3.0,
+                T0 + 1_000,
+                "synthetic"
+            )
+        );
+    }
+}

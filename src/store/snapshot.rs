@@ -1,0 +1,76 @@
+/*!
+The in-process latest state: per symbol, the forming and last closed bar and their features per
+timeframe, swapped in whole by the collector after each tick (arc-swap), so HTTP handlers read a
+consistent view without taking a lock or waiting for the collector.
+*/
+
+use arc_swap::ArcSwapOption;
+use std::sync::Arc;
+
+use crate::indicators::{FEATURE_COUNT, Features, IndicatorParams};
+use crate::model::{SymbolId, SymbolTable, Timeframe};
+use crate::pipeline::BarRecord;
+
+/// The latest of one timeframe of one symbol.
+#[derive(Debug, Clone, Default)]
+pub struct FrameView {
+    pub forming: Option<(BarRecord, Features)>,
+    pub last_closed: Option<(BarRecord, Features)>,
+}
+
+impl FrameView {
+    /// The freshest features: the forming bar's if there is one, else the last closed bar's.
+    pub fn latest(&self) -> Option<(&BarRecord, &Features, bool)> {
+        match (&self.forming, &self.last_closed) {
+            (Some((r, f)), _) => Some((r, f, true)),
+            (None, Some((r, f))) => Some((r, f, false)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The latest of one symbol.
+#[derive(Debug, Clone, Default)]
+pub struct SymbolView {
+    /// One per configured timeframe, in configuration order.
+    pub frames: Vec<FrameView>,
+    /// Provider time of the newest accepted data, Unix ms.
+    pub last_data_ms: Option<i64>,
+    /// Source of the newest accepted data.
+    pub source: Option<&'static str>,
+}
+
+/// All symbols' latest views plus what is needed to present them.
+pub struct Snapshot {
+    pub symbols: SymbolTable,
+    pub timeframes: Vec<Timeframe>,
+    pub feature_names: [String; FEATURE_COUNT],
+    views: Vec<ArcSwapOption<SymbolView>>,
+}
+
+impl Snapshot {
+    pub fn new(symbols: SymbolTable, timeframes: Vec<Timeframe>, params: &IndicatorParams) -> Self {
+        Self {
+            views: (0..symbols.len()).map(|_| ArcSwapOption::empty()).collect(),
+            symbols,
+            timeframes,
+            feature_names: params.feature_names(),
+        }
+    }
+
+    pub fn get(&self, symbol: SymbolId) -> Option<Arc<SymbolView>> {
+        self.views
+            .get(symbol as usize)
+            .and_then(ArcSwapOption::load_full)
+    }
+
+    pub fn publish(&self, symbol: SymbolId, view: Arc<SymbolView>) {
+        if let Some(slot) = self.views.get(symbol as usize) {
+            slot.store(Some(view));
+        }
+    }
+
+    pub fn frame_index(&self, timeframe: Timeframe) -> Option<usize> {
+        self.timeframes.iter().position(|&t| t == timeframe)
+    }
+}

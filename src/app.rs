@@ -153,7 +153,9 @@ pub async fn run_with(
         return Err(AppError::ShutdownTimeout(deadline));
     }
     tracing::info!(
+        bars_closed = metrics.bars_closed.get(),
         bars_written = metrics.sqlite_bars_written.get(),
+        rejects = metrics.rejects_total(),
         rejects_written = metrics.sqlite_rejects_written.get(),
         "stopped cleanly"
     );

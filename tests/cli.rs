@@ -1,0 +1,165 @@
+//! The command line: configuration errors and `replay`.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::command;
+
+#[test]
+fn bad_configuration_exits_with_a_message_naming_variable_and_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        ("COLLECTION_INTERVAL", "fast", "duration"),
+        ("MAX_BARS_CACHE", "-1", "whole number"),
+        ("SOURCES", "bloomberg", "unknown source"),
+        ("SYMBOLS", "EURUSD,eurusd", "twice"),
+        ("TIMEFRAMES", "7x", "unit"),
+        ("HTTP_ADDR", "localhost", "IP:PORT"),
+        ("LOG_FORMAT", "xml", "json"),
+        ("REDIS_URL", "localhost:6379", "redis://"),
+        ("MIN_QUALITY", "1.5", "from 0 to 1"),
+    ];
+    for (var, value, hint) in cases {
+        let out = command(dir.path(), &[(var, value)])
+            .arg("run")
+            .output()
+            .expect("run barkeep");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert!(
+            stderr.contains(var) && stderr.contains(value) && stderr.contains(hint),
+            "{var}={value}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn an_unusable_sqlite_path_fails_start_up_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, "not a directory").expect("write");
+    let db = blocker.join("barkeep.db");
+    let out = command(
+        dir.path(),
+        &[
+            ("SQLITE_PATH", db.to_str().expect("utf-8")),
+            ("HTTP_ADDR", "127.0.0.1:0"),
+        ],
+    )
+    .arg("run")
+    .output()
+    .expect("run barkeep");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("barkeep.db"), "{stderr}");
+}
+
+fn shared_data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(name)
+}
+
+#[test]
+fn replay_prints_one_json_line_per_bar_with_every_feature() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = command(dir.path(), &[])
+        .args(["replay", "--input"])
+        .arg(shared_data("GOOG.csv"))
+        .args(["--symbol", "GOOG"])
+        .output()
+        .expect("run replay");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2148);
+    assert_eq!(lines[0]["ts"], 1_092_873_600_000_i64);
+    assert_eq!(lines[0]["symbol"], "GOOG");
+    assert_eq!(lines[0]["close"], 100.34);
+    assert!(lines[0]["sma_20"].is_null() && lines[18]["sma_20"].is_null());
+    assert!(lines[19]["sma_20"].is_f64());
+    assert!(
+        lines[32]["macd"].is_null() && lines[33]["macd"].is_f64(),
+        "MACD's first value at bar 33"
+    );
+    let last = lines.last().expect("lines");
+    for name in [
+        "sma_20",
+        "ema_12",
+        "ema_26",
+        "rsi_14",
+        "bb_upper",
+        "bb_middle",
+        "bb_lower",
+        "atr_14",
+        "macd",
+        "macd_signal",
+        "macd_hist",
+        "stoch_k",
+        "stoch_d",
+        "obv",
+        "vwap",
+    ] {
+        assert!(last[name].is_f64(), "{name}: {last}");
+    }
+    // The first SMA(20) is the plain mean of the first 20 closes.
+    let mean: f64 = lines[..20]
+        .iter()
+        .map(|l| l["close"].as_f64().expect("close"))
+        .sum::<f64>()
+        / 20.0;
+    assert!((lines[19]["sma_20"].as_f64().expect("sma") - mean).abs() < 1e-9 * mean);
+}
+
+#[test]
+fn replay_reports_bad_rows_on_stderr_and_skips_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("bad.csv");
+    std::fs::write(
+        &csv,
+        "Date,Open,High,Low,Close,Volume\n\
+         2024-01-01,10,11,9,10.5,100\n\
+         2024-01-02,10,9,11,10.5,100\n\
+         2024-01-03,10,11,9,,100\n\
+         2024-01-04,10,11,9,-1,100\n\
+         2024-01-05,10,11,9,10,-5\n\
+         2023-12-31,10,11,9,10,100\n\
+         garbage,1,1,1,1,1\n\
+         2024-01-06,10,11,9,10.2,100\n",
+    )
+    .expect("write");
+    let out = command(dir.path(), &[])
+        .args(["replay", "--input"])
+        .arg(&csv)
+        .output()
+        .expect("run replay");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    for reason in [
+        "ohlc_inconsistent",
+        "non_finite",
+        "non_positive_price",
+        "negative_volume",
+        "out_of_order",
+        "line 8",
+    ] {
+        assert!(stderr.contains(reason), "{reason} not reported: {stderr}");
+    }
+    let missing = command(dir.path(), &[])
+        .args(["replay", "--input", "nope.csv"])
+        .output()
+        .expect("run");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.csv"));
+}

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -23,8 +24,9 @@ use crate::indicators::IndicatorSet;
 use crate::metrics::Metrics;
 use crate::model::SymbolTable;
 use crate::sources::{self, replay};
+use crate::store::redis::{RedisError, RedisSink, RedisSinkConfig, RedisStatus};
 use crate::store::snapshot::Snapshot;
-use crate::store::sqlite::{self, SqliteStore, StoreError};
+use crate::store::sqlite::{self, Downstream, SqliteStore, StoreError};
 use crate::validate::{Validator, Verdict};
 
 /// Batches a sink may hold before the collector keeps them in its overflow list.
@@ -42,6 +44,8 @@ pub enum AppError {
     },
     #[error("shutdown did not finish within {0:?}; some buffered rows may be lost")]
     ShutdownTimeout(Duration),
+    #[error("REDIS_URL: {0}")]
+    Redis(RedisError),
     #[error("replay: {0}")]
     Replay(#[from] replay::ReplayError),
     #[error("replay: {0}")]
@@ -89,6 +93,35 @@ pub async fn run_with(
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
 
+    let redis_status = Arc::new(RedisStatus::default());
+    let (downstream, redis) = match &config.redis_url {
+        None => (None, None),
+        Some(url) => {
+            let (tx, rx) = mpsc::channel(SINK_QUEUE);
+            let resync = Arc::new(AtomicBool::new(false));
+            let mut sink = RedisSink::new(
+                RedisSinkConfig {
+                    url: url.clone(),
+                    pool_size: config.redis_pool_size,
+                    prefix: config.redis_key_prefix.clone(),
+                    max_bars: config.max_bars_cache,
+                    features_ttl_ms: (config.feature_cache_ttl_ms * 2)
+                        .max(config.collection_interval_ms * 3),
+                },
+                symbols.clone(),
+                config.timeframes.clone(),
+                config.indicators.feature_names(),
+                Arc::clone(&store),
+                Arc::clone(&redis_status),
+                Arc::clone(&metrics),
+                Arc::clone(&resync),
+                clock,
+            )
+            .map_err(AppError::Redis)?;
+            sink.start(Duration::from_secs(3)).await;
+            (Some(Downstream { tx, resync }), Some((sink, rx)))
+        }
+    };
     let (sqlite_tx, sqlite_rx) = mpsc::channel(SINK_QUEUE);
     let mut collector = Collector::new(
         &config,
@@ -115,8 +148,11 @@ pub async fn run_with(
         sqlite_rx,
         Duration::from_millis(config.batch_write_interval_ms),
         Arc::clone(&metrics),
-        token.clone(),
+        downstream,
     ));
+    if let Some((sink, rx)) = redis {
+        tracker.spawn(sink.run(rx, token.clone()));
+    }
     tracker.spawn(collector.run(token.clone()));
     let state = Arc::new(ApiState {
         snapshot,
@@ -127,7 +163,7 @@ pub async fn run_with(
         stale_after_ms: config.validation.stale_after_ms,
         max_bars_cache: config.max_bars_cache,
         batch_write_interval_ms: config.batch_write_interval_ms,
-        redis_configured: config.redis_url.is_some(),
+        redis: config.redis_url.is_some().then_some(redis_status),
     });
     let addr = listener.local_addr().map_err(|source| AppError::Bind {
         addr: config.http_addr,

@@ -201,7 +201,7 @@ impl Collector {
             self.snapshot
                 .publish(sym as SymbolId, Arc::new(self.views[sym].clone()));
         }
-        self.emit(TickBatch::new(events));
+        self.emit(TickBatch::new(now, events));
         Ok(())
     }
 
@@ -236,6 +236,7 @@ impl Collector {
             self.metrics.ticks.inc();
         }
         let batch = TickBatch {
+            now_ms: self.clock.now_ms(),
             events: Vec::new(),
             checkpoints: self.checkpoints(),
         };
@@ -277,7 +278,7 @@ impl Collector {
             pipeline.finish_tick(now, &mut events);
         }
         self.apply_events(&events);
-        TickBatch::new(events)
+        TickBatch::new(now, events)
     }
 
     /// Fetches quotes for every symbol into `self.quotes`, falling back source by source.

@@ -357,6 +357,24 @@ impl Env<'_> {
     }
 }
 
+/// `scheme://user:password@host` → `scheme://user:***@host`, so errors and `/health` never
+/// show a secret.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let hidden = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_string()
+            };
+            format!("{}{hidden}{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// `250ms`, `1s`, `1.5s`, `2m`, `1h`, `1d`, or a bare number of seconds.
 fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let split = s
@@ -417,6 +435,18 @@ mod tests {
     }
 
     #[test]
+    fn redis_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("redis://bot:s3cret@h:6379/0"),
+            "redis://bot:***@h:6379/0"
+        );
+        assert_eq!(redact_url("rediss://:s3cret@h"), "rediss://:***@h");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        let err = cfg(&[("REDIS_URL", "http://u:pw@h")]).expect_err("bad scheme");
+        assert!(!err.to_string().contains("pw"), "{err}");
+    }
+
+    #[test]
     fn durations_accept_units_and_bare_seconds() {
         assert_eq!(parse_duration_ms("1"), Ok(1_000));
         assert_eq!(parse_duration_ms("0.5"), Ok(500));
@@ -443,6 +473,7 @@ mod tests {
             ("MIN_QUALITY", "2"),
             ("SYNTHETIC_BAD_TICK_RATE", "NaN"),
             ("MACD_FAST", "40"),
+            ("REDIS_URL", "redis://host:notaport"),
         ];
         for (var, value) in cases {
             let err = cfg(&[(var, value)]).expect_err(var);

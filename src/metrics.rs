@@ -136,6 +136,15 @@ pub struct Metrics {
     pub gaps: Counter,
     pub history_bars: Counter,
     pub sink_queue_full: Counter,
+    pub redis_queue_full: Counter,
+    pub redis_queue_depth: Gauge,
+    pub redis_writes: Counter,
+    pub redis_errors: Counter,
+    pub redis_reconnects: Counter,
+    pub redis_backfilled_bars: Counter,
+    pub redis_recovered_bars: Counter,
+    pub redis_coalesced: Counter,
+    pub redis_write_latency: Histogram,
     pub sqlite_queue_depth: Gauge,
     pub sqlite_pending_rows: Gauge,
     pub sqlite_bars_written: Counter,
@@ -165,6 +174,15 @@ impl Metrics {
             gaps: Counter::default(),
             history_bars: Counter::default(),
             sink_queue_full: Counter::default(),
+            redis_queue_full: Counter::default(),
+            redis_queue_depth: Gauge::default(),
+            redis_writes: Counter::default(),
+            redis_errors: Counter::default(),
+            redis_reconnects: Counter::default(),
+            redis_backfilled_bars: Counter::default(),
+            redis_recovered_bars: Counter::default(),
+            redis_coalesced: Counter::default(),
+            redis_write_latency: Histogram::default(),
             sqlite_queue_depth: Gauge::default(),
             sqlite_pending_rows: Gauge::default(),
             sqlite_bars_written: Counter::default(),
@@ -262,6 +280,54 @@ impl Metrics {
             "Ticks whose events waited because the sink queue was full",
             &[],
             self.sink_queue_full.get(),
+        );
+        v.counter(
+            "redis_queue_full_total",
+            "Batches the Redis sink could not take (rings rebuilt from SQLite)",
+            &[],
+            self.redis_queue_full.get(),
+        );
+        v.gauge(
+            "redis_queue_depth",
+            "Batches waiting for the Redis sink",
+            &[],
+            self.redis_queue_depth.get(),
+        );
+        v.counter(
+            "redis_writes_total",
+            "Bar and feature updates written to Redis",
+            &[],
+            self.redis_writes.get(),
+        );
+        v.counter(
+            "redis_errors_total",
+            "Failed Redis connects or writes",
+            &[],
+            self.redis_errors.get(),
+        );
+        v.counter(
+            "redis_reconnects_total",
+            "Reconnections to Redis after a failure",
+            &[],
+            self.redis_reconnects.get(),
+        );
+        v.counter(
+            "redis_backfilled_bars_total",
+            "Bars rewritten into Redis rings from SQLite",
+            &[],
+            self.redis_backfilled_bars.get(),
+        );
+        v.counter(
+            "redis_recovered_bars_total",
+            "Bars copied from Redis rings into SQLite after a crash",
+            &[],
+            self.redis_recovered_bars.get(),
+        );
+        v.counter(
+            "redis_coalesced_total",
+            "Live/feature updates superseded before they were written",
+            &[],
+            self.redis_coalesced.get(),
         );
         v.gauge(
             "sqlite_queue_depth",
@@ -361,6 +427,12 @@ impl Metrics {
             "Wall time of one SQLite flush",
             &[],
             &self.sqlite_flush_duration,
+        );
+        v.histogram(
+            "redis_write_latency_seconds",
+            "Wall time of one Redis pipeline write",
+            &[],
+            &self.redis_write_latency,
         );
         v.histogram(
             "http_latency_seconds",

@@ -10,6 +10,7 @@ use crate::indicators::Features;
 use crate::model::{SymbolId, Timeframe};
 use crate::pipeline::BarRecord;
 use crate::signals;
+use crate::store::redis::RedisState;
 use crate::store::snapshot::FrameView;
 
 /// `status` is `ok` when every symbol has fresh data and the store keeps up, `degraded` when
@@ -60,9 +61,31 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
     let sqlite_lagging = flush_age > 3 * state.batch_write_interval_ms as i64 + 5_000;
     let sqlite_state = if sqlite_lagging { "lagging" } else { "ok" };
     let total = snapshot.symbols.len();
+    let (redis, redis_ok) = match &state.redis {
+        None => (json!({ "state": "disabled" }), true),
+        Some(r) => {
+            let s = match r.state() {
+                RedisState::Connecting => "connecting",
+                RedisState::Up => "up",
+                RedisState::Down => "down",
+            };
+            let last = r.last_write_ms();
+            (
+                json!({
+                    "state": s,
+                    "reason": r.last_error(),
+                    "queue_depth": m.redis_queue_depth.get(),
+                    "last_write_age_ms": (last > 0).then(|| now - last),
+                    "errors": m.redis_errors.get(),
+                    "reconnects": m.redis_reconnects.get(),
+                }),
+                r.state() == RedisState::Up,
+            )
+        }
+    };
     let (status, code) = if fresh_count == 0 {
         ("down", StatusCode::SERVICE_UNAVAILABLE)
-    } else if fresh_count < total || sqlite_lagging {
+    } else if fresh_count < total || sqlite_lagging || !redis_ok {
         ("degraded", StatusCode::OK)
     } else {
         ("ok", StatusCode::OK)
@@ -84,7 +107,7 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
                 "last_flush_age_ms": flush_age,
                 "flush_errors": m.sqlite_flush_errors.get(),
             },
-            "redis": { "state": if state.redis_configured { "unknown" } else { "disabled" } },
+            "redis": redis,
             "ticks": m.ticks.get(),
             "missed_ticks": m.missed_ticks.get(),
             "rejects": m.rejects_total(),

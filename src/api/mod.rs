@@ -42,7 +42,8 @@ pub struct ApiState {
     pub stale_after_ms: i64,
     pub max_bars_cache: usize,
     pub batch_write_interval_ms: u64,
-    pub redis_configured: bool,
+    /// `None` when Redis is not configured.
+    pub redis: Option<Arc<crate::store::redis::RedisStatus>>,
 }
 
 /// An error answered to the client.

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::task::JoinHandle;
 
 use crate::bars::Gap;
 use crate::metrics::Metrics;
@@ -28,6 +29,21 @@ use crate::pipeline::{BarRecord, Event, RejectRecord};
 use crate::store::TickBatch;
 
 const SCHEMA: &str = include_str!("../../schema.sql");
+
+const UPSERT_BAR: &str =
+    "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume, source, quality)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+     ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET
+       open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
+       volume = excluded.volume, source = excluded.source, quality = excluded.quality";
+
+/// What a Redis ring of the newest bars should look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingSummary {
+    pub len: usize,
+    pub first_ts: Option<i64>,
+    pub last_ts: Option<i64>,
+}
 
 /// Why a SQLite operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +65,7 @@ pub enum StoreError {
 }
 
 /// A bar as stored, with its provenance.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredBar {
     #[serde(flatten)]
     pub bar: Bar,
@@ -194,6 +210,7 @@ impl SqliteStore {
             bars: b.bars.len(),
             rejects: b.rejects.len(),
             checkpoints: b.checkpoints.len(),
+            took: Duration::ZERO,
         };
         if b.len() == 0 {
             return Ok(stats);
@@ -201,13 +218,7 @@ impl SqliteStore {
         let mut conn = self.writer.lock();
         let tx = conn.transaction()?;
         {
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume, source, quality)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET
-                   open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
-                   volume = excluded.volume, source = excluded.source, quality = excluded.quality",
-            )?;
+            let mut upsert = tx.prepare_cached(UPSERT_BAR)?;
             let mut tf_names: Vec<(Timeframe, String)> = Vec::new();
             for r in &b.bars {
                 let tf = match tf_names.iter().find(|(t, _)| *t == r.timeframe) {
@@ -337,6 +348,78 @@ impl SqliteStore {
         Ok(bars)
     }
 
+    /// Length, oldest and newest open time of the newest `n` closed bars (flushed or not):
+    /// what a Redis ring of capacity `n` must hold. Reads only the primary-key index.
+    ///
+    /// # Errors
+    /// A failed query.
+    pub fn ring_summary(
+        &self,
+        symbol: SymbolId,
+        timeframe: Timeframe,
+        n: usize,
+    ) -> Result<RingSummary, StoreError> {
+        let mut ts: Vec<i64> = {
+            let conn = self.reader.lock();
+            let mut stmt = conn.prepare_cached("SELECT ts FROM bars WHERE symbol = ?1 AND timeframe = ?2 ORDER BY ts DESC LIMIT ?3")?;
+            let rows = stmt.query_map(
+                params![
+                    &**self.symbols.name(symbol),
+                    timeframe.to_string(),
+                    n as i64
+                ],
+                |r| r.get(0),
+            )?;
+            rows.collect::<Result<_, _>>()?
+        };
+        {
+            let u = self.unflushed.lock();
+            ts.extend(
+                u.in_flight
+                    .iter()
+                    .chain(&u.pending.bars)
+                    .filter(|r| r.symbol == symbol && r.timeframe == timeframe)
+                    .map(|r| r.bar.ts),
+            );
+        }
+        ts.sort_unstable();
+        ts.dedup();
+        let kept = &ts[ts.len().saturating_sub(n)..];
+        Ok(RingSummary {
+            len: kept.len(),
+            first_ts: kept.first().copied(),
+            last_ts: kept.last().copied(),
+        })
+    }
+
+    /// Upserts bars recovered from elsewhere (a Redis ring that was ahead after a crash) in
+    /// one transaction, at once rather than at the next flush.
+    ///
+    /// # Errors
+    /// A failed transaction; nothing is written then.
+    pub fn upsert_now(
+        &self,
+        symbol: SymbolId,
+        timeframe: Timeframe,
+        bars: &[StoredBar],
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.writer.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(UPSERT_BAR)?;
+            let (name, tf) = (&**self.symbols.name(symbol), timeframe.to_string());
+            for b in bars {
+                let bar = &b.bar;
+                upsert.execute(params![
+                    name, tf, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume, b.source,
+                    b.quality
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(bars.len())
+    }
+
     /// Stored closed bars after `after_ts` (all when `None`), oldest first, at most `limit`
     /// (the newest ones when there are more).
     ///
@@ -427,20 +510,32 @@ pub struct FlushStats {
     pub bars: usize,
     pub rejects: usize,
     pub checkpoints: usize,
+    pub took: Duration,
 }
 
-/// The SQLite writer task: buffers batches, flushes every `interval` and once more when the
-/// channel closes (the collector has stopped) or `shutdown` fires and the channel is drained.
+/// Where the writer passes each batch on once it holds it: the Redis sink. Because a batch
+/// reaches the next sink only after SQLite has it, a sink that missed batches can always rebuild
+/// from SQLite (`resync`) without a gap.
+pub struct Downstream {
+    pub tx: mpsc::Sender<Arc<TickBatch>>,
+    /// Set when a batch could not be queued (the sink is behind): the sink rebuilds from SQLite.
+    pub resync: Arc<AtomicBool>,
+}
+
+/// The SQLite writer task: buffers batches, passes them downstream, flushes every `interval`
+/// on the blocking pool while it goes on receiving, and flushes once more when the channel
+/// closes (the collector has stopped).
 pub async fn run_writer(
     store: Arc<SqliteStore>,
     mut rx: mpsc::Receiver<Arc<TickBatch>>,
     interval: Duration,
     metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
+    downstream: Option<Downstream>,
 ) {
     let mut timer = tokio::time::interval(interval);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     timer.tick().await;
+    let mut flushing: Option<JoinHandle<Result<FlushStats, StoreError>>> = None;
     loop {
         tokio::select! {
             batch = rx.recv() => match batch {
@@ -448,17 +543,48 @@ pub async fn run_writer(
                     let rows = store.absorb(&batch);
                     metrics.sqlite_pending_rows.set(rows as i64);
                     metrics.sqlite_queue_depth.set((rx.max_capacity() - rx.capacity()) as i64);
+                    if let Some(d) = &downstream {
+                        match d.tx.try_send(batch) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                metrics.redis_queue_full.inc();
+                                d.resync.store(true, Ordering::Release);
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => {}
+                        }
+                    }
                 }
                 None => break,
             },
-            _ = timer.tick() => flush(&store, &metrics).await,
-            // The collector closes the channel when it stops; this only matters if it died.
-            _ = shutdown.cancelled(), if rx.is_closed() => break,
+            _ = timer.tick(), if flushing.is_none() => {
+                let store = Arc::clone(&store);
+                flushing = Some(tokio::task::spawn_blocking(move || timed_flush(&store)));
+            }
+            result = wait_flush(&mut flushing), if flushing.is_some() => {
+                flushing = None;
+                record_flush(result, &metrics);
+            }
         }
+    }
+    if let Some(handle) = flushing.take() {
+        record_flush(
+            handle
+                .await
+                .map_err(|e| StoreError::Join(e.to_string()))
+                .and_then(|r| r),
+            &metrics,
+        );
     }
     // Final flush: retry a few times, a locked database or a full disk can be transient.
     for attempt in 0..5 {
-        flush(&store, &metrics).await;
+        let s = Arc::clone(&store);
+        let result = tokio::task::spawn_blocking(move || timed_flush(&s)).await;
+        record_flush(
+            result
+                .map_err(|e| StoreError::Join(e.to_string()))
+                .and_then(|r| r),
+            &metrics,
+        );
         if store.pending_rows() == 0 {
             break;
         }
@@ -473,13 +599,27 @@ pub async fn run_writer(
     }
 }
 
-async fn flush(store: &Arc<SqliteStore>, metrics: &Arc<Metrics>) {
-    let store = Arc::clone(store);
+/// Waits for the flush in progress (never completes when there is none).
+async fn wait_flush(
+    flushing: &mut Option<JoinHandle<Result<FlushStats, StoreError>>>,
+) -> Result<FlushStats, StoreError> {
+    let Some(handle) = flushing.as_mut() else {
+        return std::future::pending().await;
+    };
+    handle.await.map_err(|e| StoreError::Join(e.to_string()))?
+}
+
+fn timed_flush(store: &SqliteStore) -> Result<FlushStats, StoreError> {
     let started = Instant::now();
-    let result = tokio::task::spawn_blocking(move || store.flush()).await;
-    metrics.sqlite_flush_duration.record(started.elapsed());
+    let mut stats = store.flush()?;
+    stats.took = started.elapsed();
+    Ok(stats)
+}
+
+fn record_flush(result: Result<FlushStats, StoreError>, metrics: &Metrics) {
     match result {
-        Ok(Ok(stats)) => {
+        Ok(stats) => {
+            metrics.sqlite_flush_duration.record(stats.took);
             metrics.sqlite_flushes.inc();
             metrics.sqlite_bars_written.add(stats.bars as u64);
             metrics.sqlite_rejects_written.add(stats.rejects as u64);
@@ -489,13 +629,9 @@ async fn flush(store: &Arc<SqliteStore>, metrics: &Arc<Metrics>) {
                 .sqlite_last_flush_ms
                 .set(chrono::Utc::now().timestamp_millis());
         }
-        Ok(Err(e)) => {
-            metrics.sqlite_flush_errors.inc();
-            tracing::warn!(error = %e, "SQLite flush failed; rows kept for the next flush");
-        }
         Err(e) => {
             metrics.sqlite_flush_errors.inc();
-            tracing::error!(error = %e, "SQLite flush task panicked");
+            tracing::warn!(error = %e, "SQLite flush failed; rows kept for the next flush");
         }
     }
 }
@@ -538,17 +674,16 @@ mod tests {
             input: Bar::from_price(5, f64::NAN, 1.0),
             received_at_ms: 6,
         });
-        store.absorb(&TickBatch::new(vec![
-            closed(60_000, 1.0),
-            closed(120_000, 2.0),
-            reject,
-        ]));
+        store.absorb(&TickBatch::new(
+            0,
+            vec![closed(60_000, 1.0), closed(120_000, 2.0), reject],
+        ));
         assert_eq!(store.flush().expect("flush").bars, 2);
         // A re-delivered bar with new values replaces the old one; unflushed rows are visible.
-        store.absorb(&TickBatch::new(vec![
-            closed(120_000, 2.5),
-            closed(180_000, 3.0),
-        ]));
+        store.absorb(&TickBatch::new(
+            0,
+            vec![closed(120_000, 2.5), closed(180_000, 3.0)],
+        ));
         let recent = store.recent_bars(0, tf, 2).expect("read");
         assert_eq!(
             recent

@@ -148,3 +148,131 @@ pub fn sql_u64(db: &Path, sql: &str) -> u64 {
     conn.query_row(sql, [], |r| r.get::<_, i64>(0))
         .expect("query") as u64
 }
+
+/// A private `redis-server` on a free port (no persistence), killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl RedisServer {
+    pub fn start(extra: &[&str]) -> Self {
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    /// Starts the server (again) on the same port, empty.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--unixsocket")
+            .arg(self.socket())
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .expect("redis-server listens");
+    }
+
+    /// Kills the server at once, like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn client(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .expect("client")
+            .get_connection()
+            .expect("connect to test redis")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A MessagePack value from Redis as JSON, for easy assertions.
+pub fn unpack(bytes: &[u8]) -> serde_json::Value {
+    rmp_serde::from_slice(bytes).expect("MessagePack map")
+}
+
+/// Every bar in a Redis ring, as (ts, close).
+pub fn ring(conn: &mut redis::Connection, key: &str) -> Vec<(i64, f64)> {
+    let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query(conn)
+        .expect("LRANGE");
+    raw.iter()
+        .map(|b| {
+            let v = unpack(b);
+            (
+                v["ts"].as_i64().expect("ts"),
+                v["close"].as_f64().expect("close"),
+            )
+        })
+        .collect()
+}
+
+/// The newest `n` bars in SQLite, oldest first, as (ts, close).
+pub fn sqlite_newest(db: &Path, symbol: &str, tf: &str, n: usize) -> Vec<(i64, f64)> {
+    let conn = rusqlite::Connection::open(db).expect("open db");
+    let mut stmt = conn
+        .prepare("SELECT ts, close FROM bars WHERE symbol = ?1 AND timeframe = ?2 ORDER BY ts DESC LIMIT ?3")
+        .expect("prepare");
+    let mut rows: Vec<(i64, f64)> = stmt
+        .query_map(rusqlite::params![symbol, tf, n as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect();
+    rows.reverse();
+    rows
+}

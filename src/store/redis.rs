@@ -1,0 +1,738 @@
+/*!
+The Redis sink: the bot's knowledge base.
+
+Keys (prefix `REDIS_KEY_PREFIX`, values MessagePack maps with named fields):
+- `{prefix}:bars:{SYMBOL}:{TF}` — the newest `MAX_BARS_CACHE` closed bars, oldest first
+  (`RPUSH` + `LTRIM`); a bar is `{ts, open, high, low, close, volume, source, quality}`.
+- `{prefix}:live:{SYMBOL}:{TF}` — the forming bar, overwritten each tick.
+- `{prefix}:features:{SYMBOL}:{TF}` — `{ts, age_ms, forming, tick_ms, close, source, quality,
+  <indicator names>}`, with a TTL so a dead sidecar's features expire instead of lying.
+- `PUBLISH {prefix}:events:{SYMBOL}` — `{type: "bar" | "features", symbol, timeframe, ts,
+  tick_ms, forming, bar, features}` per closed bar and per forming-bar update.
+
+Each tick's batch becomes one pipeline per connection (`REDIS_POOL_SIZE` connections; a symbol
+always uses the same one, so its keys are written in order): one round trip for all symbols. When
+the sink falls behind it takes every queued batch at once and writes closed bars in full but only
+the newest live bar and features per key (coalescing, counted).
+
+Nothing lost, nothing duplicated: batches reach this sink only after the SQLite writer holds
+them, so SQLite (flushed or buffered) is always a superset of what the rings should hold. After
+any failure — Redis down at start, a dropped connection, a write error, batches skipped because
+this queue was full — every ring is reconciled with SQLite before writing resumes: a ring that
+matches (length, first and last bar) is kept, one that is behind, partial or broken is rewritten
+atomically from SQLite, and one that is *ahead* of SQLite (bars Redis got but SQLite lost in a
+crash) first gives those bars to SQLite. While reconciled, a closed bar at or before a ring's
+last bar is not pushed again.
+*/
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::ser::{SerializeMap, Serializer};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::indicators::{FEATURE_COUNT, Features};
+use crate::metrics::Metrics;
+use crate::model::{Bar, SymbolId, SymbolTable, Timeframe};
+use crate::pipeline::{BarRecord, Event};
+use crate::store::TickBatch;
+use crate::store::sqlite::{SqliteStore, StoreError, StoredBar};
+
+/// Batches taken at once when the sink is behind.
+const MAX_COALESCE: usize = 64;
+
+/// Why a Redis operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Connection state shown in `/health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RedisState {
+    Connecting = 0,
+    Up = 1,
+    Down = 2,
+}
+
+/// Shared view of the sink for `/health` and metrics.
+#[derive(Debug, Default)]
+pub struct RedisStatus {
+    state: AtomicU8,
+    last_write_ms: AtomicI64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl RedisStatus {
+    pub fn state(&self) -> RedisState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => RedisState::Up,
+            2 => RedisState::Down,
+            _ => RedisState::Connecting,
+        }
+    }
+
+    fn set(&self, state: RedisState, error: Option<String>) {
+        self.state.store(state as u8, Ordering::Relaxed);
+        if error.is_some() || state == RedisState::Up {
+            *self.last_error.lock() = error;
+        }
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+
+    /// Unix ms of the last successful write, 0 if none.
+    pub fn last_write_ms(&self) -> i64 {
+        self.last_write_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// Key names for one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+        }
+    }
+    pub fn bars(&self, symbol: &str, tf: Timeframe) -> String {
+        format!("{}:bars:{symbol}:{tf}", self.prefix)
+    }
+    pub fn live(&self, symbol: &str, tf: Timeframe) -> String {
+        format!("{}:live:{symbol}:{tf}", self.prefix)
+    }
+    pub fn features(&self, symbol: &str, tf: Timeframe) -> String {
+        format!("{}:features:{symbol}:{tf}", self.prefix)
+    }
+    pub fn events(&self, symbol: &str) -> String {
+        format!("{}:events:{symbol}", self.prefix)
+    }
+}
+
+/// A bar as written to Redis.
+#[derive(serde::Serialize)]
+struct BarMsg<'a> {
+    ts: i64,
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+    volume: f64,
+    source: &'a str,
+    quality: f64,
+}
+
+impl<'a> BarMsg<'a> {
+    fn new(bar: &Bar, source: &'a str, quality: f64) -> Self {
+        Self {
+            ts: bar.ts,
+            open: bar.open,
+            high: bar.high,
+            low: bar.low,
+            close: bar.close,
+            volume: bar.volume,
+            source,
+            quality,
+        }
+    }
+}
+
+/// The indicator map: configured names → value, `nil` until ready.
+struct FeatureFields<'a> {
+    names: &'a [String; FEATURE_COUNT],
+    features: &'a Features,
+}
+
+impl serde::Serialize for FeatureFields<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(FEATURE_COUNT))?;
+        for (name, v) in self.names.iter().zip(self.features.values) {
+            map.serialize_entry(name, &v.is_finite().then_some(v))?;
+        }
+        map.end()
+    }
+}
+
+/// The features key's value: a flat map, so a reader needs no schema.
+struct FeaturesMsg<'a> {
+    record: &'a BarRecord,
+    fields: FeatureFields<'a>,
+    forming: bool,
+    tick_ms: i64,
+    age_ms: i64,
+}
+
+impl serde::Serialize for FeaturesMsg<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(7 + FEATURE_COUNT))?;
+        map.serialize_entry("ts", &self.record.bar.ts)?;
+        map.serialize_entry("age_ms", &self.age_ms)?;
+        map.serialize_entry("forming", &self.forming)?;
+        map.serialize_entry("tick_ms", &self.tick_ms)?;
+        map.serialize_entry("close", &self.record.bar.close)?;
+        map.serialize_entry("source", self.record.source)?;
+        map.serialize_entry("quality", &self.record.quality)?;
+        for (name, v) in self.fields.names.iter().zip(self.fields.features.values) {
+            map.serialize_entry(name, &v.is_finite().then_some(v))?;
+        }
+        map.end()
+    }
+}
+
+/// The pub/sub message.
+#[derive(serde::Serialize)]
+struct EventMsg<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    symbol: &'a str,
+    timeframe: &'a str,
+    ts: i64,
+    tick_ms: i64,
+    forming: bool,
+    bar: BarMsg<'a>,
+    features: FeatureFields<'a>,
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Serialising plain maps of numbers and strings into a Vec cannot fail.
+    rmp_serde::to_vec_named(value).unwrap_or_default()
+}
+
+/// Settings of the sink.
+#[derive(Debug, Clone)]
+pub struct RedisSinkConfig {
+    pub url: String,
+    pub pool_size: usize,
+    pub prefix: String,
+    pub max_bars: usize,
+    pub features_ttl_ms: u64,
+}
+
+/// The Redis writer task and its state.
+pub struct RedisSink {
+    config: RedisSinkConfig,
+    keys: Keys,
+    client: redis::Client,
+    conns: Vec<ConnectionManager>,
+    symbols: SymbolTable,
+    timeframes: Vec<Timeframe>,
+    tf_names: Vec<String>,
+    names: [String; FEATURE_COUNT],
+    store: Arc<SqliteStore>,
+    status: Arc<RedisStatus>,
+    metrics: Arc<Metrics>,
+    resync: Arc<AtomicBool>,
+    clock: Clock,
+    /// Open time of the last bar in each ring (`symbol * timeframes + frame`), valid while
+    /// `synced`.
+    ring_last: Vec<Option<i64>>,
+    synced: bool,
+}
+
+impl RedisSink {
+    /// # Errors
+    /// A URL the redis client cannot use.
+    #[allow(clippy::too_many_arguments, reason = "wired once by app::run")]
+    pub fn new(
+        config: RedisSinkConfig,
+        symbols: SymbolTable,
+        timeframes: Vec<Timeframe>,
+        names: [String; FEATURE_COUNT],
+        store: Arc<SqliteStore>,
+        status: Arc<RedisStatus>,
+        metrics: Arc<Metrics>,
+        resync: Arc<AtomicBool>,
+        clock: Clock,
+    ) -> Result<Self, RedisError> {
+        let client = redis::Client::open(config.url.as_str())?;
+        let keys = Keys::new(&config.prefix);
+        let slots = symbols.len() * timeframes.len();
+        Ok(Self {
+            keys,
+            client,
+            conns: Vec::new(),
+            tf_names: timeframes.iter().map(ToString::to_string).collect(),
+            symbols,
+            timeframes,
+            names,
+            store,
+            status,
+            metrics,
+            resync,
+            clock,
+            ring_last: vec![None; slots],
+            synced: false,
+            config,
+        })
+    }
+
+    /// Connects, reconciles and writes until the channel closes (the SQLite writer has
+    /// stopped) or, while Redis is unreachable, until `shutdown`.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Arc<TickBatch>>,
+        shutdown: CancellationToken,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        let mut batches: Vec<Arc<TickBatch>> = Vec::with_capacity(MAX_COALESCE);
+        loop {
+            if !self.synced {
+                match self.connect_and_reconcile().await {
+                    Ok(()) => backoff = Duration::from_millis(100),
+                    Err(e) => {
+                        self.fail(&e);
+                        // Batches that arrive meanwhile are in SQLite; the next reconcile
+                        // restores them. Drain so the queue does not fill.
+                        let sleep = tokio::time::sleep(backoff);
+                        tokio::pin!(sleep);
+                        loop {
+                            tokio::select! {
+                                () = &mut sleep => break,
+                                _ = shutdown.cancelled() => return,
+                                batch = rx.recv() => if batch.is_none() { return },
+                            }
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            batches.clear();
+            match rx.recv().await {
+                Some(b) => batches.push(b),
+                None => return,
+            }
+            while batches.len() < MAX_COALESCE {
+                match rx.try_recv() {
+                    Ok(b) => batches.push(b),
+                    Err(_) => break,
+                }
+            }
+            self.metrics
+                .redis_queue_depth
+                .set((rx.max_capacity() - rx.capacity()) as i64);
+            if self.resync.swap(false, Ordering::AcqRel) {
+                self.synced = false;
+                continue;
+            }
+            if let Err(e) = self.write(&batches).await {
+                self.fail(&e);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: &RedisError) {
+        self.synced = false;
+        self.metrics.redis_errors.inc();
+        let first = self.status.state() != RedisState::Down;
+        self.status.set(RedisState::Down, Some(e.to_string()));
+        if first {
+            tracing::warn!(error = %e, "Redis unavailable; bars keep going to SQLite and will be backfilled");
+        } else {
+            tracing::debug!(error = %e, "Redis still unavailable");
+        }
+    }
+
+    fn slot(&self, symbol: SymbolId, tf: Timeframe) -> Option<usize> {
+        let frame = self.timeframes.iter().position(|&t| t == tf)?;
+        Some(symbol as usize * self.timeframes.len() + frame)
+    }
+
+    fn conn_for(&self, symbol: SymbolId) -> usize {
+        symbol as usize % self.conns.len().max(1)
+    }
+
+    /// Connects and reconciles before the pipeline starts, so bars that only Redis kept (after
+    /// a crash) reach SQLite before the indicators warm up from it. If Redis cannot be reached
+    /// within `timeout`, start-up goes on and [`Self::run`] keeps trying.
+    pub async fn start(&mut self, timeout: Duration) {
+        match tokio::time::timeout(timeout, self.connect_and_reconcile()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.fail(&e),
+            Err(_) => self.fail(&RedisError::Redis(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no answer",
+                format!("within {timeout:?}"),
+            )))),
+        }
+    }
+
+    async fn connect_and_reconcile(&mut self) -> Result<(), RedisError> {
+        if self.conns.is_empty() {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(5)))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_secs(2));
+            let mut conns = Vec::with_capacity(self.config.pool_size);
+            for _ in 0..self.config.pool_size {
+                conns.push(
+                    ConnectionManager::new_with_config(self.client.clone(), config.clone()).await?,
+                );
+            }
+            self.conns = conns;
+        } else {
+            self.metrics.redis_reconnects.inc();
+        }
+        // A PING proves the connection (and the password) before the reconcile.
+        let _: String = redis::cmd("PING").query_async(&mut self.conns[0]).await?;
+        let started = Instant::now();
+        let (kept, rewritten) = self.reconcile().await?;
+        self.synced = true;
+        self.status.set(RedisState::Up, None);
+        tracing::info!(
+            kept,
+            rewritten,
+            took_ms = started.elapsed().as_millis() as u64,
+            "Redis rings reconciled with SQLite"
+        );
+        Ok(())
+    }
+
+    /// Makes every ring equal to the newest `max_bars` closed bars SQLite knows; returns how
+    /// many rings were kept and how many rewritten.
+    async fn reconcile(&mut self) -> Result<(usize, usize), RedisError> {
+        let n = self.config.max_bars;
+        let mut pairs = Vec::with_capacity(self.ring_last.len());
+        for (symbol, name) in self.symbols.iter() {
+            for &tf in &self.timeframes {
+                pairs.push((symbol, tf, self.keys.bars(name, tf)));
+            }
+        }
+        // What Redis has: length, first and last bar of every ring, in one round trip.
+        let mut pipe = redis::pipe();
+        for (_, _, key) in &pairs {
+            pipe.cmd("LLEN")
+                .arg(key)
+                .cmd("LINDEX")
+                .arg(key)
+                .arg(0)
+                .cmd("LINDEX")
+                .arg(key)
+                .arg(-1);
+        }
+        let mut conn = self.conns[0].clone();
+        let answers: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let (mut kept, mut rewritten) = (0, 0);
+        for (i, (symbol, tf, key)) in pairs.iter().enumerate() {
+            let len = match &answers[3 * i] {
+                redis::Value::Int(n) => *n as usize,
+                _ => 0,
+            };
+            let first = decode_ts(&answers[3 * i + 1], key);
+            let last = decode_ts(&answers[3 * i + 2], key);
+            let mut want = self.summary(*symbol, *tf, n).await?;
+            if let (Some(ring_last), true) = (last, last > want.last_ts) {
+                // The ring is ahead of SQLite: keep what only Redis saw.
+                let recovered = self
+                    .recover_from_ring(&mut conn, *symbol, *tf, key, want.last_ts)
+                    .await?;
+                self.metrics.redis_recovered_bars.add(recovered as u64);
+                tracing::warn!(key = %key, recovered, ring_last, "Redis ring was ahead of SQLite; bars copied into SQLite");
+                want = self.summary(*symbol, *tf, n).await?;
+            }
+            let slot = self.slot(*symbol, *tf).unwrap_or_default();
+            if len == want.len && first == want.first_ts && last == want.last_ts {
+                kept += 1;
+            } else {
+                let bars = self.recent(*symbol, *tf, n).await?;
+                let mut pipe = redis::pipe();
+                pipe.atomic().cmd("DEL").arg(key).ignore();
+                for chunk in bars.chunks(1_000) {
+                    let values: Vec<Vec<u8>> = chunk
+                        .iter()
+                        .map(|b| encode(&BarMsg::new(&b.bar, &b.source, b.quality)))
+                        .collect();
+                    pipe.cmd("RPUSH").arg(key).arg(values).ignore();
+                }
+                let _: () = pipe.query_async(&mut conn).await?;
+                self.metrics.redis_backfilled_bars.add(bars.len() as u64);
+                rewritten += 1;
+            }
+            self.ring_last[slot] = want.last_ts;
+        }
+        Ok((kept, rewritten))
+    }
+
+    async fn summary(
+        &self,
+        symbol: SymbolId,
+        tf: Timeframe,
+        n: usize,
+    ) -> Result<crate::store::sqlite::RingSummary, RedisError> {
+        let store = Arc::clone(&self.store);
+        Ok(
+            tokio::task::spawn_blocking(move || store.ring_summary(symbol, tf, n))
+                .await
+                .map_err(|e| StoreError::Join(e.to_string()))??,
+        )
+    }
+
+    async fn recent(
+        &self,
+        symbol: SymbolId,
+        tf: Timeframe,
+        n: usize,
+    ) -> Result<Vec<StoredBar>, RedisError> {
+        let store = Arc::clone(&self.store);
+        Ok(
+            tokio::task::spawn_blocking(move || store.recent_bars(symbol, tf, n))
+                .await
+                .map_err(|e| StoreError::Join(e.to_string()))??,
+        )
+    }
+
+    /// Copies the ring's bars newer than `after` into SQLite; returns how many.
+    async fn recover_from_ring(
+        &self,
+        conn: &mut ConnectionManager,
+        symbol: SymbolId,
+        tf: Timeframe,
+        key: &str,
+        after: Option<i64>,
+    ) -> Result<usize, RedisError> {
+        let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query_async(conn)
+            .await?;
+        let mut bars = Vec::new();
+        for item in raw {
+            match rmp_serde::from_slice::<StoredBar>(&item) {
+                Ok(bar) if after.is_none_or(|t| bar.bar.ts > t) => bars.push(bar),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "skipping an undecodable bar in a Redis ring")
+                }
+            }
+        }
+        let store = Arc::clone(&self.store);
+        Ok(
+            tokio::task::spawn_blocking(move || store.upsert_now(symbol, tf, &bars))
+                .await
+                .map_err(|e| StoreError::Join(e.to_string()))??,
+        )
+    }
+
+    /// Writes a run of batches: closed bars in full (skipping any already in the ring), the
+    /// newest live bar and features per key, one event per update.
+    async fn write(&mut self, batches: &[Arc<TickBatch>]) -> Result<(), RedisError> {
+        let started = Instant::now();
+        let now = self.clock.now_ms();
+        let ttl_ms = self.config.features_ttl_ms;
+        let mut pipes: Vec<redis::Pipeline> =
+            (0..self.conns.len()).map(|_| redis::pipe()).collect();
+        // Newest forming update per slot, across the coalesced batches.
+        let mut forming: HashMap<usize, (&BarRecord, &Features, i64)> = HashMap::new();
+        let mut trimmed: Vec<usize> = Vec::new();
+        let mut pushed: Vec<(usize, i64)> = Vec::new();
+        let mut updates = 0u64;
+        for batch in batches {
+            for event in &batch.events {
+                match event {
+                    Event::Closed { record, features } => {
+                        let Some(slot) = self.slot(record.symbol, record.timeframe) else {
+                            continue;
+                        };
+                        let last = pushed
+                            .iter()
+                            .rev()
+                            .find(|(s, _)| *s == slot)
+                            .map(|&(_, t)| t)
+                            .or(self.ring_last[slot]);
+                        if last.is_some_and(|t| record.bar.ts <= t) {
+                            continue;
+                        }
+                        let name = self.symbols.name(record.symbol);
+                        let tf = &self.tf_names[slot % self.timeframes.len()];
+                        let pipe = &mut pipes[self.conn_for(record.symbol)];
+                        let key = self.keys.bars(name, record.timeframe);
+                        pipe.cmd("RPUSH")
+                            .arg(&key)
+                            .arg(encode(&BarMsg::new(
+                                &record.bar,
+                                record.source,
+                                record.quality,
+                            )))
+                            .ignore();
+                        if !trimmed.contains(&slot) {
+                            trimmed.push(slot);
+                        }
+                        pushed.push((slot, record.bar.ts));
+                        let fields = FeatureFields {
+                            names: &self.names,
+                            features,
+                        };
+                        let msg = FeaturesMsg {
+                            record,
+                            fields,
+                            forming: false,
+                            tick_ms: batch.now_ms,
+                            age_ms: now - batch.now_ms,
+                        };
+                        pipe.cmd("SET")
+                            .arg(self.keys.features(name, record.timeframe))
+                            .arg(encode(&msg))
+                            .arg("PX")
+                            .arg(ttl_ms)
+                            .ignore();
+                        let event = EventMsg {
+                            kind: "bar",
+                            symbol: name,
+                            timeframe: tf,
+                            ts: record.bar.ts,
+                            tick_ms: batch.now_ms,
+                            forming: false,
+                            bar: BarMsg::new(&record.bar, record.source, record.quality),
+                            features: FeatureFields {
+                                names: &self.names,
+                                features,
+                            },
+                        };
+                        pipe.cmd("PUBLISH")
+                            .arg(self.keys.events(name))
+                            .arg(encode(&event))
+                            .ignore();
+                        updates += 1;
+                    }
+                    Event::Forming { record, features } => {
+                        if let Some(slot) = self.slot(record.symbol, record.timeframe) {
+                            if forming
+                                .insert(slot, (record, features, batch.now_ms))
+                                .is_some()
+                            {
+                                self.metrics.redis_coalesced.inc();
+                            }
+                        }
+                    }
+                    Event::Rejected(_) | Event::Gap { .. } => {}
+                }
+            }
+        }
+        for &slot in &trimmed {
+            let symbol = (slot / self.timeframes.len()) as SymbolId;
+            let tf = self.timeframes[slot % self.timeframes.len()];
+            let key = self.keys.bars(self.symbols.name(symbol), tf);
+            pipes[self.conn_for(symbol)]
+                .cmd("LTRIM")
+                .arg(key)
+                .arg(-(self.config.max_bars as i64))
+                .arg(-1)
+                .ignore();
+        }
+        let mut slots: Vec<_> = forming.into_iter().collect();
+        slots.sort_unstable_by_key(|(slot, _)| *slot);
+        for (slot, (record, features, tick_ms)) in slots {
+            let name = self.symbols.name(record.symbol);
+            let tf = &self.tf_names[slot % self.timeframes.len()];
+            let pipe = &mut pipes[self.conn_for(record.symbol)];
+            pipe.cmd("SET")
+                .arg(self.keys.live(name, record.timeframe))
+                .arg(encode(&BarMsg::new(
+                    &record.bar,
+                    record.source,
+                    record.quality,
+                )))
+                .ignore();
+            let msg = FeaturesMsg {
+                record,
+                fields: FeatureFields {
+                    names: &self.names,
+                    features,
+                },
+                forming: true,
+                tick_ms,
+                age_ms: now - tick_ms,
+            };
+            pipe.cmd("SET")
+                .arg(self.keys.features(name, record.timeframe))
+                .arg(encode(&msg))
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+            let event = EventMsg {
+                kind: "features",
+                symbol: name,
+                timeframe: tf,
+                ts: record.bar.ts,
+                tick_ms,
+                forming: true,
+                bar: BarMsg::new(&record.bar, record.source, record.quality),
+                features: FeatureFields {
+                    names: &self.names,
+                    features,
+                },
+            };
+            pipe.cmd("PUBLISH")
+                .arg(self.keys.events(name))
+                .arg(encode(&event))
+                .ignore();
+            updates += 1;
+        }
+        let sends = pipes
+            .iter()
+            .zip(self.conns.clone())
+            .filter(|(p, _)| p.cmd_iter().next().is_some())
+            .map(|(pipe, mut conn)| async move {
+                match pipe.exec_async(&mut conn).await {
+                    // A dropped connection is re-established by the manager: retry once.
+                    Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                        pipe.exec_async(&mut conn).await
+                    }
+                    other => other,
+                }
+            });
+        for result in futures::future::join_all(sends).await {
+            result?;
+        }
+        for (slot, ts) in pushed {
+            self.ring_last[slot] = Some(ts);
+        }
+        self.metrics.redis_writes.add(updates);
+        self.status
+            .last_write_ms
+            .store(self.clock.now_ms(), Ordering::Relaxed);
+        self.metrics.redis_write_latency.record(started.elapsed());
+        Ok(())
+    }
+}
+
+/// The `ts` of a MessagePack bar returned by `LINDEX`: `None` for an empty ring, and
+/// `i64::MIN` for something that is not a bar (so the ring is rewritten, never trusted).
+fn decode_ts(value: &redis::Value, key: &str) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Ts {
+        ts: i64,
+    }
+    match value {
+        redis::Value::Nil => None,
+        redis::Value::BulkString(bytes) => match rmp_serde::from_slice::<Ts>(bytes) {
+            Ok(t) => Some(t.ts),
+            Err(e) => {
+                tracing::warn!(key, error = %e, "Redis ring holds something that is not a bar; rewriting it");
+                Some(i64::MIN)
+            }
+        },
+        other => {
+            tracing::warn!(key, reply = ?other, "unexpected Redis reply; rewriting the ring");
+            Some(i64::MIN)
+        }
+    }
+}

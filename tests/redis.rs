@@ -1,0 +1,318 @@
+//! The Redis knowledge base against a real `redis-server` started per test on a free port.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{RedisServer, Sidecar, get_json, ring, sql_u64, sqlite_newest, unpack, wait_for};
+
+const KEY: &str = "barkeep:bars:EURUSD:1s";
+
+fn vars<'a>(db: &'a str, url: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("SQLITE_PATH", db),
+        ("REDIS_URL", url),
+        ("SYMBOLS", "EURUSD,NAS100"),
+        ("TIMEFRAMES", "1s"),
+        ("COLLECTION_INTERVAL", "100ms"),
+        ("BATCH_WRITE_INTERVAL", "500ms"),
+        ("SYNTHETIC_BAD_TICK_RATE", "0"),
+    ]
+}
+
+fn redis_state(addr: std::net::SocketAddr) -> String {
+    get_json(addr, "/health").1["redis"]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn ring_is_capped_ordered_and_survives_a_restart_without_duplicates() {
+    let redis = RedisServer::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("b.db");
+    let (db_s, url) = (db.to_str().expect("utf-8").to_string(), redis.url());
+    let mut v = vars(&db_s, &url);
+    v.push(("WARMUP_BARS", "6200"));
+    let sidecar = Sidecar::start(dir.path(), &v);
+    let mut conn = redis.client();
+    wait_for(Duration::from_secs(20), || {
+        (ring(&mut conn, KEY).len() == 5_000).then_some(())
+    })
+    .expect("ring fills to 5000");
+    let (code, log) = sidecar.terminate();
+    assert_eq!(code, 0, "{}", log.join("\n"));
+    let first_run = ring(&mut conn, KEY);
+    assert_eq!(first_run.len(), 5_000, "capped at MAX_BARS_CACHE");
+    assert!(sql_u64(&db, "SELECT count(*) FROM bars WHERE symbol = 'EURUSD'") >= 6_200);
+    assert!(
+        first_run.windows(2).all(|w| w[1].0 - w[0].0 == 1_000),
+        "oldest first, no gap, no duplicate"
+    );
+    assert_eq!(
+        first_run,
+        sqlite_newest(&db, "EURUSD", "1s", 5_000),
+        "ring = SQLite's newest 5000"
+    );
+
+    // Restart on the same ring: it is reconciled, not re-pushed.
+    let sidecar = Sidecar::start(dir.path(), &v);
+    wait_for(Duration::from_secs(10), || {
+        (redis_state(sidecar.addr) == "up").then_some(())
+    })
+    .expect("redis up");
+    std::thread::sleep(Duration::from_millis(1_500));
+    let (_, metrics) = get_json(sidecar.addr, "/metrics/json");
+    assert_eq!(
+        metrics["counters"]["redis_backfilled_bars_total"], 0,
+        "a matching ring is kept as it is"
+    );
+    let (code, _) = sidecar.terminate();
+    assert_eq!(code, 0);
+    let second_run = ring(&mut conn, KEY);
+    assert_eq!(second_run.len(), 5_000);
+    assert!(
+        second_run.windows(2).all(|w| w[1].0 > w[0].0),
+        "no duplicate after restart"
+    );
+    assert!(second_run.last() > first_run.last());
+    assert_eq!(second_run, sqlite_newest(&db, "EURUSD", "1s", 5_000));
+}
+
+#[test]
+fn values_are_named_maps_features_expire_and_events_are_published() {
+    let redis = RedisServer::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("b.db");
+    // Over the unix socket, as a bot on the same box would connect.
+    let url = format!("unix://{}", redis.socket().display());
+    let db_s = db.to_str().expect("utf-8").to_string();
+    let mut v = vars(&db_s, &url);
+    v.push(("FEATURE_CACHE_TTL", "200ms"));
+    let mut subscriber = redis::Client::open(redis.url())
+        .expect("client")
+        .get_connection()
+        .expect("connect");
+    let mut pubsub = subscriber.as_pubsub();
+    pubsub
+        .subscribe("barkeep:events:EURUSD")
+        .expect("subscribe");
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let sidecar = Sidecar::start(dir.path(), &v);
+
+    let mut kinds = std::collections::HashSet::new();
+    for _ in 0..100 {
+        let msg = pubsub.get_message().expect("an event within 10 s");
+        let event = unpack(msg.get_payload_bytes());
+        assert_eq!(event["symbol"], "EURUSD");
+        assert_eq!(event["timeframe"], "1s");
+        assert!(
+            event["bar"]["close"].is_f64() && event["features"]["ema_12"].is_f64(),
+            "{event}"
+        );
+        kinds.insert(event["type"].as_str().expect("type").to_string());
+        if kinds.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(kinds.len(), 2, "both bar and features events: {kinds:?}");
+    drop(pubsub);
+
+    let mut conn = redis.client();
+    let features: Vec<u8> = redis::cmd("GET")
+        .arg("barkeep:features:EURUSD:1s")
+        .query(&mut conn)
+        .expect("features key");
+    let features = unpack(&features);
+    for field in [
+        "ts",
+        "age_ms",
+        "forming",
+        "sma_20",
+        "rsi_14",
+        "macd_hist",
+        "vwap",
+    ] {
+        assert!(!features[field].is_null(), "{field}: {features}");
+    }
+    let live: Vec<u8> = redis::cmd("GET")
+        .arg("barkeep:live:EURUSD:1s")
+        .query(&mut conn)
+        .expect("live key");
+    let live = unpack(&live);
+    for field in [
+        "ts", "open", "high", "low", "close", "volume", "source", "quality",
+    ] {
+        assert!(!live[field].is_null(), "{field}: {live}");
+    }
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("barkeep:features:EURUSD:1s")
+        .query(&mut conn)
+        .expect("PTTL");
+    assert!(ttl > 0 && ttl <= 400, "features carry a TTL: {ttl}");
+
+    let (code, _) = sidecar.terminate();
+    assert_eq!(code, 0);
+    std::thread::sleep(Duration::from_millis(600));
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("barkeep:features:EURUSD:1s")
+        .query(&mut conn)
+        .expect("EXISTS");
+    assert_eq!(exists, 0, "a stopped sidecar's features expire");
+    assert_eq!(
+        ring(&mut conn, KEY),
+        sqlite_newest(&db, "EURUSD", "1s", 5_000)
+    );
+}
+
+#[test]
+fn redis_killed_mid_run_is_backfilled_from_sqlite() {
+    let mut redis = RedisServer::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("b.db");
+    let (db_s, url) = (db.to_str().expect("utf-8").to_string(), redis.url());
+    let sidecar = Sidecar::start(dir.path(), &vars(&db_s, &url));
+    let mut conn = redis.client();
+    let before = wait_for(Duration::from_secs(10), || {
+        let r = ring(&mut conn, KEY);
+        (r.len() > 102).then_some(r.len())
+    })
+    .expect("live bars reach the ring");
+    redis.kill();
+    wait_for(Duration::from_secs(10), || {
+        (redis_state(sidecar.addr) == "down").then_some(())
+    })
+    .expect("/health shows redis down");
+    let (status, health) = get_json(sidecar.addr, "/health");
+    assert_eq!((status, health["status"].as_str()), (200, Some("degraded")));
+    std::thread::sleep(Duration::from_millis(2_500)); // bars keep closing meanwhile
+    redis.restart();
+    wait_for(Duration::from_secs(15), || {
+        (redis_state(sidecar.addr) == "up").then_some(())
+    })
+    .expect("redis up again");
+    let mut conn = redis.client();
+    std::thread::sleep(Duration::from_millis(1_000));
+    let (_, metrics) = get_json(sidecar.addr, "/metrics/json");
+    assert!(metrics["counters"]["redis_backfilled_bars_total"].as_u64() >= Some(before as u64));
+    assert!(metrics["counters"]["redis_reconnects_total"].as_u64() >= Some(1));
+    let (code, log) = sidecar.terminate();
+    assert_eq!(code, 0, "{}", log.join("\n"));
+    let after = ring(&mut conn, KEY);
+    assert!(
+        after.len() >= before + 3,
+        "bars from the outage are in the ring: {} vs {before}",
+        after.len()
+    );
+    assert!(
+        after.windows(2).all(|w| w[1].0 - w[0].0 == 1_000),
+        "no gap, no duplicate"
+    );
+    assert_eq!(
+        after,
+        sqlite_newest(&db, "EURUSD", "1s", 5_000),
+        "ring identical to SQLite"
+    );
+}
+
+#[test]
+fn a_ring_ahead_of_sqlite_fills_sqlite_back() {
+    let redis = RedisServer::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("b.db");
+    let (db_s, url) = (db.to_str().expect("utf-8").to_string(), redis.url());
+    let sidecar = Sidecar::start(dir.path(), &vars(&db_s, &url));
+    std::thread::sleep(Duration::from_millis(1_500));
+    let (code, _) = sidecar.terminate();
+    assert_eq!(code, 0);
+    let mut conn = redis.client();
+    let full = ring(&mut conn, KEY);
+    // A crash that lost SQLite's unflushed buffer: the newest bars are only in Redis.
+    let cut = full[full.len() - 10].0;
+    let sqlite = rusqlite::Connection::open(&db).expect("open");
+    let removed = sqlite
+        .execute(
+            "DELETE FROM bars WHERE symbol = 'EURUSD' AND ts >= ?1",
+            [cut],
+        )
+        .expect("delete");
+    assert_eq!(removed, 10);
+    sqlite
+        .execute("DELETE FROM indicator_state", [])
+        .expect("delete");
+    drop(sqlite);
+
+    let sidecar = Sidecar::start(dir.path(), &vars(&db_s, &url));
+    wait_for(Duration::from_secs(10), || {
+        (redis_state(sidecar.addr) == "up").then_some(())
+    })
+    .expect("redis up");
+    let (_, metrics) = get_json(sidecar.addr, "/metrics/json");
+    assert_eq!(metrics["counters"]["redis_recovered_bars_total"], 10);
+    let (code, _) = sidecar.terminate();
+    assert_eq!(code, 0);
+    let restored = sqlite_newest(&db, "EURUSD", "1s", 5_000);
+    assert!(
+        full.iter().all(|bar| restored.contains(bar)),
+        "every bar the ring had is in SQLite again"
+    );
+    assert_eq!(ring(&mut conn, KEY), restored);
+}
+
+#[test]
+fn wrong_password_and_unreachable_redis_degrade_health_without_crashing() {
+    let redis = RedisServer::start(&["--requirepass", "right-secret"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("b.db");
+    let db_s = db.to_str().expect("utf-8").to_string();
+    let url = format!("redis://:wrong-secret@127.0.0.1:{}", redis.port);
+    let sidecar = Sidecar::start(dir.path(), &vars(&db_s, &url));
+    let health = wait_for(Duration::from_secs(10), || {
+        let (status, h) = get_json(sidecar.addr, "/health");
+        (status == 200 && h["redis"]["state"] == "down").then_some(h)
+    })
+    .expect("degraded, not crashed");
+    assert_eq!(health["status"], "degraded");
+    let reason = health["redis"]["reason"]
+        .as_str()
+        .expect("reason")
+        .to_string();
+    assert!(
+        reason.to_lowercase().contains("authentication failed") || reason.contains("WRONGPASS"),
+        "{reason}"
+    );
+    assert!(
+        !health.to_string().contains("wrong-secret"),
+        "password leaked: {health}"
+    );
+    // Bars still reach SQLite.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let (code, _) = sidecar.terminate();
+    assert_eq!(code, 0);
+    assert!(sql_u64(&db, "SELECT count(*) FROM bars") > 0);
+
+    // Nothing listening at start: barkeep starts, then connects when Redis appears.
+    let mut late = RedisServer::start(&[]);
+    late.kill();
+    let url = late.url();
+    let sidecar = Sidecar::start(dir.path(), &vars(&db_s, &url));
+    wait_for(Duration::from_secs(10), || {
+        (redis_state(sidecar.addr) == "down").then_some(())
+    })
+    .expect("down at start");
+    late.restart();
+    wait_for(Duration::from_secs(15), || {
+        (redis_state(sidecar.addr) == "up").then_some(())
+    })
+    .expect("connects later");
+    let (code, _) = sidecar.terminate();
+    assert_eq!(code, 0);
+    let mut conn = late.client();
+    assert_eq!(
+        ring(&mut conn, KEY),
+        sqlite_newest(&db, "EURUSD", "1s", 5_000)
+    );
+}

@@ -60,6 +60,7 @@ pub struct Config {
     pub validation: ValidationConfig,
     pub synthetic: SyntheticConfig,
     pub indicators: IndicatorParams,
+    pub providers: crate::sources::settings::ProviderSettings,
 }
 
 /// Validator thresholds.
@@ -255,6 +256,7 @@ impl Config {
                 bad_tick_rate: env.float("SYNTHETIC_BAD_TICK_RATE", 0.001, 0.0, 1.0)?,
             },
             indicators,
+            providers: crate::sources::settings::ProviderSettings::from_lookup(&get)?,
         })
     }
 }

@@ -10,6 +10,7 @@ configured priority order (`SOURCES`) and by each source's health, never by name
 */
 
 pub mod replay;
+pub mod settings;
 pub mod synthetic;
 
 use std::sync::Arc;
@@ -27,35 +28,98 @@ pub const KNOWN: &[&str] = &["synthetic"];
 pub struct Capabilities {
     /// Latest quotes for many symbols in one request.
     pub batched_quotes: bool,
-    /// Historical bars for warm-up and bootstrap.
+    /// Most symbols one quotes request may carry (1 when not batched).
+    pub max_batch: usize,
+    /// Historical bars for warm-up, bootstrap and backfill after a stream reconnect.
     pub history: bool,
+    /// A push stream (WebSocket) via [`Source::stream`].
+    pub stream: bool,
 }
 
-/// Why a source could not answer.
+/// A source's request budget: a token bucket refilled per minute plus a daily quota
+/// (`None` = no documented limit). Defaults follow each provider's free tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_minute: Option<u32>,
+    pub per_day: Option<u32>,
+}
+
+impl RateLimit {
+    pub const UNLIMITED: Self = Self {
+        per_minute: None,
+        per_day: None,
+    };
+}
+
+/// Why a source could not answer. [`SourceError::kind`] decides what the collector does.
+/// Messages never contain an API key.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SourceError {
     #[error("{source_name} does not support {symbol}")]
-    UnsupportedSymbol {
-        source_name: &'static str,
-        symbol: String,
-    },
+    UnsupportedSymbol { source_name: &'static str, symbol: String },
     #[error("{source_name} cannot {what}")]
-    Unsupported {
+    Unsupported { source_name: &'static str, what: &'static str },
+    #[error("{source_name}: unknown symbol {symbol}")]
+    UnknownSymbol { source_name: &'static str, symbol: String },
+    #[error("{source_name}: rate limited{}", retry_after.map(|d| format!(", retry after {d:?}")).unwrap_or_default())]
+    RateLimited {
         source_name: &'static str,
-        what: &'static str,
+        retry_after: Option<std::time::Duration>,
     },
-    #[error("{source_name}: {reason}")]
-    Failed {
+    #[error("{source_name}: rejected the API key: {reason}")]
+    Unauthorized { source_name: &'static str, reason: String },
+    #[error("{source_name}: HTTP {status}: {reason}")]
+    Http {
         source_name: &'static str,
+        status: u16,
         reason: String,
     },
+    #[error("{source_name}: no answer in time")]
+    Timeout { source_name: &'static str },
+    #[error("{source_name}: malformed payload for {symbol}: {reason}")]
+    Malformed {
+        source_name: &'static str,
+        symbol: String,
+        reason: String,
+    },
+    #[error("{source_name}: {reason}")]
+    Network { source_name: &'static str, reason: String },
+}
+
+/// What to do about a [`SourceError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The symbol is not this source's: try the next source, no penalty to this one.
+    NotServed,
+    /// The source is out of budget: try the next source; honour `retry_after`.
+    RateLimited,
+    /// The source failed: try the next source and count a failure for its circuit breaker.
+    Failure,
 }
 
 impl SourceError {
-    /// Whether another source should be tried for the same request.
-    pub fn should_fall_back(&self) -> bool {
-        true
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::UnsupportedSymbol { .. } | Self::Unsupported { .. } | Self::UnknownSymbol { .. } => ErrorKind::NotServed,
+            Self::RateLimited { .. } => ErrorKind::RateLimited,
+            Self::Unauthorized { .. }
+            | Self::Http { .. }
+            | Self::Timeout { .. }
+            | Self::Malformed { .. }
+            | Self::Network { .. } => ErrorKind::Failure,
+        }
     }
+}
+
+/// What a push stream delivers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StreamEvent {
+    Quote(Quote),
+    /// A provider bar (e.g. a 1-minute aggregate), upserted by open time.
+    Bar { symbol: SymbolId, timeframe: Timeframe, bar: Bar },
+    /// The stream was down from `since_ms` until now: the collector backfills that interval
+    /// over [`Source::history`].
+    Reconnected { since_ms: i64 },
 }
 
 /// One market-data provider.
@@ -63,6 +127,16 @@ pub trait Source: Send + Sync {
     fn name(&self) -> &'static str;
 
     fn capabilities(&self) -> Capabilities;
+
+    /// The free-tier budget by default; configurable per source.
+    fn rate_limit(&self) -> RateLimit {
+        RateLimit::UNLIMITED
+    }
+
+    /// Whether this source can serve a symbol (by its generic name), e.g. Binance only crypto.
+    fn supports(&self, _symbol: SymbolId) -> bool {
+        true
+    }
 
     /// Latest quotes for `symbols`, stamped in provider time. `now_ms` is the collector's clock,
     /// which simulated sources use as their own.
@@ -73,6 +147,16 @@ pub trait Source: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<Quote>, SourceError>>;
 
     /// Closed bars with open time in `[from_ms, to_ms)`, oldest first.
+    /// Starts the push stream for `symbols` (only when `capabilities().stream`).
+    fn stream(
+        self: Arc<Self>,
+        _symbols: Vec<SymbolId>,
+        _out: tokio::sync::mpsc::Sender<StreamEvent>,
+        _shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<StreamTask> {
+        None
+    }
+
     fn history(
         &self,
         _symbol: SymbolId,
@@ -89,6 +173,10 @@ pub trait Source: Send + Sync {
         })
     }
 }
+
+/// Push sources: runs until `shutdown`, sending what arrives to `out`, reconnecting on its own
+/// (backoff with jitter, resubscribe, reconnect after silence) and reporting each reconnect.
+pub type StreamTask = BoxFuture<'static, ()>;
 
 /// Builds the configured sources in priority order.
 pub fn build(config: &Config, symbols: &SymbolTable) -> Vec<Arc<dyn Source>> {

@@ -150,7 +150,9 @@ impl Source for SyntheticSource {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             batched_quotes: true,
+            max_batch: 1_000,
             history: true,
+            stream: false,
         }
     }
 

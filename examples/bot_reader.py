@@ -1,0 +1,34 @@
+"""How a bot reads barkeep's Redis keys (redis-py + msgpack).
+
+    pip install redis msgpack
+    python3 examples/bot_reader.py redis://127.0.0.1:6379 EURUSD 1m
+
+Prints one JSON line with the newest closed bars, the latest features, and the first event
+received on the symbol's channel.
+"""
+import json
+import sys
+
+import msgpack
+import redis
+
+url, symbol, tf = (sys.argv[1:4] + ["redis://127.0.0.1:6379", "EURUSD", "1m"][len(sys.argv[1:4]):])
+r = redis.Redis.from_url(url)
+
+# The newest 5 closed bars, oldest first: maps {ts, open, high, low, close, volume, source, quality}.
+bars = [msgpack.unpackb(b) for b in r.lrange(f"barkeep:bars:{symbol}:{tf}", -5, -1)]
+
+# Latest features: {ts, age_ms, forming, close, sma_20, rsi_14, ...}; None once barkeep stops.
+raw = r.get(f"barkeep:features:{symbol}:{tf}")
+features = msgpack.unpackb(raw) if raw else None
+
+# Push: one message per closed bar ("bar") and per forming-bar update ("features").
+pubsub = r.pubsub()
+pubsub.subscribe(f"barkeep:events:{symbol}")
+event = None
+for message in pubsub.listen():
+    if message["type"] == "message":
+        event = msgpack.unpackb(message["data"])
+        break
+
+print(json.dumps({"bars": bars, "features": features, "event": event}))

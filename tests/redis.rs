@@ -324,7 +324,9 @@ fn the_readme_python_reader_works_when_python_has_redis_and_msgpack() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !python_ready {
-        eprintln!("skipped: python3 with redis and msgpack is not installed (pip install redis msgpack)");
+        eprintln!(
+            "skipped: python3 with redis and msgpack is not installed (pip install redis msgpack)"
+        );
         return;
     }
     let redis = RedisServer::start(&[]);
@@ -332,7 +334,10 @@ fn the_readme_python_reader_works_when_python_has_redis_and_msgpack() {
     let db = dir.path().join("b.db");
     let (db_s, url) = (db.to_str().expect("utf-8").to_string(), redis.url());
     let sidecar = Sidecar::start(dir.path(), &vars(&db_s, &url));
-    wait_for(Duration::from_secs(10), || (redis_state(sidecar.addr) == "up").then_some(())).expect("redis up");
+    wait_for(Duration::from_secs(10), || {
+        (redis_state(sidecar.addr) == "up").then_some(())
+    })
+    .expect("redis up");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bot_reader.py");
     let out = std::process::Command::new("python3")
         .arg(script)
@@ -341,8 +346,13 @@ fn the_readme_python_reader_works_when_python_has_redis_and_msgpack() {
         .expect("run python");
     let (code, _) = sidecar.terminate();
     assert_eq!(code, 0);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let read: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from the script");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("JSON from the script");
     assert_eq!(read["bars"].as_array().map(Vec::len), Some(5));
     assert!(read["bars"][4]["close"].is_f64());
     assert!(read["features"]["rsi_14"].is_f64(), "{read}");

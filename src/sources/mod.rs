@@ -56,18 +56,30 @@ impl RateLimit {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SourceError {
     #[error("{source_name} does not support {symbol}")]
-    UnsupportedSymbol { source_name: &'static str, symbol: String },
+    UnsupportedSymbol {
+        source_name: &'static str,
+        symbol: String,
+    },
     #[error("{source_name} cannot {what}")]
-    Unsupported { source_name: &'static str, what: &'static str },
+    Unsupported {
+        source_name: &'static str,
+        what: &'static str,
+    },
     #[error("{source_name}: unknown symbol {symbol}")]
-    UnknownSymbol { source_name: &'static str, symbol: String },
+    UnknownSymbol {
+        source_name: &'static str,
+        symbol: String,
+    },
     #[error("{source_name}: rate limited{}", retry_after.map(|d| format!(", retry after {d:?}")).unwrap_or_default())]
     RateLimited {
         source_name: &'static str,
         retry_after: Option<std::time::Duration>,
     },
     #[error("{source_name}: rejected the API key: {reason}")]
-    Unauthorized { source_name: &'static str, reason: String },
+    Unauthorized {
+        source_name: &'static str,
+        reason: String,
+    },
     #[error("{source_name}: HTTP {status}: {reason}")]
     Http {
         source_name: &'static str,
@@ -83,7 +95,10 @@ pub enum SourceError {
         reason: String,
     },
     #[error("{source_name}: {reason}")]
-    Network { source_name: &'static str, reason: String },
+    Network {
+        source_name: &'static str,
+        reason: String,
+    },
 }
 
 /// What to do about a [`SourceError`].
@@ -100,7 +115,9 @@ pub enum ErrorKind {
 impl SourceError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::UnsupportedSymbol { .. } | Self::Unsupported { .. } | Self::UnknownSymbol { .. } => ErrorKind::NotServed,
+            Self::UnsupportedSymbol { .. }
+            | Self::Unsupported { .. }
+            | Self::UnknownSymbol { .. } => ErrorKind::NotServed,
             Self::RateLimited { .. } => ErrorKind::RateLimited,
             Self::Unauthorized { .. }
             | Self::Http { .. }
@@ -116,10 +133,16 @@ impl SourceError {
 pub enum StreamEvent {
     Quote(Quote),
     /// A provider bar (e.g. a 1-minute aggregate), upserted by open time.
-    Bar { symbol: SymbolId, timeframe: Timeframe, bar: Bar },
+    Bar {
+        symbol: SymbolId,
+        timeframe: Timeframe,
+        bar: Bar,
+    },
     /// The stream was down from `since_ms` until now: the collector backfills that interval
     /// over [`Source::history`].
-    Reconnected { since_ms: i64 },
+    Reconnected {
+        since_ms: i64,
+    },
 }
 
 /// One market-data provider.

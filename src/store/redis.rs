@@ -25,7 +25,6 @@ crash) first gives those bars to SQLite. While reconciled, a closed bar at or be
 last bar is not pushed again.
 */
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -243,6 +242,32 @@ pub struct RedisSink {
     /// `synced`.
     ring_last: Vec<Option<i64>>,
     synced: bool,
+    /// Per-slot work of the write in progress, kept between writes so they do not allocate.
+    scratch: Vec<SlotWork>,
+    touched: Vec<usize>,
+}
+
+/// What one write does to one (symbol, timeframe).
+#[derive(Default)]
+struct SlotWork {
+    touched: bool,
+    /// Open time of the newest bar in the ring once this write succeeds.
+    last_ts: Option<i64>,
+    bars: Vec<Vec<u8>>,
+    events: Vec<Vec<u8>>,
+    closed: Option<(BarRecord, Features, i64)>,
+    forming: Option<(BarRecord, Features, i64)>,
+}
+
+impl SlotWork {
+    fn clear(&mut self) {
+        self.touched = false;
+        self.last_ts = None;
+        self.bars.clear();
+        self.events.clear();
+        self.closed = None;
+        self.forming = None;
+    }
 }
 
 impl RedisSink {
@@ -278,6 +303,8 @@ impl RedisSink {
             clock,
             ring_last: vec![None; slots],
             synced: false,
+            scratch: Vec::new(),
+            touched: Vec::new(),
             config,
         })
     }
@@ -531,160 +558,150 @@ impl RedisSink {
         )
     }
 
-    /// Writes a run of batches: closed bars in full (skipping any already in the ring), the
-    /// newest live bar and features per key, one event per update.
-    async fn write(&mut self, batches: &[Arc<TickBatch>]) -> Result<(), RedisError> {
+    /// Writes a run of batches: closed bars in full (skipping any already in the ring, one
+    /// variadic `RPUSH` and one `LTRIM` per ring), one event per closed bar, and per key only
+    /// the newest live bar and features. Public for the benches.
+    ///
+    /// # Errors
+    /// The Redis error of a pipeline that failed even after one retry.
+    pub async fn write(&mut self, batches: &[Arc<TickBatch>]) -> Result<(), RedisError> {
         let started = Instant::now();
         let now = self.clock.now_ms();
-        let ttl_ms = self.config.features_ttl_ms;
-        let mut pipes: Vec<redis::Pipeline> =
-            (0..self.conns.len()).map(|_| redis::pipe()).collect();
-        // Newest forming update per slot, across the coalesced batches.
-        let mut forming: HashMap<usize, (&BarRecord, &Features, i64)> = HashMap::new();
-        let mut trimmed: Vec<usize> = Vec::new();
-        let mut pushed: Vec<(usize, i64)> = Vec::new();
-        let mut updates = 0u64;
+        let frames = self.timeframes.len();
+        let mut work = std::mem::take(&mut self.scratch);
+        work.resize_with(self.ring_last.len(), SlotWork::default);
+        let mut touched = std::mem::take(&mut self.touched);
         for batch in batches {
             for event in &batch.events {
-                match event {
-                    Event::Closed { record, features } => {
-                        let Some(slot) = self.slot(record.symbol, record.timeframe) else {
-                            continue;
-                        };
-                        let last = pushed
-                            .iter()
-                            .rev()
-                            .find(|(s, _)| *s == slot)
-                            .map(|&(_, t)| t)
-                            .or(self.ring_last[slot]);
-                        if last.is_some_and(|t| record.bar.ts <= t) {
-                            continue;
-                        }
-                        let name = self.symbols.name(record.symbol);
-                        let tf = &self.tf_names[slot % self.timeframes.len()];
-                        let pipe = &mut pipes[self.conn_for(record.symbol)];
-                        let key = self.keys.bars(name, record.timeframe);
-                        pipe.cmd("RPUSH")
-                            .arg(&key)
-                            .arg(encode(&BarMsg::new(
-                                &record.bar,
-                                record.source,
-                                record.quality,
-                            )))
-                            .ignore();
-                        if !trimmed.contains(&slot) {
-                            trimmed.push(slot);
-                        }
-                        pushed.push((slot, record.bar.ts));
-                        let fields = FeatureFields {
-                            names: &self.names,
-                            features,
-                        };
-                        let msg = FeaturesMsg {
-                            record,
-                            fields,
-                            forming: false,
-                            tick_ms: batch.now_ms,
-                            age_ms: now - batch.now_ms,
-                        };
-                        pipe.cmd("SET")
-                            .arg(self.keys.features(name, record.timeframe))
-                            .arg(encode(&msg))
-                            .arg("PX")
-                            .arg(ttl_ms)
-                            .ignore();
-                        let event = EventMsg {
-                            kind: "bar",
-                            symbol: name,
-                            timeframe: tf,
-                            ts: record.bar.ts,
-                            tick_ms: batch.now_ms,
-                            forming: false,
-                            bar: BarMsg::new(&record.bar, record.source, record.quality),
-                            features: FeatureFields {
-                                names: &self.names,
-                                features,
-                            },
-                        };
-                        pipe.cmd("PUBLISH")
-                            .arg(self.keys.events(name))
-                            .arg(encode(&event))
-                            .ignore();
-                        updates += 1;
-                    }
-                    Event::Forming { record, features } => {
-                        if let Some(slot) = self.slot(record.symbol, record.timeframe) {
-                            if forming
-                                .insert(slot, (record, features, batch.now_ms))
-                                .is_some()
-                            {
-                                self.metrics.redis_coalesced.inc();
-                            }
-                        }
-                    }
-                    Event::Rejected(_) | Event::Gap { .. } => {}
+                let (record, features, forming) = match event {
+                    Event::Closed { record, features } => (record, features, false),
+                    Event::Forming { record, features } => (record, features, true),
+                    Event::Rejected(_) | Event::Gap { .. } => continue,
+                };
+                let Some(slot) = self.slot(record.symbol, record.timeframe) else {
+                    continue;
+                };
+                let w = &mut work[slot];
+                if !w.touched {
+                    w.touched = true;
+                    w.last_ts = self.ring_last[slot];
+                    touched.push(slot);
                 }
-            }
-        }
-        for &slot in &trimmed {
-            let symbol = (slot / self.timeframes.len()) as SymbolId;
-            let tf = self.timeframes[slot % self.timeframes.len()];
-            let key = self.keys.bars(self.symbols.name(symbol), tf);
-            pipes[self.conn_for(symbol)]
-                .cmd("LTRIM")
-                .arg(key)
-                .arg(-(self.config.max_bars as i64))
-                .arg(-1)
-                .ignore();
-        }
-        let mut slots: Vec<_> = forming.into_iter().collect();
-        slots.sort_unstable_by_key(|(slot, _)| *slot);
-        for (slot, (record, features, tick_ms)) in slots {
-            let name = self.symbols.name(record.symbol);
-            let tf = &self.tf_names[slot % self.timeframes.len()];
-            let pipe = &mut pipes[self.conn_for(record.symbol)];
-            pipe.cmd("SET")
-                .arg(self.keys.live(name, record.timeframe))
-                .arg(encode(&BarMsg::new(
+                if forming {
+                    if w.forming
+                        .replace((*record, *features, batch.now_ms))
+                        .is_some()
+                    {
+                        self.metrics.redis_coalesced.inc();
+                    }
+                    continue;
+                }
+                if w.last_ts.is_some_and(|t| record.bar.ts <= t) {
+                    continue; // already in the ring
+                }
+                w.last_ts = Some(record.bar.ts);
+                w.bars.push(encode(&BarMsg::new(
                     &record.bar,
                     record.source,
                     record.quality,
-                )))
-                .ignore();
-            let msg = FeaturesMsg {
-                record,
-                fields: FeatureFields {
-                    names: &self.names,
-                    features,
-                },
-                forming: true,
-                tick_ms,
-                age_ms: now - tick_ms,
+                )));
+                let name = self.symbols.name(record.symbol);
+                w.events.push(encode(&EventMsg {
+                    kind: "bar",
+                    symbol: name,
+                    timeframe: &self.tf_names[slot % frames],
+                    ts: record.bar.ts,
+                    tick_ms: batch.now_ms,
+                    forming: false,
+                    bar: BarMsg::new(&record.bar, record.source, record.quality),
+                    features: FeatureFields {
+                        names: &self.names,
+                        features,
+                    },
+                }));
+                // A forming update from an earlier batch is older than this closed bar.
+                if w.forming
+                    .as_ref()
+                    .is_some_and(|(f, _, _)| f.bar.ts <= record.bar.ts)
+                {
+                    w.forming = None;
+                }
+                w.closed = Some((*record, *features, batch.now_ms));
+            }
+        }
+        touched.sort_unstable();
+        let mut pipes: Vec<redis::Pipeline> =
+            (0..self.conns.len()).map(|_| redis::pipe()).collect();
+        let ttl_ms = self.config.features_ttl_ms;
+        let mut updates = 0u64;
+        for &slot in &touched {
+            let w = &mut work[slot];
+            let symbol = (slot / frames) as SymbolId;
+            let tf = self.timeframes[slot % frames];
+            let name = self.symbols.name(symbol);
+            let pipe = &mut pipes[self.conn_for(symbol)];
+            if !w.bars.is_empty() {
+                let key = self.keys.bars(name, tf);
+                pipe.cmd("RPUSH").arg(&key).arg(&w.bars).ignore();
+                pipe.cmd("LTRIM")
+                    .arg(&key)
+                    .arg(-(self.config.max_bars as i64))
+                    .arg(-1)
+                    .ignore();
+                let channel = self.keys.events(name);
+                for event in &w.events {
+                    pipe.cmd("PUBLISH").arg(&channel).arg(event).ignore();
+                }
+                updates += w.bars.len() as u64;
+            }
+            let latest = match (&w.forming, &w.closed) {
+                (Some(f), _) => Some((f, true)),
+                (None, Some(c)) => Some((c, false)),
+                (None, None) => None,
             };
-            pipe.cmd("SET")
-                .arg(self.keys.features(name, record.timeframe))
-                .arg(encode(&msg))
-                .arg("PX")
-                .arg(ttl_ms)
-                .ignore();
-            let event = EventMsg {
-                kind: "features",
-                symbol: name,
-                timeframe: tf,
-                ts: record.bar.ts,
-                tick_ms,
-                forming: true,
-                bar: BarMsg::new(&record.bar, record.source, record.quality),
-                features: FeatureFields {
-                    names: &self.names,
-                    features,
-                },
-            };
-            pipe.cmd("PUBLISH")
-                .arg(self.keys.events(name))
-                .arg(encode(&event))
-                .ignore();
-            updates += 1;
+            if let Some(((record, features, tick_ms), forming)) = latest {
+                let msg = FeaturesMsg {
+                    record,
+                    fields: FeatureFields {
+                        names: &self.names,
+                        features,
+                    },
+                    forming,
+                    tick_ms: *tick_ms,
+                    age_ms: now - tick_ms,
+                };
+                pipe.cmd("SET")
+                    .arg(self.keys.features(name, tf))
+                    .arg(encode(&msg))
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .ignore();
+            }
+            if let Some((record, features, tick_ms)) = &w.forming {
+                let bar = BarMsg::new(&record.bar, record.source, record.quality);
+                pipe.cmd("SET")
+                    .arg(self.keys.live(name, tf))
+                    .arg(encode(&bar))
+                    .ignore();
+                let event = EventMsg {
+                    kind: "features",
+                    symbol: name,
+                    timeframe: &self.tf_names[slot % frames],
+                    ts: record.bar.ts,
+                    tick_ms: *tick_ms,
+                    forming: true,
+                    bar,
+                    features: FeatureFields {
+                        names: &self.names,
+                        features,
+                    },
+                };
+                pipe.cmd("PUBLISH")
+                    .arg(self.keys.events(name))
+                    .arg(encode(&event))
+                    .ignore();
+                updates += 1;
+            }
         }
         let sends = pipes
             .iter()
@@ -699,11 +716,20 @@ impl RedisSink {
                     other => other,
                 }
             });
-        for result in futures::future::join_all(sends).await {
-            result?;
+        let results = futures::future::join_all(sends).await;
+        let ok = results.iter().all(Result::is_ok);
+        for &slot in &touched {
+            let w = &mut work[slot];
+            if ok && w.last_ts.is_some() {
+                self.ring_last[slot] = w.last_ts;
+            }
+            w.clear();
         }
-        for (slot, ts) in pushed {
-            self.ring_last[slot] = Some(ts);
+        touched.clear();
+        self.scratch = work;
+        self.touched = touched;
+        for result in results {
+            result?;
         }
         self.metrics.redis_writes.add(updates);
         self.status

@@ -30,7 +30,9 @@ use crate::indicators::IndicatorSet;
 use crate::metrics::Metrics;
 use crate::model::{Quote, SymbolId, SymbolTable, Timeframe};
 use crate::pipeline::{BarRecord, Event, SymbolPipeline};
-use crate::sources::Source;
+use crate::sources::breaker::CircuitBreaker;
+use crate::sources::ratelimit::RateBudget;
+use crate::sources::{ErrorKind, Source};
 use crate::store::TickBatch;
 use crate::store::snapshot::{FrameView, Snapshot, SymbolView};
 use crate::store::sqlite::{Checkpoint, SqliteStore, StoreError};
@@ -62,8 +64,18 @@ pub struct Collector {
     metrics: Arc<Metrics>,
     sinks: Vec<SinkLink>,
     clock: Clock,
-    /// Events of the tick in progress; reused so steady-state ticks do not grow it.
+    /// Quotes of the tick in progress; reused so steady-state ticks do not grow it.
     quotes: Vec<(Quote, &'static str)>,
+    /// Which symbols got a quote this tick (indexed by symbol id).
+    answered: Vec<bool>,
+    /// Circuit breaker and request budget per source, in `sources` order.
+    guards: Vec<SourceGuard>,
+}
+
+/// The health bookkeeping of one source.
+struct SourceGuard {
+    breaker: CircuitBreaker,
+    budget: RateBudget,
 }
 
 impl Collector {
@@ -88,6 +100,24 @@ impl Collector {
                 )
             })
             .collect();
+        let now = tokio::time::Instant::now();
+        let guards = sources
+            .iter()
+            .map(|s| SourceGuard {
+                breaker: CircuitBreaker::new(
+                    config.breaker_failures,
+                    Duration::from_millis(config.breaker_open_ms),
+                ),
+                budget: RateBudget::new(
+                    config
+                        .providers
+                        .rate_limit(s.name())
+                        .unwrap_or(s.rate_limit()),
+                    now,
+                ),
+            })
+            .collect();
+        let symbol_count = symbols.len();
         let views = symbols
             .iter()
             .map(|_| SymbolView {
@@ -118,6 +148,8 @@ impl Collector {
                 .collect(),
             clock,
             quotes: Vec::new(),
+            answered: vec![false; symbol_count],
+            guards,
         }
     }
 
@@ -281,27 +313,63 @@ impl Collector {
         TickBatch::new(now, events)
     }
 
-    /// Fetches quotes for every symbol into `self.quotes`, falling back source by source.
+    /// Fetches quotes for every symbol into `self.quotes`, falling back source by source:
+    /// a source whose breaker is open or whose budget is spent is skipped, a half-open breaker
+    /// gets one trial request, and symbols a source did not answer go to the next source.
     async fn fetch(&mut self, now: i64) {
         let deadline = tokio::time::Instant::now() + self.deadline;
         let mut pending = self.all_ids.clone();
-        for source in &self.sources {
+        self.answered.iter_mut().for_each(|a| *a = false);
+        for si in 0..self.sources.len() {
             if pending.is_empty() {
                 break;
             }
+            let source = Arc::clone(&self.sources[si]);
             let name = source.name();
-            let stats = self.metrics.source(name);
-            let size = if source.capabilities().batched_quotes {
-                BATCH_SIZE
+            let t = tokio::time::Instant::now();
+            let (mine, mut failed): (Vec<SymbolId>, Vec<SymbolId>) =
+                pending.iter().partition(|&&id| source.supports(id));
+            let guard = &mut self.guards[si];
+            let stats = &self.metrics.sources[si];
+            if mine.is_empty() {
+                pending = failed;
+                continue;
+            }
+            let trial = guard.breaker.is_trial(t);
+            if !guard.breaker.allow(t) {
+                failed.extend(mine);
+                pending = failed;
+                continue;
+            }
+            let caps = source.capabilities();
+            let size = if caps.batched_quotes {
+                caps.max_batch.clamp(1, BATCH_SIZE)
             } else {
                 1
             };
-            let chunks: Vec<Vec<SymbolId>> =
-                pending.chunks(size).map(<[SymbolId]>::to_vec).collect();
-            let mut failed = Vec::new();
-            let mut in_flight: usize = chunks.len();
-            let mut answers = futures::stream::iter(chunks.into_iter().map(|chunk| {
-                let source = Arc::clone(source);
+            let mut requests: Vec<Vec<SymbolId>> = Vec::new();
+            for chunk in mine.chunks(size) {
+                // A half-open breaker lets exactly one request through as its trial.
+                if (trial && !requests.is_empty()) || !guard.budget.try_acquire(t, now) {
+                    if !trial || !requests.is_empty() {
+                        stats.budget_skips.inc();
+                    }
+                    failed.extend_from_slice(chunk);
+                } else {
+                    requests.push(chunk.to_vec());
+                }
+            }
+            if requests.is_empty() {
+                // The budget refused even the trial: give the breaker its trial back later.
+                if trial {
+                    guard.breaker.on_success_pending();
+                }
+                pending = failed;
+                continue;
+            }
+            let mut in_flight = requests.len();
+            let mut answers = futures::stream::iter(requests.into_iter().map(|chunk| {
+                let source = Arc::clone(&source);
                 async move {
                     let started = Instant::now();
                     let result = source.quotes(&chunk, now).await;
@@ -313,27 +381,40 @@ impl Collector {
                 match tokio::time::timeout_at(deadline, answers.next()).await {
                     Ok(Some((chunk, result, took))) => {
                         in_flight -= 1;
-                        if let Some(s) = stats {
-                            s.requests.inc();
-                            s.latency.record(took);
-                        }
+                        stats.requests.inc();
+                        stats.latency.record(took);
+                        let guard = &mut self.guards[si];
+                        let t = tokio::time::Instant::now();
                         match result {
                             Ok(quotes) => {
-                                if let Some(s) = stats {
-                                    s.quotes.add(quotes.len() as u64);
+                                guard.breaker.on_success();
+                                stats.quotes.add(quotes.len() as u64);
+                                for q in quotes {
+                                    if let Some(a) = self.answered.get_mut(q.symbol as usize) {
+                                        *a = true;
+                                        self.quotes.push((q, name));
+                                    }
                                 }
-                                let answered_before = self.quotes.len();
-                                self.quotes.extend(quotes.into_iter().map(|q| (q, name)));
-                                let answered = &self.quotes[answered_before..];
                                 failed.extend(
-                                    chunk.iter().filter(|id| {
-                                        !answered.iter().any(|(q, _)| q.symbol == **id)
-                                    }),
+                                    chunk.iter().filter(|&&id| !self.answered[id as usize]),
                                 );
                             }
                             Err(e) => {
-                                if let Some(s) = stats {
-                                    s.errors.inc();
+                                match e.kind() {
+                                    ErrorKind::NotServed => {}
+                                    ErrorKind::RateLimited => {
+                                        stats.rate_limited.inc();
+                                        guard.budget.on_rate_limited(t, e.retry_after());
+                                        // The trial did not get an answer either way.
+                                        guard.breaker.on_success_pending();
+                                    }
+                                    ErrorKind::Failure => {
+                                        stats.errors.inc();
+                                        if guard.breaker.on_failure(t) {
+                                            stats.breaker_opens.inc();
+                                            tracing::warn!(source = name, error = %e, "circuit breaker open");
+                                        }
+                                    }
                                 }
                                 tracing::debug!(source = name, error = %e, symbols = chunk.len(), "source failed");
                                 failed.extend(chunk);
@@ -343,14 +424,38 @@ impl Collector {
                     Ok(None) => break,
                     Err(_) => {
                         self.metrics.tick_deadline_hits.inc();
-                        if let Some(s) = stats {
-                            s.timeouts.add(in_flight as u64);
+                        stats.timeouts.add(in_flight as u64);
+                        let guard = &mut self.guards[si];
+                        for _ in 0..in_flight {
+                            if guard.breaker.on_failure(tokio::time::Instant::now()) {
+                                stats.breaker_opens.inc();
+                                tracing::warn!(
+                                    source = name,
+                                    "circuit breaker open after timeouts"
+                                );
+                            }
                         }
+                        self.publish_source_states();
                         return;
                     }
                 }
             }
             pending = failed;
+        }
+        self.publish_source_states();
+    }
+
+    /// Breaker states and budgets into the metrics, for `/health` and `/metrics`.
+    fn publish_source_states(&self) {
+        let t = tokio::time::Instant::now();
+        for (guard, stats) in self.guards.iter().zip(&self.metrics.sources) {
+            stats.breaker_state.set(guard.breaker.state(t) as i64);
+            stats
+                .budget_minute
+                .set(guard.budget.remaining_this_minute().map_or(-1, i64::from));
+            stats
+                .budget_day
+                .set(guard.budget.remaining_today().map_or(-1, i64::from));
         }
     }
 

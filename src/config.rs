@@ -47,6 +47,10 @@ pub struct Config {
     pub batch_write_interval_ms: u64,
     pub feature_cache_ttl_ms: u64,
     pub checkpoint_interval_ms: u64,
+    /// Consecutive failures that open a source's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker skips its source before a trial request.
+    pub breaker_open_ms: u64,
     pub shutdown_timeout_ms: u64,
     /// Closed bars per (symbol, timeframe) to warm the indicators from at start.
     pub warmup_bars: usize,
@@ -229,6 +233,8 @@ impl Config {
                 100,
                 86_400_000,
             )?,
+            breaker_failures: env.int("BREAKER_FAILURES", 5, 1, 1_000)?,
+            breaker_open_ms: env.duration_ms("BREAKER_OPEN", 60_000, 10, 86_400_000)?,
             shutdown_timeout_ms: env.duration_ms("SHUTDOWN_TIMEOUT", 10_000, 100, 600_000)?,
             warmup_bars: env.int("WARMUP_BARS", warmup_default, 0, 1_000_000)?,
             redis_url,

@@ -120,6 +120,14 @@ pub struct SourceMetrics {
     pub errors: Counter,
     pub timeouts: Counter,
     pub quotes: Counter,
+    pub rate_limited: Counter,
+    pub budget_skips: Counter,
+    pub breaker_opens: Counter,
+    /// 0 closed, 1 open, 2 half-open.
+    pub breaker_state: Gauge,
+    /// Requests left in the per-minute bucket and today; −1 when unlimited.
+    pub budget_minute: Gauge,
+    pub budget_day: Gauge,
     pub latency: Histogram,
 }
 
@@ -204,6 +212,12 @@ impl Metrics {
                     errors: Counter::default(),
                     timeouts: Counter::default(),
                     quotes: Counter::default(),
+                    rate_limited: Counter::default(),
+                    budget_skips: Counter::default(),
+                    breaker_opens: Counter::default(),
+                    breaker_state: Gauge::default(),
+                    budget_minute: Gauge::default(),
+                    budget_day: Gauge::default(),
                     latency: Histogram::default(),
                 })
                 .collect(),
@@ -408,6 +422,42 @@ impl Metrics {
                 "Quotes received from a source",
                 &l,
                 s.quotes.get(),
+            );
+            v.counter(
+                "source_rate_limited_total",
+                "Rate-limit answers from a source",
+                &l,
+                s.rate_limited.get(),
+            );
+            v.counter(
+                "source_budget_skips_total",
+                "Requests not sent because the source's budget was spent",
+                &l,
+                s.budget_skips.get(),
+            );
+            v.counter(
+                "source_breaker_opens_total",
+                "Times a source's circuit breaker opened",
+                &l,
+                s.breaker_opens.get(),
+            );
+            v.gauge(
+                "source_breaker_state",
+                "Circuit breaker: 0 closed, 1 open, 2 half-open",
+                &l,
+                s.breaker_state.get(),
+            );
+            v.gauge(
+                "source_budget_minute",
+                "Requests left this minute (-1 unlimited)",
+                &l,
+                s.budget_minute.get(),
+            );
+            v.gauge(
+                "source_budget_day",
+                "Requests left today (-1 unlimited)",
+                &l,
+                s.budget_day.get(),
             );
             v.histogram(
                 "source_latency_seconds",

@@ -47,7 +47,17 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
             let success_rate = if requests == 0 { None } else { Some(1.0 - errors as f64 / requests as f64) };
             (
                 s.name.to_string(),
-                json!({ "state": "closed", "requests": requests, "errors": s.errors.get(), "timeouts": s.timeouts.get(), "success_rate": success_rate }),
+                json!({
+                    "state": match s.breaker_state.get() { 1 => "open", 2 => "half_open", _ => "closed" },
+                    "requests": requests,
+                    "errors": s.errors.get(),
+                    "timeouts": s.timeouts.get(),
+                    "rate_limited": s.rate_limited.get(),
+                    "breaker_opens": s.breaker_opens.get(),
+                    "budget_minute": (s.budget_minute.get() >= 0).then(|| s.budget_minute.get()),
+                    "budget_day": (s.budget_day.get() >= 0).then(|| s.budget_day.get()),
+                    "success_rate": success_rate,
+                }),
             )
         })
         .collect();
@@ -85,7 +95,11 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
     };
     let (status, code) = if fresh_count == 0 {
         ("down", StatusCode::SERVICE_UNAVAILABLE)
-    } else if fresh_count < total || sqlite_lagging || !redis_ok {
+    } else if fresh_count < total
+        || sqlite_lagging
+        || !redis_ok
+        || m.sources.iter().any(|s| s.breaker_state.get() != 0)
+    {
         ("degraded", StatusCode::OK)
     } else {
         ("ok", StatusCode::OK)

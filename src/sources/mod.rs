@@ -6,9 +6,12 @@ The collector knows sources only through [`Source`]; which one serves a symbol i
 configured priority order (`SOURCES`) and by each source's health, never by name.
 
 - `synthetic.rs` — a deterministic simulated market, the default (no network, no keys).
+- `breaker.rs`, `ratelimit.rs` — per-source circuit breaker and request budget, generic.
 - `replay.rs` — bars from OHLCV CSV files (`barkeep replay`).
 */
 
+pub mod breaker;
+pub mod ratelimit;
 pub mod replay;
 pub mod settings;
 pub mod synthetic;
@@ -113,6 +116,14 @@ pub enum ErrorKind {
 }
 
 impl SourceError {
+    /// How long the provider asked us to stay away, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::UnsupportedSymbol { .. }

@@ -22,4 +22,9 @@ impl ProviderSettings {
     pub fn from_lookup(_get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(Self {})
     }
+
+    /// A configured override of a source's request budget, if any.
+    pub fn rate_limit(&self, _source: &str) -> Option<crate::sources::RateLimit> {
+        None
+    }
 }

@@ -1,0 +1,122 @@
+/*!
+Average true range, TA-Lib `ATR(period)` (Wilder). The true range starts at bar 1 (bar 0 has no
+previous close): TR = max(high − low, |prev close − high|, |prev close − low|). The first value,
+at bar `period`, is the mean of TR over bars 1..=period (summed from 0.0 in order); after that
+`atr = β · atr + α · TR` with β = (period − 1)/period and α = 1 − β, as TA-Lib 0.8.1 computes it
+(so α + β is exactly 1).
+
+TA-Lib fuses that step into one multiply-add; barkeep rounds the two products separately (no
+FMA is guaranteed on the target), a last-bit difference at most. Contractive: no drift.
+*/
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Bar;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Atr {
+    period: usize,
+    alpha: f64,
+    beta: f64,
+    /// Bars seen, capped at `period + 1`.
+    seen: usize,
+    prev_close: f64,
+    /// Sum of the true ranges while seeding, then the ATR itself.
+    acc: f64,
+    value: Option<f64>,
+}
+
+/// TA-Lib's true range, comparing in its order.
+#[inline]
+pub(crate) fn true_range(high: f64, low: f64, prev_close: f64) -> f64 {
+    let mut greatest = high - low;
+    let to_high = (prev_close - high).abs();
+    if to_high > greatest {
+        greatest = to_high;
+    }
+    let to_low = (prev_close - low).abs();
+    if to_low > greatest {
+        greatest = to_low;
+    }
+    greatest
+}
+
+impl Atr {
+    /// `period` ≥ 1 (0 is treated as 1).
+    pub fn new(period: usize) -> Self {
+        let period = period.max(1);
+        let beta = (period - 1) as f64 / period as f64;
+        Self {
+            period,
+            alpha: 1.0 - beta,
+            beta,
+            seen: 0,
+            prev_close: 0.0,
+            acc: 0.0,
+            value: None,
+        }
+    }
+
+    pub fn period(&self) -> usize {
+        self.period
+    }
+
+    pub fn lookback(&self) -> usize {
+        self.period
+    }
+
+    /// The accumulator after `bar` and the ATR it gives, if any.
+    #[inline]
+    fn step(&self, bar: &Bar) -> (f64, Option<f64>) {
+        if self.seen == 0 {
+            return (0.0, None);
+        }
+        let tr = true_range(bar.high, bar.low, self.prev_close);
+        if self.seen < self.period {
+            (self.acc + tr, None)
+        } else if self.seen == self.period {
+            let atr = (self.acc + tr) / self.period as f64;
+            (atr, Some(atr))
+        } else {
+            let atr = self.beta * self.acc + self.alpha * tr;
+            (atr, Some(atr))
+        }
+    }
+
+    #[inline]
+    pub fn peek(&self, bar: &Bar) -> Option<f64> {
+        self.step(bar).1
+    }
+
+    #[inline]
+    pub fn update(&mut self, bar: &Bar) -> Option<f64> {
+        let (acc, out) = self.step(bar);
+        self.acc = acc;
+        self.prev_close = bar.close;
+        if self.seen <= self.period {
+            self.seen += 1;
+        }
+        if out.is_some() {
+            self.value = out;
+        }
+        out
+    }
+
+    pub fn value(&self) -> Option<f64> {
+        self.value
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.value.is_some()
+    }
+
+    pub fn reset(&mut self) {
+        *self = Self::new(self.period);
+    }
+
+    pub(crate) fn is_consistent(&self, period: usize) -> bool {
+        self.period == period
+            && self.seen <= period + 1
+            && (self.value.is_some() == (self.seen == period + 1))
+    }
+}

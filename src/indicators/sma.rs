@@ -1,0 +1,74 @@
+/*!
+Simple moving average, TA-Lib `SMA(period)`: the mean of the last `period` closes. First value
+at bar `period − 1` (lookback `period − 1`).
+
+The running sum is TA-Lib's (add the new close, divide, subtract the oldest), re-summed from
+the stored window every few windows so it cannot drift (see [`RollingSum`]).
+*/
+
+use serde::{Deserialize, Serialize};
+
+use super::window::RollingSum;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sma {
+    window: RollingSum,
+    value: Option<f64>,
+}
+
+impl Sma {
+    /// `period` ≥ 1 (checked by [`IndicatorParams::validate`](super::IndicatorParams::validate);
+    /// 0 is treated as 1).
+    pub fn new(period: usize) -> Self {
+        Self {
+            window: RollingSum::new(period),
+            value: None,
+        }
+    }
+
+    pub fn period(&self) -> usize {
+        self.window.period()
+    }
+
+    /// Bars before the first value.
+    pub fn lookback(&self) -> usize {
+        self.period() - 1
+    }
+
+    /// Commits a closed bar's close; returns the SMA after it.
+    #[inline]
+    pub fn update(&mut self, close: f64) -> Option<f64> {
+        let out = self.window.update_mean(close);
+        if out.is_some() {
+            self.value = out;
+        }
+        out
+    }
+
+    /// The SMA if `close` closed the next bar; the state is untouched.
+    #[inline]
+    pub fn peek(&self, close: f64) -> Option<f64> {
+        self.window.peek_mean(close)
+    }
+
+    pub fn value(&self) -> Option<f64> {
+        self.value
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.value.is_some()
+    }
+
+    pub fn reset(&mut self) {
+        self.window.reset();
+        self.value = None;
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.window.heap_bytes()
+    }
+
+    pub(crate) fn is_consistent(&self, period: usize) -> bool {
+        self.window.is_consistent(period)
+    }
+}

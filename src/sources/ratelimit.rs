@@ -1,0 +1,133 @@
+/*!
+A request budget per source: a token bucket refilled continuously at `per_minute`, a daily
+quota that resets at UTC midnight, and a block after the provider said "too many requests"
+(for its `Retry-After`, or a minute when it gave none). Tokio time for the bucket and block,
+the wall clock for the day.
+*/
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::RateLimit;
+
+/// How long to stay away after a rate-limit answer without `Retry-After`.
+const DEFAULT_BACKOFF: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct RateBudget {
+    limit: RateLimit,
+    tokens: f64,
+    refilled_at: Instant,
+    day: i64,
+    used_today: u32,
+    blocked_until: Option<Instant>,
+}
+
+impl RateBudget {
+    pub fn new(limit: RateLimit, now: Instant) -> Self {
+        Self {
+            limit,
+            tokens: limit.per_minute.map_or(0.0, f64::from),
+            refilled_at: now,
+            day: 0,
+            used_today: 0,
+            blocked_until: None,
+        }
+    }
+
+    /// Takes one request's worth of budget if there is any.
+    pub fn try_acquire(&mut self, now: Instant, wall_ms: i64) -> bool {
+        if self.blocked_until.is_some_and(|until| now < until) {
+            return false;
+        }
+        let day = wall_ms.div_euclid(86_400_000);
+        if day != self.day {
+            self.day = day;
+            self.used_today = 0;
+        }
+        if self
+            .limit
+            .per_day
+            .is_some_and(|quota| self.used_today >= quota)
+        {
+            return false;
+        }
+        if let Some(per_minute) = self.limit.per_minute {
+            let capacity = f64::from(per_minute);
+            let elapsed = now.duration_since(self.refilled_at).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * capacity / 60.0).min(capacity);
+            self.refilled_at = now;
+            if self.tokens < 1.0 {
+                return false;
+            }
+            self.tokens -= 1.0;
+        }
+        self.used_today = self.used_today.saturating_add(1);
+        true
+    }
+
+    /// The provider answered "rate limited": stay away for `retry_after` (or a minute).
+    pub fn on_rate_limited(&mut self, now: Instant, retry_after: Option<Duration>) {
+        self.blocked_until = Some(now + retry_after.unwrap_or(DEFAULT_BACKOFF));
+        self.tokens = 0.0;
+    }
+
+    /// Requests left this minute (`None` = unlimited), for `/health`.
+    pub fn remaining_this_minute(&self) -> Option<u32> {
+        self.limit.per_minute.map(|_| self.tokens.floor() as u32)
+    }
+
+    pub fn remaining_today(&self) -> Option<u32> {
+        self.limit
+            .per_day
+            .map(|q| q.saturating_sub(self.used_today))
+    }
+
+    pub fn blocked(&self, now: Instant) -> bool {
+        self.blocked_until.is_some_and(|until| now < until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+
+    #[tokio::test(start_paused = true)]
+    async fn bucket_daily_quota_and_retry_after() {
+        let t = Instant::now();
+        let mut b = RateBudget::new(
+            RateLimit {
+                per_minute: Some(5),
+                per_day: Some(7),
+            },
+            t,
+        );
+        assert_eq!(
+            (0..10).filter(|_| b.try_acquire(t, DAY)).count(),
+            5,
+            "a full bucket"
+        );
+        assert!(
+            !b.try_acquire(t + Duration::from_secs(11), DAY),
+            "refill is 1 per 12 s"
+        );
+        assert!(b.try_acquire(t + Duration::from_secs(12), DAY));
+        assert!(b.try_acquire(t + Duration::from_secs(60), DAY));
+        assert!(
+            !b.try_acquire(t + Duration::from_secs(120), DAY),
+            "7 per day used"
+        );
+        assert!(
+            b.try_acquire(t + Duration::from_secs(120), 2 * DAY),
+            "a new UTC day"
+        );
+        b.on_rate_limited(t + Duration::from_secs(120), Some(Duration::from_secs(30)));
+        assert!(!b.try_acquire(t + Duration::from_secs(149), 2 * DAY));
+        assert!(b.try_acquire(t + Duration::from_secs(150), 2 * DAY));
+        let mut free = RateBudget::new(RateLimit::UNLIMITED, t);
+        assert!((0..1_000).all(|_| free.try_acquire(t, DAY)));
+    }
+}

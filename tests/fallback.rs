@@ -1,0 +1,244 @@
+//! Fallback, circuit breaker and rate budget through the real collector, with tokio's clock
+//! paused so the 60-second open period takes no time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use barkeep::clock::Clock;
+use barkeep::collector::Collector;
+use barkeep::config::Config;
+use barkeep::metrics::Metrics;
+use barkeep::model::{Quote, SymbolId, SymbolTable};
+use barkeep::pipeline::Event;
+use barkeep::sources::{Capabilities, RateLimit, Source, SourceError};
+use barkeep::store::snapshot::Snapshot;
+
+const T0: i64 = 1_700_000_100_000;
+
+/// A provider that can be told to fail, or to answer "rate limited".
+struct Fixture {
+    name: &'static str,
+    failing: AtomicBool,
+    rate_limited: AtomicBool,
+    calls: AtomicU32,
+    limit: RateLimit,
+}
+
+impl Fixture {
+    fn new(name: &'static str, limit: RateLimit) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            failing: AtomicBool::new(false),
+            rate_limited: AtomicBool::new(false),
+            calls: AtomicU32::new(0),
+            limit,
+        })
+    }
+}
+
+impl Source for Fixture {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            batched_quotes: true,
+            max_batch: 100,
+            history: false,
+            stream: false,
+        }
+    }
+    fn rate_limit(&self) -> RateLimit {
+        self.limit
+    }
+    fn quotes<'a>(
+        &'a self,
+        symbols: &'a [SymbolId],
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Quote>, SourceError>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let result = if self.failing.load(Ordering::Relaxed) {
+            Err(SourceError::Http {
+                source_name: self.name,
+                status: 503,
+                reason: "Service Unavailable".into(),
+            })
+        } else if self.rate_limited.load(Ordering::Relaxed) {
+            Err(SourceError::RateLimited {
+                source_name: self.name,
+                retry_after: Some(Duration::from_secs(30)),
+            })
+        } else {
+            let price = 100.0 + ((now_ms / 1_000) % 5) as f64 * 0.01;
+            Ok(symbols
+                .iter()
+                .map(|&symbol| Quote {
+                    symbol,
+                    ts: now_ms,
+                    price,
+                    volume: 1.0,
+                })
+                .collect())
+        };
+        Box::pin(async move { result })
+    }
+}
+
+fn config() -> Config {
+    Config::from_lookup(|name| match name {
+        "SYMBOLS" => Some("EURUSD,XAUUSD".into()),
+        "TIMEFRAMES" => Some("1s".into()),
+        _ => None,
+    })
+    .expect("valid config")
+}
+
+struct Harness {
+    collector: Collector,
+    metrics: Arc<Metrics>,
+    closed: Vec<(i64, &'static str)>,
+}
+
+impl Harness {
+    fn new(sources: Vec<Arc<dyn Source>>) -> Self {
+        let config = config();
+        let symbols = SymbolTable::new(&config.symbols);
+        let names: Vec<&'static str> = sources.iter().map(|s| s.name()).collect();
+        let metrics = Arc::new(Metrics::new(&names));
+        let snapshot = Arc::new(Snapshot::new(
+            symbols.clone(),
+            config.timeframes.clone(),
+            &config.indicators,
+        ));
+        let collector = Collector::new(
+            &config,
+            symbols,
+            sources,
+            snapshot,
+            Arc::clone(&metrics),
+            Vec::new(),
+            Clock::tokio(T0),
+        );
+        Self {
+            collector,
+            metrics,
+            closed: Vec::new(),
+        }
+    }
+
+    /// One tick, then one second.
+    async fn tick(&mut self) {
+        let batch = self.collector.tick().await;
+        for e in &batch.events {
+            if let Event::Closed { record, .. } = e
+                && record.symbol == 0
+            {
+                self.closed.push((record.bar.ts, record.source));
+            }
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+
+    fn breaker(&self, source: usize) -> i64 {
+        self.metrics.sources[source].breaker_state.get()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_primary_falls_back_without_a_gap_and_recovers_after_the_open_period() {
+    let primary = Fixture::new("primary", RateLimit::UNLIMITED);
+    let backup = Fixture::new("backup", RateLimit::UNLIMITED);
+    let mut h = Harness::new(vec![primary.clone(), backup.clone()]);
+    for _ in 0..3 {
+        h.tick().await;
+    }
+    assert!(h.closed.iter().all(|(_, s)| *s == "primary"));
+
+    primary.failing.store(true, Ordering::Relaxed);
+    for _ in 0..5 {
+        h.tick().await;
+    }
+    assert_eq!(h.breaker(0), 1, "open after 5 consecutive failures");
+    assert_eq!(h.metrics.sources[0].breaker_opens.get(), 1);
+    let calls_when_opened = primary.calls.load(Ordering::Relaxed);
+    for _ in 0..30 {
+        h.tick().await;
+    }
+    assert_eq!(
+        primary.calls.load(Ordering::Relaxed),
+        calls_when_opened,
+        "an open breaker sends nothing"
+    );
+
+    primary.failing.store(false, Ordering::Relaxed);
+    for _ in 0..40 {
+        h.tick().await; // 60 s after opening, one trial succeeds
+    }
+    assert_eq!(h.breaker(0), 0, "closed again after the trial");
+    let last = h.closed.last().expect("bars");
+    assert_eq!(last.1, "primary", "the better source serves again");
+    assert!(h.closed.iter().any(|(_, s)| *s == "backup"));
+    // Every second has its bar: no gap through failure and recovery.
+    assert!(
+        h.closed.windows(2).all(|w| w[1].0 - w[0].0 == 1_000),
+        "{:?}",
+        h.closed
+    );
+    assert_eq!(h.metrics.gaps.get(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_trial_reopens_and_rate_limits_are_honoured() {
+    let primary = Fixture::new(
+        "primary",
+        RateLimit {
+            per_minute: Some(30),
+            per_day: None,
+        },
+    );
+    let backup = Fixture::new("backup", RateLimit::UNLIMITED);
+    let mut h = Harness::new(vec![primary.clone(), backup.clone()]);
+    // A budget of 30 per minute at one request per second: a full bucket of 30, then one
+    // token every 2 s, so about 30 + 120 / 2 = 90 ticks go to the primary, the rest to the backup.
+    for _ in 0..120 {
+        h.tick().await;
+    }
+    let primary_bars = h.closed.iter().filter(|(_, s)| *s == "primary").count();
+    assert!((85..=92).contains(&primary_bars), "{primary_bars}");
+    assert!(h.metrics.sources[0].budget_skips.get() > 0);
+    assert!(h.closed.windows(2).all(|w| w[1].0 - w[0].0 == 1_000));
+
+    // "429, retry after 30 s": the primary is left alone for 30 s, then asked again.
+    primary.rate_limited.store(true, Ordering::Relaxed);
+    h.tick().await;
+    primary.rate_limited.store(false, Ordering::Relaxed);
+    let calls = primary.calls.load(Ordering::Relaxed);
+    for _ in 0..29 {
+        h.tick().await;
+    }
+    assert_eq!(
+        primary.calls.load(Ordering::Relaxed),
+        calls,
+        "Retry-After honoured"
+    );
+    assert_eq!(h.breaker(0), 0, "a rate limit is not a failure");
+    for _ in 0..3 {
+        h.tick().await;
+    }
+    assert!(primary.calls.load(Ordering::Relaxed) > calls);
+
+    // Open, then a trial that fails: open for another full period.
+    primary.failing.store(true, Ordering::Relaxed);
+    for _ in 0..70 {
+        h.tick().await;
+    }
+    assert_eq!(h.breaker(0), 1, "re-opened after the failed trial");
+    assert!(h.metrics.sources[0].breaker_opens.get() >= 2);
+    assert!(
+        h.closed.windows(2).all(|w| w[1].0 - w[0].0 == 1_000),
+        "backup filled every second"
+    );
+}

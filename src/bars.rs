@@ -113,6 +113,34 @@ impl BarBuilder {
         step
     }
 
+    /// Puts a provider's own bar of this timeframe in place (upsert by open time): the same
+    /// bar again replaces the forming one — never adds to it — and a later bar closes it.
+    pub fn upsert(&mut self, bar: &Bar, quality: f64) -> Step {
+        let bucket = self.timeframe.bucket(bar.ts);
+        let mut step = Step::default();
+        if let Some(forming) = &mut self.forming {
+            if bucket == forming.bar.ts {
+                forming.bar = Bar { ts: bucket, ..*bar };
+                forming.quality = quality;
+                return step;
+            }
+            if bucket < forming.bar.ts {
+                step.late = true;
+                return step;
+            }
+        }
+        let mut step = self.add(bar, quality);
+        if let Some(forming) = &mut self.forming
+            && forming.bar.ts == bucket
+        {
+            forming.bar = Bar { ts: bucket, ..*bar };
+        }
+        if step.late {
+            step.closed = None;
+        }
+        step
+    }
+
     /// Closes the forming bar if its interval has ended by `now_ms`.
     pub fn close_due(&mut self, now_ms: i64) -> Option<ScoredBar> {
         match &self.forming {
@@ -185,6 +213,50 @@ mod tests {
                 to_ts: T0 + 180_000
             })
         );
+    }
+
+    #[test]
+    fn provider_bars_replace_rather_than_accumulate() {
+        let mut b = BarBuilder::new("1m".parse().expect("valid"));
+        let bar = Bar {
+            ts: T0,
+            open: 10.0,
+            high: 11.0,
+            low: 9.5,
+            close: 10.5,
+            volume: 100.0,
+        };
+        b.add(&tick(T0 + 1_000, 10.0), 1.0);
+        assert_eq!(b.upsert(&bar, 0.9), Step::default());
+        assert_eq!(
+            b.upsert(
+                &Bar {
+                    close: 10.7,
+                    volume: 120.0,
+                    high: 11.0,
+                    ..bar
+                },
+                0.9
+            ),
+            Step::default()
+        );
+        assert_eq!(
+            b.forming().expect("forming").bar.volume,
+            120.0,
+            "re-delivered, not added"
+        );
+        let step = b.upsert(
+            &Bar {
+                ts: T0 + 60_000,
+                ..bar
+            },
+            1.0,
+        );
+        assert_eq!(
+            step.closed.map(|c| (c.bar.close, c.bar.volume)),
+            Some((10.7, 120.0))
+        );
+        assert!(b.upsert(&bar, 1.0).late);
     }
 
     #[test]

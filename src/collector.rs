@@ -32,7 +32,7 @@ use crate::model::{Quote, SymbolId, SymbolTable, Timeframe};
 use crate::pipeline::{BarRecord, Event, SymbolPipeline};
 use crate::sources::breaker::CircuitBreaker;
 use crate::sources::ratelimit::RateBudget;
-use crate::sources::{ErrorKind, Source};
+use crate::sources::{ErrorKind, Source, StreamEvent};
 use crate::store::TickBatch;
 use crate::store::snapshot::{FrameView, Snapshot, SymbolView};
 use crate::store::sqlite::{Checkpoint, SqliteStore, StoreError};
@@ -40,6 +40,8 @@ use crate::validate::Verdict;
 
 /// Symbols per request for sources that batch quotes.
 const BATCH_SIZE: usize = 200;
+/// Events a push stream may queue between two ticks.
+const STREAM_QUEUE: usize = 65_536;
 
 /// A sink's queue plus what is waiting because the queue was full.
 struct SinkLink {
@@ -70,6 +72,19 @@ pub struct Collector {
     answered: Vec<bool>,
     /// Circuit breaker and request budget per source, in `sources` order.
     guards: Vec<SourceGuard>,
+    /// Push streams and what they still owe.
+    streams: Vec<StreamLink>,
+}
+
+/// One running push stream.
+struct StreamLink {
+    /// Index in `sources`.
+    source: usize,
+    served: Vec<SymbolId>,
+    rx: mpsc::Receiver<StreamEvent>,
+    last_message: Option<tokio::time::Instant>,
+    /// Start of an interval to backfill over history after a reconnect.
+    backfill_since: Option<i64>,
 }
 
 /// The health bookkeeping of one source.
@@ -150,6 +165,7 @@ impl Collector {
             quotes: Vec::new(),
             answered: vec![false; symbol_count],
             guards,
+            streams: Vec::new(),
         }
     }
 
@@ -241,6 +257,7 @@ impl Collector {
     /// batch to the sinks. Dropping the collector closes the sink channels, which tells the
     /// sinks to flush and stop.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let stream_tasks = self.start_streams(&shutdown);
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_tick: Option<tokio::time::Instant> = None;
@@ -273,6 +290,9 @@ impl Collector {
             checkpoints: self.checkpoints(),
         };
         self.emit(batch);
+        for task in stream_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
         for sink in &mut self.sinks {
             while let Some(batch) = sink.overflow.pop_front() {
                 if sink.tx.send(batch).await.is_err() {
@@ -288,8 +308,10 @@ impl Collector {
     /// One collection tick: fetch, validate, build, compute, publish.
     pub async fn tick(&mut self) -> TickBatch {
         let now = self.clock.now_ms();
-        self.fetch(now).await;
         let mut events = Vec::with_capacity(self.pipelines.len() * (1 + self.timeframes.len()));
+        self.answered.iter_mut().for_each(|a| *a = false);
+        self.drain_streams(now, &mut events).await;
+        self.fetch(now).await;
         for (quote, source) in self.quotes.drain(..) {
             let Some(pipeline) = self.pipelines.get_mut(quote.symbol as usize) else {
                 continue;
@@ -318,8 +340,12 @@ impl Collector {
     /// gets one trial request, and symbols a source did not answer go to the next source.
     async fn fetch(&mut self, now: i64) {
         let deadline = tokio::time::Instant::now() + self.deadline;
-        let mut pending = self.all_ids.clone();
-        self.answered.iter_mut().for_each(|a| *a = false);
+        let mut pending: Vec<SymbolId> = self
+            .all_ids
+            .iter()
+            .copied()
+            .filter(|&id| !self.answered[id as usize])
+            .collect();
         for si in 0..self.sources.len() {
             if pending.is_empty() {
                 break;
@@ -443,6 +469,124 @@ impl Collector {
             pending = failed;
         }
         self.publish_source_states();
+    }
+
+    /// Starts the push stream of every source that has one; its events are taken at the start
+    /// of each tick.
+    fn start_streams(&mut self, shutdown: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for (si, source) in self.sources.iter().enumerate() {
+            if !source.capabilities().stream {
+                continue;
+            }
+            let served: Vec<SymbolId> = self
+                .all_ids
+                .iter()
+                .copied()
+                .filter(|&id| source.supports(id))
+                .collect();
+            let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+            if let Some(task) =
+                Arc::clone(source).stream(served.clone(), tx, shutdown.child_token())
+            {
+                tasks.push(tokio::spawn(task));
+                self.streams.push(StreamLink {
+                    source: si,
+                    served,
+                    rx,
+                    last_message: None,
+                    backfill_since: None,
+                });
+            }
+        }
+        tasks
+    }
+
+    /// Takes what the push streams delivered since the last tick: quotes join this tick's
+    /// quotes, provider bars are upserted, and after a reconnect the missed interval is
+    /// backfilled over the source's history. Symbols whose stream is alive are not polled.
+    async fn drain_streams(&mut self, now: i64, events: &mut Vec<Event>) {
+        let t = tokio::time::Instant::now();
+        let alive_for = (self.interval * 3).max(Duration::from_secs(3));
+        for link in &mut self.streams {
+            let name = self.sources[link.source].name();
+            while let Ok(event) = link.rx.try_recv() {
+                link.last_message = Some(t);
+                match event {
+                    StreamEvent::Quote(q) => {
+                        if let Some(a) = self.answered.get_mut(q.symbol as usize) {
+                            *a = true;
+                            self.quotes.push((q, name));
+                        }
+                    }
+                    StreamEvent::Bar {
+                        symbol,
+                        timeframe,
+                        bar,
+                    } => {
+                        if let Some(p) = self.pipelines.get_mut(symbol as usize) {
+                            p.on_provider_bar(timeframe, &bar, name, now, events);
+                            self.answered[symbol as usize] = true;
+                        }
+                    }
+                    StreamEvent::Reconnected { since_ms } => {
+                        self.metrics.stream_reconnects.inc();
+                        link.backfill_since =
+                            Some(link.backfill_since.map_or(since_ms, |s| s.min(since_ms)));
+                    }
+                }
+            }
+            if link
+                .last_message
+                .is_some_and(|at| t.duration_since(at) < alive_for)
+            {
+                for &id in &link.served {
+                    self.answered[id as usize] = true;
+                }
+            }
+        }
+        for li in 0..self.streams.len() {
+            let Some(since) = self.streams[li].backfill_since else {
+                continue;
+            };
+            let source = Arc::clone(&self.sources[self.streams[li].source]);
+            let served = self.streams[li].served.clone();
+            let mut complete = true;
+            for &symbol in &served {
+                for (frame, &tf) in self.timeframes.clone().iter().enumerate() {
+                    let fetched = tokio::time::timeout(
+                        self.deadline,
+                        source.history(symbol, tf, tf.bucket(since), now),
+                    )
+                    .await;
+                    match fetched {
+                        Ok(Ok(bars)) => {
+                            let before = events.len();
+                            self.pipelines[symbol as usize].ingest_history(
+                                frame,
+                                &bars,
+                                source.name(),
+                                now,
+                                events,
+                            );
+                            let added = events[before..]
+                                .iter()
+                                .filter(|e| matches!(e, Event::Closed { .. }))
+                                .count();
+                            self.metrics.history_bars.add(added as u64);
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(source = source.name(), error = %e, "backfill after reconnect failed; will retry");
+                            complete = false;
+                        }
+                        Err(_) => complete = false,
+                    }
+                }
+            }
+            if complete {
+                self.streams[li].backfill_since = None;
+            }
+        }
     }
 
     /// Breaker states and budgets into the metrics, for `/health` and `/metrics`.

@@ -187,11 +187,14 @@ impl Config {
         let redis_url = env.get("REDIS_URL").filter(|s| !s.trim().is_empty());
         if let Some(url) = &redis_url {
             let scheme = url.split("://").next().unwrap_or_default();
-            if !url.contains("://") || !["redis", "rediss", "unix", "redis+unix"].contains(&scheme)
-            {
+            let usable = url.contains("://")
+                && ["redis", "rediss", "unix", "redis+unix"].contains(&scheme)
+                && redis::Client::open(url.as_str()).is_ok();
+            if !usable {
                 return Err(ConfigError {
                     var: "REDIS_URL",
-                    value: url.clone(),
+                    // Never echo a password back into logs.
+                    value: redact_url(url),
                     reason: "expected redis://[user:password@]host:port[/db], rediss://… or unix:///path".into(),
                 });
             }
@@ -481,7 +484,7 @@ mod tests {
             ("MIN_QUALITY", "2"),
             ("SYNTHETIC_BAD_TICK_RATE", "NaN"),
             ("MACD_FAST", "40"),
-            ("REDIS_URL", "redis://host:notaport"),
+            ("REDIS_URL", "redis://host:70000"),
         ];
         for (var, value) in cases {
             let err = cfg(&[(var, value)]).expect_err(var);

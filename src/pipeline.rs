@@ -57,6 +57,9 @@ pub enum Event {
 struct Frame {
     builder: BarBuilder,
     engine: IndicatorSet,
+    /// Judges provider bars of this timeframe (their open times lag quote times, so they need
+    /// their own reference). Created on the first provider bar.
+    bar_validator: Option<Validator>,
     /// Source of the latest data in the forming bar.
     source: &'static str,
 }
@@ -83,6 +86,7 @@ impl SymbolPipeline {
                 .map(|&tf| Frame {
                     builder: BarBuilder::new(tf),
                     engine: IndicatorSet::new(params),
+                    bar_validator: None,
                     source: "",
                 })
                 .collect(),
@@ -132,8 +136,12 @@ impl SymbolPipeline {
         let mut validator = Validator::new(self.validator.config().clone());
         let f = &mut self.frames[frame];
         let timeframe = f.builder.timeframe();
+        let forming_ts = f.builder.forming().map(|b| b.bar.ts);
         for bar in bars {
-            if f.builder.last_closed_ts().is_some_and(|t| bar.ts <= t) {
+            // Only what lies between the last closed bar and the forming one is history.
+            if f.builder.last_closed_ts().is_some_and(|t| bar.ts <= t)
+                || forming_ts.is_some_and(|t| bar.ts >= t)
+            {
                 continue;
             }
             match validator.check(bar, None) {
@@ -205,6 +213,71 @@ impl SymbolPipeline {
             out.push(self.reject(RejectReason::Late, input, source, now_ms));
         }
         verdict
+    }
+
+    /// A provider's own bar (e.g. a 1-minute aggregate from a stream): validated against the
+    /// previous provider bars, then upserted into the frame of the same timeframe. Bars of a
+    /// timeframe that is not built are ignored (returns `None`).
+    pub fn on_provider_bar(
+        &mut self,
+        timeframe: Timeframe,
+        bar: &Bar,
+        source: &'static str,
+        now_ms: i64,
+        out: &mut Vec<Event>,
+    ) -> Option<Verdict> {
+        let symbol = self.symbol;
+        let config = self.validator.config().clone();
+        let f = self
+            .frames
+            .iter_mut()
+            .find(|f| f.builder.timeframe() == timeframe)?;
+        // A bar's data is as recent as its last moment, not its open time.
+        let probe = Bar {
+            ts: (bar.ts + timeframe.ms() - 1).min(now_ms),
+            ..*bar
+        };
+        let verdict = f
+            .bar_validator
+            .get_or_insert_with(|| Validator::new(config))
+            .check(&probe, Some(now_ms));
+        let quality = match verdict {
+            Verdict::Accept { quality } => quality,
+            Verdict::Duplicate => return Some(verdict),
+            Verdict::Reject(reason) => {
+                out.push(Event::Rejected(RejectRecord {
+                    symbol,
+                    source,
+                    reason,
+                    input: *bar,
+                    received_at_ms: now_ms,
+                }));
+                return Some(verdict);
+            }
+        };
+        let step = f.builder.upsert(bar, quality);
+        if let Some(closed) = step.closed {
+            out.push(commit(symbol, f, closed));
+        }
+        if let Some(gap) = step.gap {
+            out.push(Event::Gap {
+                symbol,
+                timeframe,
+                gap,
+            });
+        }
+        if step.late {
+            out.push(Event::Rejected(RejectRecord {
+                symbol,
+                source,
+                reason: RejectReason::Late,
+                input: *bar,
+                received_at_ms: now_ms,
+            }));
+        } else {
+            f.source = source;
+        }
+        Some(verdict)
     }
 
     /// End of a collection tick: closes bars whose interval has ended and reports each forming

@@ -104,16 +104,19 @@ fn values_are_named_maps_features_expire_and_events_are_published() {
     let sidecar = Sidecar::start(dir.path(), &v);
 
     let mut kinds = std::collections::HashSet::new();
-    for _ in 0..100 {
+    for _ in 0..1_000 {
         let msg = pubsub.get_message().expect("an event within 10 s");
         let event = unpack(msg.get_payload_bytes());
         assert_eq!(event["symbol"], "EURUSD");
         assert_eq!(event["timeframe"], "1s");
         assert!(
-            event["bar"]["close"].is_f64() && event["features"]["ema_12"].is_f64(),
+            event["bar"]["close"].is_f64() && event["features"]["obv"].is_f64(),
             "{event}"
         );
-        kinds.insert(event["type"].as_str().expect("type").to_string());
+        // The first history bars publish while the indicators are still warming up.
+        if event["features"]["ema_12"].is_f64() {
+            kinds.insert(event["type"].as_str().expect("type").to_string());
+        }
         if kinds.len() == 2 {
             break;
         }

@@ -548,6 +548,7 @@ impl Visitor for JsonVisitor {
                 "p95_ms": h.quantile_ms(0.95),
                 "p99_ms": h.quantile_ms(0.99),
                 "max_ms": h.max_us.load(Relaxed) as f64 / 1_000.0,
+                "sum_ms": h.sum_us.load(Relaxed) as f64 / 1_000.0,
             }),
         );
     }

@@ -83,6 +83,17 @@ pub async fn run_with(
         Arc::new(opened.map_err(|e| StoreError::Join(e.to_string()))??)
     };
     let sources = sources::build(&config, &symbols);
+    if config.bootstrap_on_start {
+        let stats =
+            crate::bootstrap::bootstrap(&config, &symbols, &sources, &store, clock.now_ms(), false)
+                .await?;
+        tracing::info!(
+            stored = stats.stored,
+            rejected = stats.rejected,
+            failed_windows = stats.failed_windows,
+            "bootstrap done"
+        );
+    }
     let source_names: Vec<&'static str> = sources.iter().map(|s| s.name()).collect();
     let metrics = Arc::new(Metrics::new(&source_names));
     let snapshot = Arc::new(Snapshot::new(
@@ -196,6 +207,28 @@ pub async fn run_with(
         "stopped cleanly"
     );
     Ok(())
+}
+
+/// `barkeep bootstrap`: history for every symbol and timeframe into SQLite.
+///
+/// # Errors
+/// SQLite failures.
+pub async fn bootstrap(
+    config: Config,
+    show_progress: bool,
+) -> Result<crate::bootstrap::BootstrapStats, AppError> {
+    let symbols = SymbolTable::new(&config.symbols);
+    let store = {
+        let (path, symbols) = (config.sqlite_path.clone(), symbols.clone());
+        let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&path, symbols)).await;
+        Arc::new(opened.map_err(|e| StoreError::Join(e.to_string()))??)
+    };
+    let sources = sources::build(&config, &symbols);
+    let now = crate::clock::system_now_ms();
+    Ok(
+        crate::bootstrap::bootstrap(&config, &symbols, &sources, &store, now, show_progress)
+            .await?,
+    )
 }
 
 /// Counts of a replay.

@@ -54,6 +54,10 @@ pub struct Config {
     pub shutdown_timeout_ms: u64,
     /// Closed bars per (symbol, timeframe) to warm the indicators from at start.
     pub warmup_bars: usize,
+    /// Days of history `barkeep bootstrap` downloads.
+    pub history_days: u32,
+    /// Run the full bootstrap before `run` starts collecting.
+    pub bootstrap_on_start: bool,
     pub redis_url: Option<String>,
     pub redis_pool_size: usize,
     pub redis_key_prefix: String,
@@ -240,6 +244,14 @@ impl Config {
             breaker_open_ms: env.duration_ms("BREAKER_OPEN", 60_000, 10, 86_400_000)?,
             shutdown_timeout_ms: env.duration_ms("SHUTDOWN_TIMEOUT", 10_000, 100, 600_000)?,
             warmup_bars: env.int("WARMUP_BARS", warmup_default, 0, 1_000_000)?,
+            history_days: env.int("HISTORY_DAYS", 90, 1, 36_500)?,
+            bootstrap_on_start: env.parse("BOOTSTRAP_ON_START", "false", |s| {
+                match s.to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => Ok(true),
+                    "0" | "false" | "no" | "off" | "" => Ok(false),
+                    _ => Err("expected true or false".to_string()),
+                }
+            })?,
             redis_url,
             redis_pool_size: env.int("REDIS_POOL_SIZE", 4, 1, 1_024)?,
             redis_key_prefix: env.parse("REDIS_KEY_PREFIX", "barkeep", |s| {

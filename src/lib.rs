@@ -24,11 +24,13 @@
 //! - [`store`] — SQLite writer and reader, and the lock-free snapshot the API reads.
 //! - [`api`] — the hyper HTTP server and its JSON endpoints.
 //! - [`metrics`] — typed counters, gauges and histograms; JSON and Prometheus renderings.
+//! - [`bootstrap`] — `barkeep bootstrap`: history into SQLite, resumable, with progress.
 //! - [`app`] — wiring, start-up warm-up, ordered shutdown; the `replay` command.
 
 pub mod api;
 pub mod app;
 pub mod bars;
+pub mod bootstrap;
 pub mod clock;
 pub mod collector;
 pub mod config;

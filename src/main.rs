@@ -33,6 +33,9 @@ enum Command {
         #[arg(long)]
         symbol: Option<String>,
     },
+    /// Download `HISTORY_DAYS` of history into SQLite (resumable, idempotent), with a progress
+    /// bar; the next `run` warms its indicators from it.
+    Bootstrap,
 }
 
 fn main() -> ExitCode {
@@ -54,20 +57,53 @@ fn main() -> ExitCode {
     init_tracing(config.log_format);
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(config),
+        Command::Bootstrap => bootstrap(config),
         Command::Replay { input, symbol } => replay(&config, &input, symbol.as_deref()),
     }
 }
 
-fn run(config: Config) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("barkeep: error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            None
         }
+    }
+}
+
+fn bootstrap(config: Config) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(barkeep::app::bootstrap(
+        config,
+        std::io::stderr().is_terminal(),
+    )) {
+        Ok(stats) => {
+            eprintln!(
+                "barkeep: bootstrap stored {} bars ({} rejected, {} windows failed)",
+                stats.stored, stats.rejected, stats.failed_windows
+            );
+            if stats.failed_windows > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("barkeep: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(barkeep::app::run(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,

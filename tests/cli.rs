@@ -163,3 +163,62 @@ fn replay_reports_bad_rows_on_stderr_and_skips_them() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.csv"));
 }
+
+#[test]
+fn bootstrap_downloads_history_resumably_and_idempotently() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("b.db");
+    let vars = [
+        ("SQLITE_PATH", db.to_str().expect("utf-8")),
+        ("HISTORY_DAYS", "3"),
+        ("TIMEFRAMES", "1h,1d"),
+        ("SYNTHETIC_BAD_TICK_RATE", "0"),
+    ];
+    let run = || {
+        let out = command(dir.path(), &vars)
+            .arg("bootstrap")
+            .output()
+            .expect("bootstrap");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let first = run();
+    assert!(first.contains("bootstrap stored"), "{first}");
+    // 3 symbols × (72 hourly + 3 daily bars).
+    let count = common::sql_u64(&db, "SELECT count(*) FROM bars");
+    assert_eq!(count, 3 * (72 + 3), "{first}");
+    run();
+    assert_eq!(
+        common::sql_u64(&db, "SELECT count(*) FROM bars"),
+        count,
+        "running twice adds nothing"
+    );
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute(
+        "DELETE FROM bars WHERE timeframe = '1h' AND ts > (SELECT max(ts) - 36000000 FROM bars WHERE timeframe = '1h')",
+        [],
+    )
+    .expect("delete the newest 10 hours");
+    drop(conn);
+    assert_eq!(
+        common::sql_u64(&db, "SELECT count(*) FROM bars"),
+        count - 30
+    );
+    run();
+    assert_eq!(
+        common::sql_u64(&db, "SELECT count(*) FROM bars"),
+        count,
+        "an interrupted bootstrap resumes"
+    );
+    assert_eq!(
+        common::sql_u64(
+            &db,
+            "SELECT count(*) FROM (SELECT ts FROM bars WHERE symbol = 'EURUSD' AND timeframe = '1h' AND ts % 3600000 != 0)"
+        ),
+        0
+    );
+}

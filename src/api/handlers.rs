@@ -13,6 +13,9 @@ use crate::signals;
 use crate::store::redis::RedisState;
 use crate::store::snapshot::FrameView;
 
+/// Symbols listed one by one in `/health`; above this only stale ones are.
+const HEALTH_DETAIL: usize = 100;
+
 /// `status` is `ok` when every symbol has fresh data and the store keeps up, `degraded` when
 /// some part lags, and `down` (503) when no symbol has fresh data.
 pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
@@ -28,6 +31,12 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
             .map(|t| (now - t).max(0));
         let fresh = age.is_some_and(|a| a <= state.stale_after_ms);
         fresh_count += usize::from(fresh);
+        // Past HEALTH_DETAIL symbols, only the stale ones are listed (the counts say the rest),
+        // so /health stays small and cheap at thousands of symbols.
+        let listed = snapshot.symbols.len() <= HEALTH_DETAIL || (!fresh && symbols.len() < HEALTH_DETAIL);
+        if !listed {
+            continue;
+        }
         symbols.insert(
             name.to_string(),
             json!({

@@ -285,7 +285,11 @@ impl RedisSink {
         resync: Arc<AtomicBool>,
         clock: Clock,
     ) -> Result<Self, RedisError> {
-        let client = redis::Client::open(config.url.as_str())?;
+        // Small pipelined writes must not wait for Nagle's algorithm: with it a 1 000-symbol tick
+        // took 26 ms instead of 10 (measured with examples/loadtest.rs).
+        let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info)?;
         let keys = Keys::new(&config.prefix);
         let slots = symbols.len() * timeframes.len();
         Ok(Self {

@@ -128,7 +128,17 @@ impl Sidecar {
         while let Ok(line) = self.log.recv_timeout(Duration::from_secs(5)) {
             self.lines.push(line);
         }
-        (code, self.lines)
+        (code, std::mem::take(&mut self.lines))
+    }
+}
+
+impl Drop for Sidecar {
+    /// A test that failed half-way must not leave a sidecar running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

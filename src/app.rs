@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::model::SymbolTable;
 use crate::sources::{self, replay};
 use crate::store::redis::{RedisError, RedisSink, RedisSinkConfig, RedisStatus};
-use crate::store::snapshot::Snapshot;
+use crate::store::snapshot::{NamedFeatures, Snapshot};
 use crate::store::sqlite::{self, Downstream, SqliteStore, StoreError};
 use crate::validate::{Validator, Verdict};
 
@@ -231,6 +231,18 @@ pub async fn bootstrap(
     )
 }
 
+/// One line of `replay`'s output: the bar, its quality and every feature, flat.
+#[derive(serde::Serialize)]
+struct ReplayLine<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    symbol: Option<&'a str>,
+    #[serde(flatten)]
+    bar: &'a crate::model::Bar,
+    quality: f64,
+    #[serde(flatten)]
+    features: NamedFeatures<'a>,
+}
+
 /// Counts of a replay.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayStats {
@@ -268,22 +280,15 @@ pub fn replay(
         match validator.check(&bar, None) {
             Verdict::Accept { quality } => {
                 let features = engine.update(&bar);
-                let mut line = serde_json::Map::new();
-                if let Some(s) = symbol {
-                    line.insert("symbol".into(), s.into());
-                }
-                line.insert("ts".into(), bar.ts.into());
-                for (k, v) in [
-                    ("open", bar.open),
-                    ("high", bar.high),
-                    ("low", bar.low),
-                    ("close", bar.close),
-                    ("volume", bar.volume),
-                ] {
-                    line.insert(k.into(), serde_json::json!(v));
-                }
-                line.insert("quality".into(), serde_json::json!(quality));
-                line.extend(api::feature_map(&names, &features));
+                let line = ReplayLine {
+                    symbol,
+                    bar: &bar,
+                    quality,
+                    features: NamedFeatures {
+                        names: &names,
+                        features: &features,
+                    },
+                };
                 serde_json::to_writer(&mut out, &line).map_err(std::io::Error::other)?;
                 out.write_all(b"\n")?;
                 stats.printed += 1;

@@ -6,12 +6,10 @@ use hyper::{Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, ApiState, Query, Reply, json};
-use crate::indicators::Features;
 use crate::model::{SymbolId, Timeframe};
-use crate::pipeline::BarRecord;
 use crate::signals;
 use crate::store::redis::RedisState;
-use crate::store::snapshot::FrameView;
+use crate::store::snapshot::{FrameView, NamedFeatures};
 
 /// Symbols listed one by one in `/health`; above this only stale ones are.
 const HEALTH_DETAIL: usize = 100;
@@ -33,7 +31,8 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
         fresh_count += usize::from(fresh);
         // Past HEALTH_DETAIL symbols, only the stale ones are listed (the counts say the rest),
         // so /health stays small and cheap at thousands of symbols.
-        let listed = snapshot.symbols.len() <= HEALTH_DETAIL || (!fresh && symbols.len() < HEALTH_DETAIL);
+        let listed =
+            snapshot.symbols.len() <= HEALTH_DETAIL || (!fresh && symbols.len() < HEALTH_DETAIL);
         if !listed {
             continue;
         }
@@ -171,97 +170,71 @@ fn timeframe(state: &ApiState, query: &Query<'_>) -> Result<(usize, Timeframe), 
 }
 
 /// The latest bar and features of (symbol, timeframe), or a 404 while there is no data yet.
-fn latest(
-    state: &ApiState,
-    symbol: &str,
-    query: &Query<'_>,
-) -> Result<(String, Timeframe, FrameView, i64), ApiError> {
+/// The latest bar and features of (symbol, timeframe) — the forming bar if there is one, else
+/// the last closed — as the body of `/features` (and, with `signal`, of `/signals`). Serialised
+/// straight into the response bytes, no intermediate JSON tree.
+#[derive(serde::Serialize)]
+struct LatestBody<'a> {
+    symbol: &'a str,
+    timeframe: &'a str,
+    ts: i64,
+    age_ms: i64,
+    forming: bool,
+    source: &'a str,
+    quality: f64,
+    bar: &'a crate::model::Bar,
+    features: NamedFeatures<'a>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    signal: Option<signals::Signal>,
+}
+
+/// Answers `/features` or, with `with_signal`, `/signals`.
+fn latest(state: &ApiState, symbol: &str, query: &Query<'_>, with_signal: bool) -> Reply {
     let id = symbol_id(state, symbol)?;
     let (frame, tf) = timeframe(state, query)?;
-    let name = state.snapshot.symbols.name(id).to_string();
-    let view = state.snapshot.get(id).ok_or_else(|| {
+    let name = state.snapshot.symbols.name(id);
+    let no_data = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "no_data",
-            format!("no data for {name} yet"),
-        )
-    })?;
-    let frame_view = view.frames.get(frame).cloned().unwrap_or_default();
-    let now = state.clock.now_ms();
-    let age = view.last_data_ms.map_or(i64::MAX, |t| (now - t).max(0));
-    if frame_view.latest().is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_data",
             format!("no {tf} bar for {name} yet"),
-        ));
-    }
-    Ok((name, tf, frame_view, age))
-}
-
-/// The features map as it appears in every output: names from the configuration, `null` until
-/// an indicator is ready.
-pub fn feature_map(names: &[String], features: &Features) -> Map<String, Value> {
-    names
-        .iter()
-        .zip(features.values)
-        .map(|(name, v)| {
-            (
-                name.clone(),
-                if v.is_finite() { json!(v) } else { Value::Null },
-            )
-        })
-        .collect()
-}
-
-fn features_body(
-    state: &ApiState,
-    name: &str,
-    tf: Timeframe,
-    record: &BarRecord,
-    features: &Features,
-    forming: bool,
-    age: i64,
-) -> Value {
-    let bar = &record.bar;
-    json!({
-        "symbol": name,
-        "timeframe": tf.to_string(),
-        "ts": bar.ts,
-        "age_ms": age,
-        "forming": forming,
-        "source": record.source,
-        "quality": record.quality,
-        "bar": { "ts": bar.ts, "open": bar.open, "high": bar.high, "low": bar.low, "close": bar.close, "volume": bar.volume },
-        "features": feature_map(&state.snapshot.feature_names, features),
-    })
+        )
+    };
+    let view = state.snapshot.get(id).ok_or_else(no_data)?;
+    let (record, features, forming) = view
+        .frames
+        .get(frame)
+        .and_then(FrameView::latest)
+        .ok_or_else(no_data)?;
+    let now = state.clock.now_ms();
+    let age_ms = view.last_data_ms.map_or(i64::MAX, |t| (now - t).max(0));
+    let body = LatestBody {
+        symbol: name,
+        timeframe: &state.snapshot.timeframe_names[frame],
+        ts: record.bar.ts,
+        age_ms,
+        forming,
+        source: record.source,
+        quality: record.quality,
+        bar: &record.bar,
+        features: NamedFeatures {
+            names: &state.snapshot.feature_names,
+            features,
+        },
+        signal: with_signal
+            .then(|| signals::evaluate(features, record.bar.close, age_ms, state.stale_after_ms)),
+    };
+    let bytes = serde_json::to_vec(&body)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(super::body(StatusCode::OK, "application/json", bytes))
 }
 
 pub(super) fn features(state: &ApiState, symbol: &str, query: &Query<'_>) -> Reply {
-    let (name, tf, view, age) = latest(state, symbol, query)?;
-    let Some((record, features, forming)) = view.latest() else {
-        return Err(ApiError::not_found("no data yet"));
-    };
-    Ok(json(
-        StatusCode::OK,
-        &features_body(state, &name, tf, record, features, forming, age),
-    ))
+    latest(state, symbol, query, false)
 }
 
 pub(super) fn signals(state: &ApiState, symbol: &str, query: &Query<'_>) -> Reply {
-    let (name, tf, view, age) = latest(state, symbol, query)?;
-    let Some((record, features, forming)) = view.latest() else {
-        return Err(ApiError::not_found("no data yet"));
-    };
-    let signal = signals::evaluate(features, record.bar.close, age, state.stale_after_ms);
-    let mut body = features_body(state, &name, tf, record, features, forming, age);
-    if let Value::Object(map) = &mut body {
-        map.insert("signal".into(), json!(signal.signal));
-        map.insert("score".into(), json!(signal.score));
-        map.insert("confidence".into(), json!(signal.confidence));
-        map.insert("reasons".into(), json!(signal.reasons));
-    }
-    Ok(json(StatusCode::OK, &body))
+    latest(state, symbol, query, true)
 }
 
 pub(super) async fn bars(state: &ApiState, symbol: &str, query: &Query<'_>) -> Reply {

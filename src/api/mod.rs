@@ -10,8 +10,6 @@ blocking pool. Every error is a JSON body `{"error": kind, "message": …}` with
 
 mod handlers;
 
-pub use handlers::feature_map;
-
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;

@@ -41,6 +41,7 @@ use crate::metrics::Metrics;
 use crate::model::{Bar, SymbolId, SymbolTable, Timeframe};
 use crate::pipeline::{BarRecord, Event};
 use crate::store::TickBatch;
+use crate::store::snapshot::NamedFeatures;
 use crate::store::sqlite::{SqliteStore, StoreError, StoredBar};
 
 /// Batches taken at once when the sink is behind.
@@ -152,26 +153,10 @@ impl<'a> BarMsg<'a> {
     }
 }
 
-/// The indicator map: configured names → value, `nil` until ready.
-struct FeatureFields<'a> {
-    names: &'a [String; FEATURE_COUNT],
-    features: &'a Features,
-}
-
-impl serde::Serialize for FeatureFields<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(FEATURE_COUNT))?;
-        for (name, v) in self.names.iter().zip(self.features.values) {
-            map.serialize_entry(name, &v.is_finite().then_some(v))?;
-        }
-        map.end()
-    }
-}
-
 /// The features key's value: a flat map, so a reader needs no schema.
 struct FeaturesMsg<'a> {
     record: &'a BarRecord,
-    fields: FeatureFields<'a>,
+    fields: NamedFeatures<'a>,
     forming: bool,
     tick_ms: i64,
     age_ms: i64,
@@ -205,7 +190,7 @@ struct EventMsg<'a> {
     tick_ms: i64,
     forming: bool,
     bar: BarMsg<'a>,
-    features: FeatureFields<'a>,
+    features: NamedFeatures<'a>,
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -618,7 +603,7 @@ impl RedisSink {
                     tick_ms: batch.now_ms,
                     forming: false,
                     bar: BarMsg::new(&record.bar, record.source, record.quality),
-                    features: FeatureFields {
+                    features: NamedFeatures {
                         names: &self.names,
                         features,
                     },
@@ -666,7 +651,7 @@ impl RedisSink {
             if let Some(((record, features, tick_ms), forming)) = latest {
                 let msg = FeaturesMsg {
                     record,
-                    fields: FeatureFields {
+                    fields: NamedFeatures {
                         names: &self.names,
                         features,
                     },
@@ -695,7 +680,7 @@ impl RedisSink {
                     tick_ms: *tick_ms,
                     forming: true,
                     bar,
-                    features: FeatureFields {
+                    features: NamedFeatures {
                         names: &self.names,
                         features,
                     },

@@ -5,6 +5,7 @@ consistent view without taking a lock or waiting for the collector.
 */
 
 use arc_swap::ArcSwapOption;
+use serde::ser::{SerializeMap, Serializer};
 use std::sync::Arc;
 
 use crate::indicators::{FEATURE_COUNT, Features, IndicatorParams};
@@ -45,6 +46,8 @@ pub struct Snapshot {
     pub symbols: SymbolTable,
     pub timeframes: Vec<Timeframe>,
     pub feature_names: [String; FEATURE_COUNT],
+    /// `timeframes` as text, e.g. `1m`.
+    pub timeframe_names: Vec<String>,
     views: Vec<ArcSwapOption<SymbolView>>,
 }
 
@@ -53,6 +56,7 @@ impl Snapshot {
         Self {
             views: (0..symbols.len()).map(|_| ArcSwapOption::empty()).collect(),
             symbols,
+            timeframe_names: timeframes.iter().map(ToString::to_string).collect(),
             timeframes,
             feature_names: params.feature_names(),
         }
@@ -72,5 +76,24 @@ impl Snapshot {
 
     pub fn frame_index(&self, timeframe: Timeframe) -> Option<usize> {
         self.timeframes.iter().position(|&t| t == timeframe)
+    }
+}
+
+/// Features as a map of the configured names to values, `null` (MessagePack `nil`) until an
+/// indicator is ready: the one shape used by HTTP, Redis and `replay`. Serialised directly,
+/// without building an intermediate map.
+#[derive(Clone, Copy)]
+pub struct NamedFeatures<'a> {
+    pub names: &'a [String; FEATURE_COUNT],
+    pub features: &'a Features,
+}
+
+impl serde::Serialize for NamedFeatures<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(FEATURE_COUNT))?;
+        for (name, v) in self.names.iter().zip(self.features.values) {
+            map.serialize_entry(name, &v.is_finite().then_some(v))?;
+        }
+        map.end()
     }
 }

@@ -2,7 +2,7 @@
 //! redis-server, with the raw limits of the same machine measured in the same run.
 //!
 //! ```sh
-//! cargo build --release && cargo run --release --example loadtest -- --symbols 1000 --seconds 20
+//! cargo build --release && cargo run --release --example loadtest -- --symbols 1000 --seconds 20 [--synthetic]
 //! scripts/loadtest.sh            # 100, 1 000 and 10 000 symbols, figures for BENCHMARKS.md
 //! ```
 //!
@@ -70,7 +70,8 @@ fn main() {
     let symbols: usize = arg(&args, "--symbols", 1_000);
     let seconds: u64 = arg(&args, "--seconds", 20);
     let http_rate: u64 = arg(&args, "--http-rate", 10_000);
-    rt.block_on(run(symbols, seconds, http_rate));
+    let synthetic = args.iter().any(|a| a == "--synthetic");
+    rt.block_on(run(symbols, seconds, http_rate, synthetic));
 }
 
 /// Percentile of a sorted slice.
@@ -128,7 +129,8 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-async fn run(n: usize, seconds: u64, http_rate: u64) {
+/// With `synthetic`, barkeep's built-in simulated market replaces the HTTP fixture provider.
+async fn run(n: usize, seconds: u64, http_rate: u64, synthetic: bool) {
     let names: Vec<String> = (0..n).map(|i| format!("S{i:05}")).collect();
     println!(
         "barkeep load test: {n} symbols, {seconds} s, on {} cores",
@@ -184,7 +186,11 @@ async fn run(n: usize, seconds: u64, http_rate: u64) {
         .arg("run")
         .env_clear()
         .env("SYMBOLS", names.join(","))
-        .env("SOURCES", "twelvedata")
+        .env(
+            "SOURCES",
+            if synthetic { "synthetic" } else { "twelvedata" },
+        )
+        .env("SYNTHETIC_BAD_TICK_RATE", "0")
         .env("TWELVEDATA_BASE_URL", format!("http://{provider_addr}"))
         .env("TWELVEDATA_API_KEY", "loadtest")
         .env("TWELVEDATA_RATE_PER_MINUTE", "1000000")
@@ -302,6 +308,13 @@ async fn run(n: usize, seconds: u64, http_rate: u64) {
         pct(&lat, 0.5),
         pct(&lat, 0.99),
         lat.len()
+    );
+    let rw = &m1["histograms"]["redis_write_latency"];
+    println!(
+        "| Redis pipeline write p50 / p99 / max (ms) | {:.2} / {:.2} / {:.2} | — | — |",
+        rw["p50_ms"].as_f64().unwrap_or(f64::NAN),
+        rw["p99_ms"].as_f64().unwrap_or(f64::NAN),
+        rw["max_ms"].as_f64().unwrap_or(f64::NAN)
     );
     println!(
         "| updates written to Redis per s | {redis_bars:.0} | {raw_redis:.0} (raw pipelined RPUSH) | {:.2} |",
@@ -590,39 +603,45 @@ async fn raw_redis_rate(url: &str) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Upserting rows with barkeep's schema in 10 000-row transactions: the SQLite ceiling.
+/// Upserting rows with barkeep's schema in the shape of its flushes (every tick one bar per
+/// symbol, 10 ticks per transaction): the SQLite ceiling.
 fn raw_sqlite_rate(path: &std::path::Path) -> f64 {
-    let conn = rusqlite::Connection::open(path).expect("open");
+    let mut conn = rusqlite::Connection::open(path).expect("open");
     conn.pragma_update(None, "journal_mode", "WAL")
         .expect("wal");
     conn.pragma_update(None, "synchronous", "NORMAL")
         .expect("sync");
     conn.execute_batch(include_str!("../schema.sql"))
         .expect("schema");
+    let names: Vec<String> = (0..1_000).map(|i| format!("S{i:05}")).collect();
     let start = Instant::now();
-    let mut n = 0i64;
-    let mut conn = conn;
+    let (mut n, mut tick) = (0u64, 0i64);
     while start.elapsed() < Duration::from_secs(3) {
         let tx = conn.transaction().expect("tx");
         {
             let mut stmt = tx
-                .prepare_cached("INSERT INTO bars VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING")
+                .prepare_cached(
+                    "INSERT INTO bars VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET close = excluded.close",
+                )
                 .expect("prepare");
-            for i in 0..10_000 {
-                let k = n + i;
-                stmt.execute(rusqlite::params![
-                    format!("S{:05}", k % 1_000),
-                    "1s",
-                    k,
-                    1.0,
-                    1.0,
-                    1.0,
-                    1.0,
-                    1.0,
-                    "raw",
-                    1.0
-                ])
-                .expect("insert");
+            for _ in 0..10 {
+                tick += 1;
+                for name in &names {
+                    stmt.execute(rusqlite::params![
+                        name,
+                        "1s",
+                        tick * 1_000,
+                        1.0,
+                        1.0,
+                        1.0,
+                        1.0,
+                        1.0,
+                        "raw",
+                        1.0
+                    ])
+                    .expect("insert");
+                }
             }
         }
         tx.commit().expect("commit");

@@ -34,7 +34,6 @@ pub mod bootstrap;
 pub mod clock;
 pub mod collector;
 pub mod config;
-#[path = "indicators_stub.rs"]
 pub mod indicators;
 pub mod metrics;
 pub mod model;

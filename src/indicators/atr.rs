@@ -18,12 +18,11 @@ pub struct Atr {
     period: usize,
     alpha: f64,
     beta: f64,
-    /// Bars seen, capped at `period + 1`.
+    /// Bars seen, capped at `period + 1` (ready when equal).
     seen: usize,
     prev_close: f64,
     /// Sum of the true ranges while seeding, then the ATR itself.
     acc: f64,
-    value: Option<f64>,
 }
 
 /// TA-Lib's true range, comparing in its order.
@@ -53,61 +52,63 @@ impl Atr {
             seen: 0,
             prev_close: 0.0,
             acc: 0.0,
-            value: None,
         }
     }
 
+    #[inline]
     pub fn period(&self) -> usize {
         self.period
     }
 
+    #[inline]
     pub fn lookback(&self) -> usize {
         self.period
     }
 
-    /// The accumulator after `bar` and the ATR it gives, if any.
     #[inline]
-    fn step(&self, bar: &Bar) -> (f64, Option<f64>) {
-        if self.seen == 0 {
-            return (0.0, None);
-        }
+    fn ready(&self) -> bool {
+        self.seen > self.period
+    }
+
+    /// The accumulator after `bar`.
+    #[inline]
+    fn step(&self, bar: &Bar) -> f64 {
         let tr = true_range(bar.high, bar.low, self.prev_close);
-        if self.seen < self.period {
-            (self.acc + tr, None)
-        } else if self.seen == self.period {
-            let atr = (self.acc + tr) / self.period as f64;
-            (atr, Some(atr))
+        if self.ready() {
+            self.beta * self.acc + self.alpha * tr
+        } else if self.seen == 0 {
+            0.0
+        } else if self.seen < self.period {
+            self.acc + tr
         } else {
-            let atr = self.beta * self.acc + self.alpha * tr;
-            (atr, Some(atr))
+            (self.acc + tr) / self.period as f64
         }
     }
 
     #[inline]
     pub fn peek(&self, bar: &Bar) -> Option<f64> {
-        self.step(bar).1
+        let acc = self.step(bar);
+        (self.seen >= self.period).then_some(acc)
     }
 
     #[inline]
     pub fn update(&mut self, bar: &Bar) -> Option<f64> {
-        let (acc, out) = self.step(bar);
-        self.acc = acc;
+        self.acc = self.step(bar);
         self.prev_close = bar.close;
-        if self.seen <= self.period {
+        if !self.ready() {
             self.seen += 1;
         }
-        if out.is_some() {
-            self.value = out;
-        }
-        out
+        self.value()
     }
 
+    #[inline]
     pub fn value(&self) -> Option<f64> {
-        self.value
+        self.ready().then_some(self.acc)
     }
 
+    #[inline]
     pub fn is_ready(&self) -> bool {
-        self.value.is_some()
+        self.ready()
     }
 
     pub fn reset(&mut self) {
@@ -115,8 +116,6 @@ impl Atr {
     }
 
     pub(crate) fn is_consistent(&self, period: usize) -> bool {
-        self.period == period
-            && self.seen <= period + 1
-            && (self.value.is_some() == (self.seen == period + 1))
+        self.period == period && self.seen <= period + 1
     }
 }

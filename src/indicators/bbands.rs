@@ -4,7 +4,7 @@ upper/lower = middle ± k · σ with σ the population standard deviation. Lookb
 
 σ comes from [`RollingMoments`]: deviation sums from a shift taken inside the window (never
 `E[x²] − mean²` on raw prices), rebuilt from the stored window when the shift goes stale or an
-outlier leaves, and at least every 32 windows. This is the same family of algorithm TA-Lib 0.8.1
+outlier leaves, and at least every 4 windows. This is the same family of algorithm TA-Lib 0.8.1
 adopted for VAR/STDDEV/BBANDS, so both stay precise on long runs of 1-second bars at 0.01 %
 volatility. A window of equal closes gives σ = 0 exactly (bands on the middle), never NaN.
 
@@ -29,7 +29,6 @@ pub struct Bands {
 pub struct Bollinger {
     k: f64,
     moments: RollingMoments,
-    value: Option<Bands>,
 }
 
 impl Bollinger {
@@ -38,10 +37,10 @@ impl Bollinger {
         Self {
             k,
             moments: RollingMoments::new(period),
-            value: None,
         }
     }
 
+    #[inline]
     pub fn period(&self) -> usize {
         self.moments.period()
     }
@@ -50,11 +49,12 @@ impl Bollinger {
         self.k
     }
 
+    #[inline]
     pub fn lookback(&self) -> usize {
         self.period() - 1
     }
 
-    #[inline]
+    #[inline(always)]
     fn bands(&self, mean: f64, variance: f64) -> Bands {
         let sigma = if variance > 0.0 { variance.sqrt() } else { 0.0 };
         let width = sigma * self.k;
@@ -72,29 +72,25 @@ impl Bollinger {
             .map(|m| self.bands(m.mean, m.variance))
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn update(&mut self, close: f64) -> Option<Bands> {
-        let out = self
-            .moments
-            .update(close)
-            .map(|m| self.bands(m.mean, m.variance));
-        if out.is_some() {
-            self.value = out;
-        }
-        out
+        let moments = self.moments.update(close)?;
+        Some(self.bands(moments.mean, moments.variance))
     }
 
+    #[inline]
     pub fn value(&self) -> Option<Bands> {
-        self.value
+        let m = self.moments.value()?;
+        Some(self.bands(m.mean, m.variance))
     }
 
+    #[inline]
     pub fn is_ready(&self) -> bool {
-        self.value.is_some()
+        self.moments.value().is_some()
     }
 
     pub fn reset(&mut self) {
         self.moments.reset();
-        self.value = None;
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {

@@ -1,91 +1,105 @@
 /*!
 Exponential moving average, TA-Lib `EMA(period)` with its default ("classic") seeding: the
 first value, at bar `period − 1`, is the plain mean of the first `period` closes (summed from 0.0
-in order); after that `ema = (x − ema) · k + ema` with `k = 2 / (period + 1)`. A period of 1
+in order); after that each close moves it by `k = 2 / (period + 1)` of the gap. A period of 1
 copies the input, as TA-Lib does.
 
-TA-Lib's wheel evaluates the recursion with a fused multiply-add; barkeep uses a plain multiply
-and add (a hardware FMA is not guaranteed on the build target and a libm call would cost more
-than the whole step), so the two can differ in the last bit (~1e-16 relative), far inside the
-1e-9 tolerance. The recursion is contractive, so rounding errors decay instead of drifting.
+TA-Lib's wheel evaluates the step `(x − ema) · k + ema` with a fused multiply-add; barkeep
+rounds the product and the sum separately (a hardware FMA is not guaranteed on the build target
+and a libm `fma` call costs more than the whole step). The product `(x − ema) · k` is small, so
+its rounding rarely reaches the result: the outputs are bit-identical to TA-Lib's on most bars
+and within an ulp on the others. (The cheaper-looking `β · ema + k · x` rounds a full-size
+product every bar and drifts ~1e-15 of the price away from TA-Lib — too close to the tolerance
+for MACD, which subtracts two EMAs.) The recursion is contractive: rounding errors decay.
 */
 
 use serde::{Deserialize, Serialize};
 
-/// One EMA step, shared with MACD so both round identically.
+/// One EMA step, shared with MACD so both round identically. `β = 0` (period 1) copies `x`.
 #[inline]
-pub(crate) fn ema_step(prev: f64, x: f64, k: f64) -> f64 {
-    (x - prev) * k + prev
+pub(crate) fn ema_step(prev: f64, x: f64, k: f64, beta: f64) -> f64 {
+    if beta == 0.0 {
+        x
+    } else {
+        (x - prev) * k + prev
+    }
 }
 
-/// TA-Lib's smoothing factor for a period.
-pub(crate) fn ema_k(period: usize) -> f64 {
-    2.0 / ((period + 1) as f64)
+/// TA-Lib's smoothing factor `k` for a period, and `β = 1 − k`.
+pub(crate) fn ema_factors(period: usize) -> (f64, f64) {
+    let k = 2.0 / ((period + 1) as f64);
+    (k, 1.0 - k)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ema {
     period: usize,
     k: f64,
-    /// Closes seen, capped at `period`.
+    beta: f64,
+    /// Closes seen, capped at `period` (ready when equal).
     seen: usize,
-    /// Sum of the first closes while seeding.
-    seed_sum: f64,
-    value: Option<f64>,
+    /// Sum of the first closes while seeding, then the EMA.
+    acc: f64,
 }
 
 impl Ema {
     /// `period` ≥ 1 (0 is treated as 1).
     pub fn new(period: usize) -> Self {
         let period = period.max(1);
+        let (k, beta) = ema_factors(period);
         Self {
             period,
-            k: ema_k(period),
+            k,
+            beta,
             seen: 0,
-            seed_sum: 0.0,
-            value: None,
+            acc: 0.0,
         }
     }
 
+    #[inline]
     pub fn period(&self) -> usize {
         self.period
     }
 
+    #[inline]
     pub fn lookback(&self) -> usize {
         self.period - 1
     }
 
     #[inline]
     pub fn peek(&self, close: f64) -> Option<f64> {
-        match self.value {
-            Some(_) if self.period == 1 => Some(close),
-            Some(prev) => Some(ema_step(prev, close, self.k)),
-            None if self.seen + 1 == self.period => {
-                Some((self.seed_sum + close) / self.period as f64)
-            }
-            None => None,
+        if self.seen == self.period {
+            Some(ema_step(self.acc, close, self.k, self.beta))
+        } else if self.seen + 1 == self.period {
+            Some((self.acc + close) / self.period as f64)
+        } else {
+            None
         }
     }
 
     #[inline]
     pub fn update(&mut self, close: f64) -> Option<f64> {
-        let out = self.peek(close);
-        if self.seen < self.period {
-            self.seed_sum += close;
-            self.seen += 1;
+        if self.seen == self.period {
+            self.acc = ema_step(self.acc, close, self.k, self.beta);
+            return Some(self.acc);
         }
-        if out.is_some() {
-            self.value = out;
+        self.acc += close;
+        self.seen += 1;
+        if self.seen == self.period {
+            self.acc /= self.period as f64;
+            return Some(self.acc);
         }
-        out
+        None
     }
 
+    #[inline]
     pub fn value(&self) -> Option<f64> {
-        self.value
+        (self.seen == self.period).then_some(self.acc)
     }
 
+    #[inline]
     pub fn is_ready(&self) -> bool {
-        self.value.is_some()
+        self.seen == self.period
     }
 
     pub fn reset(&mut self) {
@@ -93,8 +107,6 @@ impl Ema {
     }
 
     pub(crate) fn is_consistent(&self, period: usize) -> bool {
-        self.period == period
-            && self.seen <= period
-            && (self.value.is_some() == (self.seen == period))
+        self.period == period && self.seen <= period
     }
 }

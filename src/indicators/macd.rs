@@ -8,13 +8,13 @@ with the mean of the first `signal` MACD values (bars `slow − 1 .. slow + sign
 three outputs start on that last bar: 33 with the defaults. Periods given in the wrong order are
 swapped, as TA-Lib does; a signal period of 1 makes the signal the MACD line itself.
 
-Same EMA step as [`Ema`](super::Ema) (plain multiply-add; TA-Lib fuses it, a last-bit
-difference at most); contractive, so no drift.
+Same EMA step as [`Ema`](super::Ema) (`β · ema + k · x`; TA-Lib fuses `(x − ema) · k + ema`, a
+last-bits difference); contractive, so no drift.
 */
 
 use serde::{Deserialize, Serialize};
 
-use super::ema::{ema_k, ema_step};
+use super::ema::{ema_factors, ema_step};
 
 /// The three MACD outputs of one bar.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -29,24 +29,36 @@ pub struct Macd {
     fast: usize,
     slow: usize,
     signal: usize,
-    fast_k: f64,
-    slow_k: f64,
-    signal_k: f64,
-    /// Closes seen, capped at `slow + signal − 1` (the first output bar + 1).
+    /// `(k, β)` of each EMA.
+    fast_kb: (f64, f64),
+    slow_kb: (f64, f64),
+    signal_kb: (f64, f64),
+    /// Closes seen, capped at `lookback + 1` (ready when equal).
     seen: usize,
     /// Seed sums while warming up, then the EMAs themselves.
     fast_ema: f64,
     slow_ema: f64,
     signal_ema: f64,
-    value: Option<MacdValue>,
 }
 
+/// The EMAs after one close.
 #[derive(Clone, Copy)]
 struct MacdStep {
     fast_ema: f64,
     slow_ema: f64,
     signal_ema: f64,
-    out: Option<MacdValue>,
+}
+
+impl MacdStep {
+    #[inline]
+    fn value(&self) -> MacdValue {
+        let macd = self.fast_ema - self.slow_ema;
+        MacdValue {
+            macd,
+            signal: self.signal_ema,
+            hist: macd - self.signal_ema,
+        }
+    }
 }
 
 impl Macd {
@@ -62,14 +74,13 @@ impl Macd {
             fast,
             slow,
             signal,
-            fast_k: ema_k(fast),
-            slow_k: ema_k(slow),
-            signal_k: ema_k(signal),
+            fast_kb: ema_factors(fast),
+            slow_kb: ema_factors(slow),
+            signal_kb: ema_factors(signal),
             seen: 0,
             fast_ema: 0.0,
             slow_ema: 0.0,
             signal_ema: 0.0,
-            value: None,
         }
     }
 
@@ -79,19 +90,45 @@ impl Macd {
     }
 
     /// Bar index of the first output: `slow − 1 + signal − 1`.
+    #[inline]
     pub fn lookback(&self) -> usize {
         self.slow - 1 + self.signal - 1
     }
 
     #[inline]
+    fn ready(&self) -> bool {
+        self.seen > self.lookback()
+    }
+
+    /// The EMAs after `close`; the state is untouched.
+    #[inline]
     fn step(&self, close: f64) -> MacdStep {
+        if !self.ready() {
+            return self.warmup_step(close);
+        }
+        let ((fk, fb), (sk, sb), (gk, gb)) = (self.fast_kb, self.slow_kb, self.signal_kb);
+        let fast_ema = ema_step(self.fast_ema, close, fk, fb);
+        let slow_ema = ema_step(self.slow_ema, close, sk, sb);
+        // A signal period of 1 (β = 0) makes the signal exactly the MACD line.
+        let signal_ema = ema_step(self.signal_ema, fast_ema - slow_ema, gk, gb);
+        MacdStep {
+            fast_ema,
+            slow_ema,
+            signal_ema,
+        }
+    }
+
+    /// Bars up to the first output: the seeding TA-Lib does. Out of line, so that `step`
+    /// stays small enough to inline into its callers.
+    #[cold]
+    #[inline(never)]
+    fn warmup_step(&self, close: f64) -> MacdStep {
         let t = self.seen;
         let (slow, fast, signal) = (self.slow, self.fast, self.signal);
         let mut s = MacdStep {
             fast_ema: self.fast_ema,
             slow_ema: self.slow_ema,
             signal_ema: self.signal_ema,
-            out: None,
         };
         if t + 1 < slow {
             // Seeding the price EMAs: only the last `fast` closes count for the fast one.
@@ -101,42 +138,26 @@ impl Macd {
             }
             return s;
         }
-        let macd = if t + 1 == slow {
+        if t + 1 == slow {
             s.slow_ema = (s.slow_ema + close) / slow as f64;
             s.fast_ema = (s.fast_ema + close) / fast as f64;
-            let macd = s.fast_ema - s.slow_ema;
-            s.signal_ema = 0.0 + macd;
-            macd
+            s.signal_ema = 0.0 + (s.fast_ema - s.slow_ema);
         } else {
-            s.fast_ema = ema_step(s.fast_ema, close, self.fast_k);
-            s.slow_ema = ema_step(s.slow_ema, close, self.slow_k);
-            let macd = s.fast_ema - s.slow_ema;
-            if t <= self.lookback() {
-                // Still summing the signal's seed.
-                s.signal_ema += macd;
-            } else if signal == 1 {
-                s.signal_ema = macd;
-            } else {
-                s.signal_ema = ema_step(s.signal_ema, macd, self.signal_k);
-            }
-            macd
-        };
-        if t >= self.lookback() {
-            if t == self.lookback() {
-                s.signal_ema /= signal as f64;
-            }
-            s.out = Some(MacdValue {
-                macd,
-                signal: s.signal_ema,
-                hist: macd - s.signal_ema,
-            });
+            s.fast_ema = ema_step(s.fast_ema, close, self.fast_kb.0, self.fast_kb.1);
+            s.slow_ema = ema_step(s.slow_ema, close, self.slow_kb.0, self.slow_kb.1);
+            // Still summing the signal's seed.
+            s.signal_ema += s.fast_ema - s.slow_ema;
+        }
+        if t == self.lookback() {
+            s.signal_ema /= signal as f64;
         }
         s
     }
 
     #[inline]
     pub fn peek(&self, close: f64) -> Option<MacdValue> {
-        self.step(close).out
+        let s = self.step(close);
+        (self.seen >= self.lookback()).then(|| s.value())
     }
 
     #[inline]
@@ -145,21 +166,27 @@ impl Macd {
         self.fast_ema = s.fast_ema;
         self.slow_ema = s.slow_ema;
         self.signal_ema = s.signal_ema;
-        if self.seen <= self.lookback() {
+        if !self.ready() {
             self.seen += 1;
         }
-        if s.out.is_some() {
-            self.value = s.out;
-        }
-        s.out
+        self.ready().then(|| s.value())
     }
 
+    #[inline]
     pub fn value(&self) -> Option<MacdValue> {
-        self.value
+        self.ready().then(|| {
+            MacdStep {
+                fast_ema: self.fast_ema,
+                slow_ema: self.slow_ema,
+                signal_ema: self.signal_ema,
+            }
+            .value()
+        })
     }
 
+    #[inline]
     pub fn is_ready(&self) -> bool {
-        self.value.is_some()
+        self.ready()
     }
 
     pub fn reset(&mut self) {
@@ -172,8 +199,6 @@ impl Macd {
         } else {
             (fast, slow)
         };
-        (self.fast, self.slow, self.signal) == (f, s, signal)
-            && self.seen <= self.lookback() + 1
-            && (self.value.is_some() == (self.seen == self.lookback() + 1))
+        (self.fast, self.slow, self.signal) == (f, s, signal) && self.seen <= self.lookback() + 1
     }
 }

@@ -15,8 +15,8 @@ use crate::model::Bar;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Obv {
-    /// `None` before the first bar.
-    prev_close: Option<f64>,
+    started: bool,
+    prev_close: f64,
     total: CompensatedSum,
 }
 
@@ -29,23 +29,32 @@ impl Default for Obv {
 impl Obv {
     pub fn new() -> Self {
         Self {
-            prev_close: None,
+            started: false,
+            prev_close: 0.0,
             total: CompensatedSum::ZERO,
         }
     }
 
+    #[inline]
     pub fn lookback(&self) -> usize {
         0
     }
 
     #[inline]
     fn step(&self, bar: &Bar) -> CompensatedSum {
-        match self.prev_close {
-            None => CompensatedSum::ZERO.plus(bar.volume),
-            Some(prev) if bar.close > prev => self.total.plus(bar.volume),
-            Some(prev) if bar.close < prev => self.total.plus(-bar.volume),
-            Some(_) => self.total,
+        if !self.started {
+            return CompensatedSum::ZERO.plus(bar.volume);
         }
+        // Selected, not branched on: up and down bars alternate unpredictably. Adding 0.0
+        // leaves a compensated sum exactly as it was.
+        let signed = if bar.close > self.prev_close {
+            bar.volume
+        } else if bar.close < self.prev_close {
+            -bar.volume
+        } else {
+            0.0
+        };
+        self.total.plus(signed)
     }
 
     #[inline]
@@ -56,16 +65,19 @@ impl Obv {
     #[inline]
     pub fn update(&mut self, bar: &Bar) -> Option<f64> {
         self.total = self.step(bar);
-        self.prev_close = Some(bar.close);
+        self.prev_close = bar.close;
+        self.started = true;
         Some(self.total.value())
     }
 
+    #[inline]
     pub fn value(&self) -> Option<f64> {
-        self.prev_close.map(|_| self.total.value())
+        self.started.then(|| self.total.value())
     }
 
+    #[inline]
     pub fn is_ready(&self) -> bool {
-        self.prev_close.is_some()
+        self.started
     }
 
     pub fn reset(&mut self) {

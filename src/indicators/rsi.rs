@@ -16,20 +16,25 @@ use serde::{Deserialize, Serialize};
 pub struct Rsi {
     period: usize,
     inv_period: f64,
-    /// Closes seen, capped at `period + 1`.
+    /// `period − 1`, the weight of the previous average.
+    keep: f64,
+    /// Closes seen, capped at `period + 1` (ready when equal).
     seen: usize,
     prev_close: f64,
+    /// Sums of the gains and losses while seeding, then Wilder's averages.
     avg_gain: f64,
     avg_loss: f64,
-    value: Option<f64>,
 }
 
-/// The state after one close, computed by `step`, committed by `update`.
-#[derive(Clone, Copy)]
-struct RsiStep {
-    avg_gain: f64,
-    avg_loss: f64,
-    out: Option<f64>,
+/// RSI from the two averages: 100 · gain / (gain + loss), 0 when both are 0.
+#[inline]
+fn rsi_of(avg_gain: f64, avg_loss: f64) -> f64 {
+    let total = avg_gain + avg_loss;
+    if total > 0.0 {
+        100.0 * (avg_gain / total)
+    } else {
+        0.0
+    }
 }
 
 impl Rsi {
@@ -39,90 +44,77 @@ impl Rsi {
         Self {
             period,
             inv_period: 1.0 / period as f64,
+            keep: (period - 1) as f64,
             seen: 0,
             prev_close: 0.0,
             avg_gain: 0.0,
             avg_loss: 0.0,
-            value: None,
         }
     }
 
+    #[inline]
     pub fn period(&self) -> usize {
         self.period
     }
 
+    #[inline]
     pub fn lookback(&self) -> usize {
         self.period
     }
 
     #[inline]
-    fn step(&self, close: f64) -> RsiStep {
-        if self.seen == 0 {
-            return RsiStep {
-                avg_gain: 0.0,
-                avg_loss: 0.0,
-                out: None,
-            };
-        }
+    fn ready(&self) -> bool {
+        self.seen > self.period
+    }
+
+    /// The averages after `close`.
+    #[inline]
+    fn step(&self, close: f64) -> (f64, f64) {
         let change = close - self.prev_close;
         // Branch-free split: `gain − change` is exactly the loss (or exactly 0).
         let gain = if change > 0.0 { change } else { 0.0 };
         let loss = gain - change;
-        let (avg_gain, avg_loss) = if self.seen < self.period {
+        if self.ready() {
+            (
+                (self.avg_gain * self.keep + gain) * self.inv_period,
+                (self.avg_loss * self.keep + loss) * self.inv_period,
+            )
+        } else if self.seen == 0 {
+            (0.0, 0.0)
+        } else if self.seen < self.period {
             (self.avg_gain + gain, self.avg_loss + loss)
-        } else if self.seen == self.period {
+        } else {
             (
                 (self.avg_gain + gain) * self.inv_period,
                 (self.avg_loss + loss) * self.inv_period,
             )
-        } else {
-            let n1 = (self.period - 1) as f64;
-            (
-                (self.avg_gain * n1 + gain) * self.inv_period,
-                (self.avg_loss * n1 + loss) * self.inv_period,
-            )
-        };
-        let out = (self.seen >= self.period).then(|| {
-            let total = avg_gain + avg_loss;
-            if total > 0.0 {
-                100.0 * (avg_gain / total)
-            } else {
-                0.0
-            }
-        });
-        RsiStep {
-            avg_gain,
-            avg_loss,
-            out,
         }
     }
 
     #[inline]
     pub fn peek(&self, close: f64) -> Option<f64> {
-        self.step(close).out
+        let (g, l) = self.step(close);
+        (self.seen >= self.period).then(|| rsi_of(g, l))
     }
 
     #[inline]
     pub fn update(&mut self, close: f64) -> Option<f64> {
-        let s = self.step(close);
-        self.avg_gain = s.avg_gain;
-        self.avg_loss = s.avg_loss;
+        (self.avg_gain, self.avg_loss) = self.step(close);
         self.prev_close = close;
-        if self.seen <= self.period {
+        if !self.ready() {
             self.seen += 1;
         }
-        if s.out.is_some() {
-            self.value = s.out;
-        }
-        s.out
+        self.value()
     }
 
+    #[inline]
     pub fn value(&self) -> Option<f64> {
-        self.value
+        self.ready().then(|| rsi_of(self.avg_gain, self.avg_loss))
     }
 
+    #[inline]
     pub fn is_ready(&self) -> bool {
-        self.value.is_some()
+        self.ready()
     }
 
     pub fn reset(&mut self) {
@@ -130,8 +122,6 @@ impl Rsi {
     }
 
     pub(crate) fn is_consistent(&self, period: usize) -> bool {
-        self.period == period
-            && self.seen <= period + 1
-            && (self.value.is_some() == (self.seen == period + 1))
+        self.period == period && self.seen <= period + 1
     }
 }

@@ -197,6 +197,7 @@ impl Features {
     }
 
     /// Whether every output is present.
+    #[inline]
     pub fn is_ready(&self) -> bool {
         self.values.iter().all(|v| !v.is_nan())
     }
@@ -240,7 +241,10 @@ fn nan_if_none(v: Option<f64>) -> f64 {
 }
 
 /// Lays the indicator outputs out in the order of [`idx`].
-#[allow(clippy::too_many_arguments, reason = "one argument per indicator, in output order")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one argument per indicator, in output order"
+)]
 #[inline]
 fn assemble(
     sma: Option<f64>,
@@ -427,13 +431,13 @@ impl IndicatorSet {
             && self.rsi.is_consistent(p.rsi)
             && self.bb.is_consistent(p.bb_period, p.bb_k)
             && self.atr.is_consistent(p.atr)
-            && self.macd.is_consistent(p.macd_fast, p.macd_slow, p.macd_signal)
+            && self
+                .macd
+                .is_consistent(p.macd_fast, p.macd_slow, p.macd_signal)
             && self
                 .stoch
                 .is_consistent(p.stoch_k, p.stoch_slow_k, p.stoch_d)
-            && self
-                .vwap
-                .is_consistent(p.vwap_session_ms, p.vwap_offset_ms)
+            && self.vwap.is_consistent(p.vwap_session_ms, p.vwap_offset_ms)
     }
 
     /// Bytes this set occupies: the struct itself plus its window buffers.

@@ -2,8 +2,9 @@
 Simple moving average, TA-Lib `SMA(period)`: the mean of the last `period` closes. First value
 at bar `period − 1` (lookback `period − 1`).
 
-The running sum is TA-Lib's (add the new close, divide, subtract the oldest), re-summed from
-the stored window every few windows so it cannot drift (see [`RollingSum`]).
+A running total (`total += close − oldest`), re-summed from the stored window every
+[`RESUM_EVERY_WINDOWS`](super::window::RESUM_EVERY_WINDOWS) windows so it cannot drift (see
+[`RollingSum`]); the mean is `total · (1/period)`, within an ulp of TA-Lib's `total / period`.
 */
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,6 @@ use super::window::RollingSum;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sma {
     window: RollingSum,
-    value: Option<f64>,
 }
 
 impl Sma {
@@ -22,15 +22,16 @@ impl Sma {
     pub fn new(period: usize) -> Self {
         Self {
             window: RollingSum::new(period),
-            value: None,
         }
     }
 
+    #[inline]
     pub fn period(&self) -> usize {
         self.window.period()
     }
 
     /// Bars before the first value.
+    #[inline]
     pub fn lookback(&self) -> usize {
         self.period() - 1
     }
@@ -38,11 +39,7 @@ impl Sma {
     /// Commits a closed bar's close; returns the SMA after it.
     #[inline]
     pub fn update(&mut self, close: f64) -> Option<f64> {
-        let out = self.window.update_mean(close);
-        if out.is_some() {
-            self.value = out;
-        }
-        out
+        self.window.update_mean(close)
     }
 
     /// The SMA if `close` closed the next bar; the state is untouched.
@@ -51,17 +48,18 @@ impl Sma {
         self.window.peek_mean(close)
     }
 
+    #[inline]
     pub fn value(&self) -> Option<f64> {
-        self.value
+        self.window.mean()
     }
 
+    #[inline]
     pub fn is_ready(&self) -> bool {
-        self.value.is_some()
+        self.window.mean().is_some()
     }
 
     pub fn reset(&mut self) {
         self.window.reset();
-        self.value = None;
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {

@@ -36,7 +36,6 @@ pub struct Stochastic {
     lows: MonotonicDeque<false>,
     k_avg: RollingSum,
     d_avg: RollingSum,
-    value: Option<StochValue>,
 }
 
 /// TA-Lib's raw %K.
@@ -61,7 +60,6 @@ impl Stochastic {
             lows: MonotonicDeque::new(fast_k),
             k_avg: RollingSum::new(slow_k),
             d_avg: RollingSum::new(slow_d),
-            value: None,
         }
     }
 
@@ -70,6 +68,7 @@ impl Stochastic {
         (self.fast_k, self.k_avg.period(), self.d_avg.period())
     }
 
+    #[inline]
     pub fn lookback(&self) -> usize {
         self.fast_k - 1 + self.k_avg.period() - 1 + self.d_avg.period() - 1
     }
@@ -98,17 +97,19 @@ impl Stochastic {
         }
         let k = self.k_avg.update_mean(raw_k(bar.close, highest, lowest))?;
         let d = self.d_avg.update_mean(k)?;
-        let out = StochValue { k, d };
-        self.value = Some(out);
-        Some(out)
+        Some(StochValue { k, d })
     }
 
+    #[inline]
     pub fn value(&self) -> Option<StochValue> {
-        self.value
+        let d = self.d_avg.mean()?;
+        let k = self.k_avg.mean()?;
+        Some(StochValue { k, d })
     }
 
+    #[inline]
     pub fn is_ready(&self) -> bool {
-        self.value.is_some()
+        self.d_avg.mean().is_some()
     }
 
     pub fn reset(&mut self) {
@@ -117,7 +118,6 @@ impl Stochastic {
         self.lows.reset();
         self.k_avg.reset();
         self.d_avg.reset();
-        self.value = None;
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {

@@ -35,6 +35,7 @@ impl Vwap {
         }
     }
 
+    #[inline]
     pub fn lookback(&self) -> usize {
         0
     }
@@ -79,10 +80,12 @@ impl Vwap {
         Self::ratio(&pv, &v)
     }
 
+    #[inline]
     pub fn value(&self) -> Option<f64> {
         Self::ratio(&self.price_volume, &self.volume)
     }
 
+    #[inline]
     pub fn is_ready(&self) -> bool {
         self.value().is_some()
     }

@@ -12,10 +12,10 @@ and then commits it. So a forming bar can be evaluated any number of times witho
 state, and closing it gives bit-identical results.
 
 How drift is bounded:
-- [`RollingSum`] keeps TA-Lib's add-then-subtract running sum (bit-identical to `TA_SMA` until
-  the first re-summation) and re-sums the stored window from scratch every
-  [`RESUM_EVERY_WINDOWS`] windows. The error of the running sum therefore never comes from more
-  than `2 · RESUM_EVERY_WINDOWS · period` roundings, however long the series is.
+- [`RollingSum`] keeps a running total (`total += x − oldest`) and re-sums the stored window
+  from scratch every [`RESUM_EVERY_WINDOWS`] windows. The error of the running total therefore
+  never comes from more than `2 · RESUM_EVERY_WINDOWS · period` roundings, however long the
+  series is (TA-Lib's own running sum is never re-summed).
 - [`RollingMoments`] never forms `E[x²] − mean²` from raw prices. It keeps the sums of the
   deviations from a shift `K` taken from the window itself, so both terms stay at the scale of
   the variance. It recomputes the sums from the stored window (a fresh pass, with the newest
@@ -29,11 +29,13 @@ How drift is bounded:
 use serde::{Deserialize, Serialize};
 
 /// [`RollingSum`] re-sums its window from scratch after this many windows' worth of updates.
-pub const RESUM_EVERY_WINDOWS: usize = 4;
+pub const RESUM_EVERY_WINDOWS: usize = 16;
 
 /// [`RollingMoments`] rebuilds its deviation sums at least after this many windows' worth of
-/// updates (TA-Lib's `TA_VAR` uses the same cap).
-pub const RESEED_EVERY_WINDOWS: usize = 32;
+/// updates (TA-Lib's `TA_VAR` waits 32). Four keeps the shift within a few window-spreads of
+/// the mean on a random walk, so σ keeps ~14 significant digits, for an amortised cost of
+/// two flops per bar.
+pub const RESEED_EVERY_WINDOWS: usize = 4;
 
 /// The variance is "stale-shift" garbage when it falls below this fraction of the mean squared
 /// deviation from the shift it was extracted from (bounds the cancellation error to ~2e-10).
@@ -50,7 +52,9 @@ const FRESH_ZERO_RATIO: f64 = 1e-12;
 /// The last `capacity` values, oldest first. Storage is allocated once in [`Ring::new`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ring {
-    buf: Vec<f64>,
+    /// A boxed slice, not a `Vec`: its pointer is `noalias`, so the optimiser can keep the
+    /// owners' scalar state in registers across writes to the buffer.
+    buf: Box<[f64]>,
     /// Slot the next value is written to; also the oldest value's slot once full.
     next: usize,
     len: usize,
@@ -59,29 +63,34 @@ pub struct Ring {
 impl Ring {
     pub fn new(capacity: usize) -> Self {
         Self {
-            buf: vec![0.0; capacity],
+            buf: vec![0.0; capacity].into_boxed_slice(),
             next: 0,
             len: 0,
         }
     }
 
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.buf.len()
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    #[inline]
     pub fn is_full(&self) -> bool {
         self.len == self.buf.len()
     }
 
     /// The oldest stored value.
+    #[inline]
     pub fn oldest(&self) -> Option<f64> {
         if self.len == 0 {
             return None;
@@ -90,22 +99,37 @@ impl Ring {
         self.buf.get(start).copied()
     }
 
-    /// Appends `x`, dropping the oldest value when full. A zero-capacity ring stores nothing.
+    /// The oldest value when the ring is full (the one the next push drops).
     #[inline]
-    pub fn push(&mut self, x: f64) {
-        if let Some(slot) = self.buf.get_mut(self.next) {
-            *slot = x;
-            self.next += 1;
-            if self.next == self.buf.len() {
-                self.next = 0;
-            }
-            if self.len < self.buf.len() {
-                self.len += 1;
-            }
+    pub fn oldest_if_full(&self) -> Option<f64> {
+        if self.is_full() {
+            self.buf.get(self.next).copied()
+        } else {
+            None
+        }
+    }
+
+    /// Appends `x`; returns the value it replaced when the ring was full. A zero-capacity ring
+    /// stores nothing.
+    #[inline]
+    pub fn push(&mut self, x: f64) -> Option<f64> {
+        let full = self.is_full();
+        let slot = self.buf.get_mut(self.next)?;
+        let old = std::mem::replace(slot, x);
+        self.next += 1;
+        if self.next == self.buf.len() {
+            self.next = 0;
+        }
+        if full {
+            Some(old)
+        } else {
+            self.len += 1;
+            None
         }
     }
 
     /// The stored values, oldest first, as two slices (the ring may wrap).
+    #[inline]
     pub fn as_slices(&self) -> (&[f64], &[f64]) {
         if self.is_full() {
             let (front, back) = self.buf.split_at(self.next);
@@ -116,6 +140,7 @@ impl Ring {
     }
 
     /// The stored values, oldest first.
+    #[inline]
     pub fn iter(&self) -> impl Iterator<Item = f64> + '_ {
         let (a, b) = self.as_slices();
         a.iter().chain(b).copied()
@@ -128,7 +153,7 @@ impl Ring {
 
     /// Bytes of the value buffer.
     pub fn heap_bytes(&self) -> usize {
-        self.buf.capacity() * std::mem::size_of::<f64>()
+        std::mem::size_of_val(&*self.buf)
     }
 
     /// Whether the indices are coherent with `capacity` (used after deserialising a checkpoint).
@@ -141,16 +166,19 @@ impl Ring {
     }
 }
 
-/// Sum of the last `period` values, as TA-Lib's SMA keeps it: the sum of the last `period − 1`
-/// values is carried, the new value is added, the total is used, the oldest is subtracted.
+/// Sum of the last `period` values, kept as a running total: the departing value's share is
+/// swapped for the new one's (`total += x − oldest`), one addition on the loop-carried chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RollingSum {
-    /// The last `period − 1` values.
+    /// The last `period` values.
     ring: Ring,
     /// Sum of the values in `ring`.
-    sum: f64,
-    period_f64: f64,
+    total: f64,
+    /// `1 / period`: the mean is `total · inv_period` (a multiply, not a divide, on the hot
+    /// path; at most an ulp from TA-Lib's `total / period`).
+    inv_period: f64,
     updates_since_resum: usize,
+    resum_every: usize,
 }
 
 impl RollingSum {
@@ -158,58 +186,78 @@ impl RollingSum {
     pub fn new(period: usize) -> Self {
         let period = period.max(1);
         Self {
-            ring: Ring::new(period - 1),
-            sum: 0.0,
-            period_f64: period as f64,
+            ring: Ring::new(period),
+            total: 0.0,
+            inv_period: 1.0 / period as f64,
             updates_since_resum: 0,
+            resum_every: RESUM_EVERY_WINDOWS * period,
         }
     }
 
+    #[inline]
     pub fn period(&self) -> usize {
-        self.ring.capacity() + 1
+        self.ring.capacity()
     }
 
-    /// Whether the next value completes a window.
-    pub fn is_warm(&self) -> bool {
-        self.ring.is_full()
+    /// The total of the window ending with `x` and whether it was re-summed from scratch, or
+    /// `None` during warm-up.
+    #[inline]
+    fn total_with(&self, x: f64) -> Option<(f64, bool)> {
+        if let Some(oldest) = self.ring.oldest_if_full() {
+            if self.updates_since_resum + 1 >= self.resum_every {
+                return Some((self.resummed_with(x), true));
+            }
+            Some((self.total + (x - oldest), false))
+        } else if self.ring.len() + 1 == self.ring.capacity() {
+            Some((self.total + x, false))
+        } else {
+            None
+        }
+    }
+
+    /// The window ending with `x`, summed from scratch, oldest first. Inlined although rare:
+    /// an out-of-line call inside a caller's loop would stop the optimiser from keeping the
+    /// running total in a register.
+    #[inline]
+    fn resummed_with(&self, x: f64) -> f64 {
+        self.ring.iter().skip(1).fold(0.0, |acc, v| acc + v) + x
     }
 
     /// The mean of the window ending with `x`, or `None` during warm-up.
     #[inline]
     pub fn peek_mean(&self, x: f64) -> Option<f64> {
-        self.is_warm().then(|| (self.sum + x) / self.period_f64)
+        self.total_with(x).map(|(t, _)| t * self.inv_period)
     }
 
     /// Commits `x`; returns the mean of the window ending with it (same bits as `peek_mean`).
     #[inline]
     pub fn update_mean(&mut self, x: f64) -> Option<f64> {
-        if !self.ring.is_full() {
-            self.sum += x;
+        let Some((total, resummed)) = self.total_with(x) else {
             self.ring.push(x);
+            self.total += x;
             return None;
-        }
-        let total = self.sum + x;
-        let mean = total / self.period_f64;
-        // Period 1 keeps no history: the value itself is the oldest of its window.
-        let oldest = self.ring.oldest().unwrap_or(x);
-        self.sum = total - oldest;
+        };
+        // Write the buffer before the scalars: a store through the buffer pointer may alias
+        // anything for the optimiser, so scalars written after it can stay in registers.
         self.ring.push(x);
-        self.updates_since_resum += 1;
-        if self.updates_since_resum >= RESUM_EVERY_WINDOWS * self.period() {
-            self.resum();
-        }
-        Some(mean)
+        self.total = total;
+        self.updates_since_resum = if resummed {
+            0
+        } else {
+            self.updates_since_resum + 1
+        };
+        Some(total * self.inv_period)
     }
 
-    /// Recomputes the carried sum from the stored values, oldest first.
-    fn resum(&mut self) {
-        self.sum = self.ring.iter().fold(0.0, |acc, v| acc + v);
-        self.updates_since_resum = 0;
+    /// The mean of the current window (what the last `update_mean` returned).
+    #[inline]
+    pub fn mean(&self) -> Option<f64> {
+        self.ring.is_full().then(|| self.total * self.inv_period)
     }
 
     pub fn reset(&mut self) {
         self.ring.clear();
-        self.sum = 0.0;
+        self.total = 0.0;
         self.updates_since_resum = 0;
     }
 
@@ -219,9 +267,10 @@ impl RollingSum {
 
     pub fn is_consistent(&self, period: usize) -> bool {
         period >= 1
-            && self.ring.is_consistent(period - 1)
-            && self.period_f64 == period as f64
-            && self.updates_since_resum < RESUM_EVERY_WINDOWS * period
+            && self.ring.is_consistent(period)
+            && self.inv_period == 1.0 / period as f64
+            && self.resum_every == RESUM_EVERY_WINDOWS * period
+            && self.updates_since_resum < self.resum_every
     }
 }
 
@@ -239,7 +288,7 @@ pub struct Moments {
 struct MomentsStep {
     moments: Moments,
     shift: f64,
-    /// Deviation sums over the values that stay for the next window.
+    /// Deviation sums over the window ending with the new value.
     s1: f64,
     s2: f64,
     run: usize,
@@ -250,7 +299,7 @@ struct MomentsStep {
 /// shift taken from the window (see the module docs for how precision and drift are kept).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RollingMoments {
-    /// The last `period − 1` values.
+    /// The last `period` values.
     ring: Ring,
     shift: f64,
     /// Σ(v − shift) and Σ(v − shift)² over the values in `ring`.
@@ -259,8 +308,9 @@ pub struct RollingMoments {
     /// Length of the current run of bit-equal values (capped at `period`).
     run: usize,
     last: f64,
-    period_f64: f64,
+    inv_period: f64,
     updates_since_reseed: usize,
+    reseed_every: usize,
 }
 
 impl RollingMoments {
@@ -268,19 +318,21 @@ impl RollingMoments {
     pub fn new(period: usize) -> Self {
         let period = period.max(2);
         Self {
-            ring: Ring::new(period - 1),
+            ring: Ring::new(period),
             shift: 0.0,
             s1: 0.0,
             s2: 0.0,
             run: 0,
             last: f64::NAN,
-            period_f64: period as f64,
+            inv_period: 1.0 / period as f64,
             updates_since_reseed: 0,
+            reseed_every: RESEED_EVERY_WINDOWS * period,
         }
     }
 
+    #[inline]
     pub fn period(&self) -> usize {
-        self.ring.capacity() + 1
+        self.ring.capacity()
     }
 
     /// The moments of the window ending with `x`, or `None` during warm-up.
@@ -290,27 +342,28 @@ impl RollingMoments {
     }
 
     /// Commits `x`; returns the moments of the window ending with it (same bits as `peek`).
-    #[inline]
+    #[inline(always)]
     pub fn update(&mut self, x: f64) -> Option<Moments> {
         let Some(step) = self.step(x) else {
             // Warm-up: accumulate deviations from the first value, as TA-Lib anchors its shift.
             if self.ring.is_empty() {
                 self.shift = x;
             }
+            self.ring.push(x);
             let d = x - self.shift;
             self.s1 += d;
             self.s2 += d * d;
             self.run = if x == self.last { self.run + 1 } else { 1 };
             self.last = x;
-            self.ring.push(x);
             return None;
         };
+        // Buffer first, scalars after (see `RollingSum::update_mean`).
+        self.ring.push(x);
         self.shift = step.shift;
         self.s1 = step.s1;
         self.s2 = step.s2;
         self.run = step.run;
         self.last = x;
-        self.ring.push(x);
         self.updates_since_reseed = if step.reseeded {
             0
         } else {
@@ -319,11 +372,39 @@ impl RollingMoments {
         Some(step.moments)
     }
 
+    /// Mean and variance from deviation sums over a full window. The zero floor only ever
+    /// applies after a fresh pass (the incremental path reseeds long before it could), so the
+    /// committed state always reproduces the reported moments.
+    #[inline(always)]
+    fn moments_of(&self, shift: f64, s1: f64, s2: f64) -> Moments {
+        let m1 = s1 * self.inv_period;
+        let mean_sq_dev = s2 * self.inv_period;
+        let variance = mean_sq_dev - m1 * m1;
+        Moments {
+            mean: shift + m1,
+            variance: if variance < FRESH_ZERO_RATIO * mean_sq_dev {
+                0.0
+            } else {
+                variance
+            },
+        }
+    }
+
+    /// The moments of the current window (what the last `update` returned).
+    #[inline]
+    pub fn value(&self) -> Option<Moments> {
+        self.ring
+            .is_full()
+            .then(|| self.moments_of(self.shift, self.s1, self.s2))
+    }
+
+    #[inline(always)]
     fn step(&self, x: f64) -> Option<MomentsStep> {
-        if !self.ring.is_full() {
+        let period = self.period();
+        let oldest = self.ring.oldest_if_full();
+        if oldest.is_none() && self.ring.len() + 1 < period {
             return None;
         }
-        let period = self.period();
         let run = if x == self.last {
             (self.run + 1).min(period)
         } else {
@@ -343,29 +424,30 @@ impl RollingMoments {
                 reseeded: true,
             });
         }
-        let n = self.period_f64;
         let d = x - self.shift;
-        let t1 = self.s1 + d;
-        let t2 = self.s2 + d * d;
-        let m1 = t1 / n;
-        let mean_sq_dev = t2 / n;
+        let (s1, s2, d_old_sq) = match oldest {
+            Some(old) => {
+                let d_old = old - self.shift;
+                let d_old_sq = d_old * d_old;
+                (
+                    self.s1 + (d - d_old),
+                    self.s2 + (d * d - d_old_sq),
+                    d_old_sq,
+                )
+            }
+            None => (self.s1 + d, self.s2 + d * d, 0.0),
+        };
+        let m1 = s1 * self.inv_period;
+        let mean_sq_dev = s2 * self.inv_period;
         let variance = mean_sq_dev - m1 * m1;
-        let oldest = self.ring.oldest().unwrap_or(x);
-        let d_old = oldest - self.shift;
-        let d_old_sq = d_old * d_old;
-        let s1 = t1 - d_old;
-        let s2 = t2 - d_old_sq;
         let stale = variance < STALE_SHIFT_RATIO * mean_sq_dev
             || d_old_sq > OUTLIER_RATIO * s2
-            || self.updates_since_reseed + 1 >= RESEED_EVERY_WINDOWS * period;
+            || self.updates_since_reseed + 1 >= self.reseed_every;
         if stale {
-            return Some(self.fresh_step(x, oldest, run));
+            return Some(self.fresh_step(x, oldest.is_some(), run));
         }
         Some(MomentsStep {
-            moments: Moments {
-                mean: self.shift + m1,
-                variance,
-            },
+            moments: self.moments_of(self.shift, s1, s2),
             shift: self.shift,
             s1,
             s2,
@@ -374,34 +456,22 @@ impl RollingMoments {
         })
     }
 
-    /// Recomputes the sums from the stored window with `x` (the newest value) as the shift.
-    /// The sums carried forward are taken over the values that stay, never by subtracting the
-    /// departing one, so an outlier leaving the window leaves no residue behind.
+    /// Recomputes the sums over the window ending with `x` from the stored values, with `x`
+    /// itself as the new shift (so every deviation is at the scale of the window's spread, and
+    /// nothing is subtracted: a departing outlier leaves no residue). Out of line, so that
+    /// `step` stays small enough to inline into its callers.
     #[cold]
-    fn fresh_step(&self, x: f64, oldest: f64, run: usize) -> MomentsStep {
-        let n = self.period_f64;
+    #[inline(never)]
+    fn fresh_step(&self, x: f64, evicts: bool, run: usize) -> MomentsStep {
         let mut s1 = 0.0;
         let mut s2 = 0.0;
-        // Skip the oldest value: it leaves after this window.
-        for v in self.ring.iter().skip(1) {
+        for v in self.ring.iter().skip(usize::from(evicts)) {
             let d = v - x;
             s1 += d;
             s2 += d * d;
         }
-        let d_old = oldest - x;
-        let t1 = s1 + d_old;
-        let t2 = s2 + d_old * d_old;
-        let m1 = t1 / n;
-        let mean_sq_dev = t2 / n;
-        let mut variance = mean_sq_dev - m1 * m1;
-        if variance < FRESH_ZERO_RATIO * mean_sq_dev {
-            variance = 0.0;
-        }
         MomentsStep {
-            moments: Moments {
-                mean: x + m1,
-                variance,
-            },
+            moments: self.moments_of(x, s1, s2),
             shift: x,
             s1,
             s2,
@@ -420,20 +490,24 @@ impl RollingMoments {
 
     pub fn is_consistent(&self, period: usize) -> bool {
         period >= 2
-            && self.ring.is_consistent(period - 1)
-            && self.period_f64 == period as f64
+            && self.ring.is_consistent(period)
+            && self.inv_period == 1.0 / period as f64
             && self.run <= period
-            && self.updates_since_reseed < RESEED_EVERY_WINDOWS * period
+            && self.reseed_every == RESEED_EVERY_WINDOWS * period
+            && self.updates_since_reseed < self.reseed_every
     }
 }
 
 /// Rolling maximum (`MAX = true`) or minimum (`MAX = false`) of the last `period` values in
 /// amortised O(1): a deque of the values that can still become the extreme, each with its
-/// sequence number, stored in a fixed ring of `period` slots.
+/// sequence number, in a fixed ring of slots (a power of two ≥ `period`, so indices wrap with a
+/// mask). Values in the deque are strictly monotonic from front to back; the front is the
+/// extreme.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MonotonicDeque<const MAX: bool> {
-    values: Vec<f64>,
-    seqs: Vec<u64>,
+    /// `(value, sequence number)`; boxed for the same reason as [`Ring`]'s buffer.
+    slots: Box<[(f64, u64)]>,
+    period: u64,
     head: usize,
     len: usize,
     /// Sequence number of the next value.
@@ -445,16 +519,17 @@ impl<const MAX: bool> MonotonicDeque<MAX> {
     pub fn new(period: usize) -> Self {
         let period = period.max(1);
         Self {
-            values: vec![0.0; period],
-            seqs: vec![0; period],
+            slots: vec![(0.0, 0); period.next_power_of_two()].into_boxed_slice(),
+            period: period as u64,
             head: 0,
             len: 0,
             pushed: 0,
         }
     }
 
+    #[inline]
     pub fn period(&self) -> usize {
-        self.values.len()
+        self.period as usize
     }
 
     /// Whether `candidate` is at least as extreme as `other`.
@@ -467,26 +542,28 @@ impl<const MAX: bool> MonotonicDeque<MAX> {
         }
     }
 
+    /// The slot `offset` places behind the front.
     #[inline]
     fn slot(&self, offset: usize) -> usize {
-        let i = self.head + offset;
-        if i >= self.values.len() {
-            i - self.values.len()
-        } else {
-            i
-        }
+        (self.head + offset) & (self.slots.len() - 1)
+    }
+
+    #[inline]
+    fn value_at(&self, offset: usize) -> Option<(f64, u64)> {
+        self.slots.get(self.slot(offset)).copied()
     }
 
     /// The extreme of the window ending with `x` (the last `period − 1` values and `x`).
     #[inline]
     pub fn peek(&self, x: f64) -> f64 {
-        let window_start = (self.pushed + 1).saturating_sub(self.period() as u64);
+        let window_start = (self.pushed + 1).saturating_sub(self.period);
         // The first entry still inside the window is the extreme of the kept values; only
-        // the front can have expired, as exactly one value leaves per step.
-        let kept = (0..self.len.min(2))
-            .map(|k| self.slot(k))
-            .find(|&i| self.seqs.get(i).is_some_and(|&s| s >= window_start))
-            .and_then(|i| self.values.get(i).copied());
+        // the front can be leaving, as exactly one value leaves per step.
+        let kept = match self.value_at(0) {
+            Some((v, s)) if self.len > 0 && s >= window_start => Some(v),
+            _ if self.len > 1 => self.value_at(1).map(|(v, _)| v),
+            _ => None,
+        };
         match kept {
             Some(v) if !Self::dominates(x, v) => v,
             _ => x,
@@ -497,33 +574,28 @@ impl<const MAX: bool> MonotonicDeque<MAX> {
     #[inline]
     pub fn update(&mut self, x: f64) -> f64 {
         let seq = self.pushed;
-        let period = self.period();
         // Drop the front if it leaves the window with this value.
         if self.len > 0
-            && self
-                .seqs
-                .get(self.head)
-                .is_some_and(|&s| s + period as u64 <= seq)
+            && let Some((_, s)) = self.value_at(0)
+            && s + self.period <= seq
         {
             self.head = self.slot(1);
             self.len -= 1;
         }
         // Drop the entries `x` outlives and dominates.
         while self.len > 0 {
-            let back = self.slot(self.len - 1);
-            match self.values.get(back) {
-                Some(&v) if Self::dominates(x, v) => self.len -= 1,
+            match self.value_at(self.len - 1) {
+                Some((v, _)) if Self::dominates(x, v) => self.len -= 1,
                 _ => break,
             }
         }
         let back = self.slot(self.len);
-        if let (Some(v), Some(s)) = (self.values.get_mut(back), self.seqs.get_mut(back)) {
-            *v = x;
-            *s = seq;
+        if let Some(slot) = self.slots.get_mut(back) {
+            *slot = (x, seq);
             self.len += 1;
         }
         self.pushed += 1;
-        self.values.get(self.head).copied().unwrap_or(x)
+        self.value_at(0).map_or(x, |(v, _)| v)
     }
 
     pub fn reset(&mut self) {
@@ -533,35 +605,34 @@ impl<const MAX: bool> MonotonicDeque<MAX> {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.values.capacity() * std::mem::size_of::<f64>()
-            + self.seqs.capacity() * std::mem::size_of::<u64>()
+        std::mem::size_of_val(&*self.slots)
     }
 
     pub fn is_consistent(&self, period: usize) -> bool {
-        let ok_shape = self.values.len() == period
-            && self.seqs.len() == period
-            && period >= 1
-            && self.head < period
+        let cap = self.slots.len();
+        let ok_shape = period >= 1
+            && self.period == period as u64
+            && cap == period.next_power_of_two()
+            && self.head < cap
             && self.len <= period;
         if !ok_shape {
             return false;
         }
-        // Sequence numbers strictly increase, inside the window, values strictly monotonic.
-        let mut prev: Option<(u64, f64)> = None;
+        // Sequence numbers strictly increase inside the last window, values strictly monotonic.
+        let mut prev: Option<(f64, u64)> = None;
         for k in 0..self.len {
-            let i = self.slot(k);
-            let (Some(&s), Some(&v)) = (self.seqs.get(i), self.values.get(i)) else {
+            let Some((v, s)) = self.value_at(k) else {
                 return false;
             };
-            if s >= self.pushed || s + (period as u64) < self.pushed {
+            if s >= self.pushed || s + self.period < self.pushed {
                 return false;
             }
-            if let Some((ps, pv)) = prev
+            if let Some((pv, ps)) = prev
                 && (s <= ps || Self::dominates(v, pv))
             {
                 return false;
             }
-            prev = Some((s, v));
+            prev = Some((v, s));
         }
         true
     }
@@ -596,8 +667,9 @@ mod tests {
         let xs = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0];
         let outs: Vec<_> = xs.iter().map(|&x| s.update_mean(x)).collect();
         assert_eq!(outs[..2], [None, None]);
-        assert_eq!(outs[2], Some(7.0 / 3.0));
-        assert_eq!(outs[5], Some(56.0 / 3.0));
+        assert_eq!(outs[2], Some(7.0 * (1.0 / 3.0)));
+        assert_eq!(outs[5], Some(56.0 * (1.0 / 3.0)));
+        assert_eq!(s.mean(), outs[5]);
         let mut one = RollingSum::new(1);
         assert_eq!(one.update_mean(5.0), Some(5.0));
         assert_eq!(one.update_mean(7.0), Some(7.0));

@@ -10,11 +10,19 @@ configured priority order (`SOURCES`) and by each source's health, never by name
 - `replay.rs` — bars from OHLCV CSV files (`barkeep replay`).
 */
 
+pub mod alphavantage;
+pub mod binance;
 pub mod breaker;
+pub mod finnhub;
+pub mod http;
+pub mod polygon;
 pub mod ratelimit;
 pub mod replay;
 pub mod settings;
+pub mod symbols;
 pub mod synthetic;
+pub mod twelvedata;
+pub mod yahoo;
 
 use std::sync::Arc;
 
@@ -24,7 +32,15 @@ use crate::config::Config;
 use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
 
 /// Source names `SOURCES` accepts.
-pub const KNOWN: &[&str] = &["synthetic"];
+pub const KNOWN: &[&str] = &[
+    "synthetic",
+    "yahoo",
+    "alphavantage",
+    "twelvedata",
+    "polygon",
+    "binance",
+    "finnhub",
+];
 
 /// What a source can be asked for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -223,6 +239,30 @@ pub fn build(config: &Config, symbols: &SymbolTable) -> Vec<Arc<dyn Source>> {
                     symbols,
                     config.synthetic.clone(),
                 ))),
+                "yahoo" => yahoo::YahooSource::new(symbols, &config.providers)
+                    .map(|s| -> Arc<dyn Source> { Arc::new(s) })
+                    .inspect_err(|e| tracing::warn!(error = %e, "source skipped"))
+                    .ok(),
+                "alphavantage" => alphavantage::AlphaVantageSource::new(symbols, &config.providers)
+                    .map(|s| -> Arc<dyn Source> { Arc::new(s) })
+                    .inspect_err(|e| tracing::warn!(error = %e, "source skipped"))
+                    .ok(),
+                "twelvedata" => twelvedata::TwelveDataSource::new(symbols, &config.providers)
+                    .map(|s| -> Arc<dyn Source> { Arc::new(s) })
+                    .inspect_err(|e| tracing::warn!(error = %e, "source skipped"))
+                    .ok(),
+                "polygon" => polygon::PolygonSource::new(symbols, &config.providers)
+                    .map(|s| -> Arc<dyn Source> { Arc::new(s) })
+                    .inspect_err(|e| tracing::warn!(error = %e, "source skipped"))
+                    .ok(),
+                "binance" => binance::BinanceSource::new(symbols, &config.providers)
+                    .map(|s| -> Arc<dyn Source> { Arc::new(s) })
+                    .inspect_err(|e| tracing::warn!(error = %e, "source skipped"))
+                    .ok(),
+                "finnhub" => finnhub::FinnhubSource::new(symbols, &config.providers)
+                    .map(|s| -> Arc<dyn Source> { Arc::new(s) })
+                    .inspect_err(|e| tracing::warn!(error = %e, "source skipped"))
+                    .ok(),
                 _ => None,
             }
         })

@@ -1,0 +1,394 @@
+/*!
+Binance spot: crypto only, no key for market data.
+
+- Quotes: one batched `/api/v3/ticker/24hr?symbols=[…]&type=MINI` call for all symbols (weight 2
+  up to 20 symbols); the price is `lastPrice`, the time `closeTime` (Unix ms). Binance's volume
+  figure is a rolling 24 h sum, not a session total, so REST quotes carry volume 0; real volume
+  comes with the klines (history and stream). One unknown symbol fails a whole batch with
+  `-1121 Invalid symbol.`: the source then asks per symbol once, remembers the invalid ones and
+  leaves them out (the collector falls back for them).
+- History: `/api/v3/klines` (max 1000 rows per call, paged), rows
+  `[openTime, "o", "h", "l", "c", "v", closeTime, …]` with numbers as strings; the trailing
+  still-open kline is dropped. Timeframes without a kline interval are aggregated from one that
+  divides them.
+- Stream: `{BINANCE_WS_URL}` (default `wss://stream.binance.com:9443/ws`), live `SUBSCRIBE` to
+  `<symbol>@kline_1m`; every update is a quote (price `c`, volume = growth of the kline's `v`),
+  and a kline with `x: true` is a closed 1m bar. Binance drops connections after 24 h and pings
+  every 20 s (answered automatically).
+- Errors: `{"code":…,"msg":…}` with HTTP 4xx; 429 (over the weight budget) and 418 (IP ban)
+  carry `Retry-After` in seconds.
+- Budget: 6000 weight/minute per IP; by default 600 requests/minute (≤ 4 weight each).
+*/
+
+pub mod parse;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::http::{self, Session, StreamPlan};
+use super::settings::{ProviderSettings, StreamSettings};
+use super::symbols::{Provider, SymbolBook};
+use super::{Capabilities, RateLimit, Source, SourceError, StreamEvent, StreamTask};
+use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
+
+const NAME: &str = "binance";
+
+/// Weight budget 6000/minute per IP; these requests weigh 2–4.
+pub const FREE_TIER: RateLimit = RateLimit {
+    per_minute: Some(600),
+    per_day: None,
+};
+
+/// Rows per klines request (the API's maximum).
+const KLINE_LIMIT: usize = 1_000;
+/// Pages one history call may fetch (90 days of 1m bars is 130).
+const MAX_PAGES: usize = 400;
+
+/// Kline intervals whose bars sit on barkeep's epoch-aligned grid (weeks and 3-day bars do
+/// not), longest first.
+const INTERVALS: &[(&str, i64)] = &[
+    ("1d", 86_400_000),
+    ("12h", 43_200_000),
+    ("8h", 28_800_000),
+    ("6h", 21_600_000),
+    ("4h", 14_400_000),
+    ("2h", 7_200_000),
+    ("1h", 3_600_000),
+    ("30m", 1_800_000),
+    ("15m", 900_000),
+    ("5m", 300_000),
+    ("3m", 180_000),
+    ("1m", 60_000),
+    ("1s", 1_000),
+];
+
+pub struct BinanceSource {
+    client: reqwest::Client,
+    base: reqwest::Url,
+    ws_url: String,
+    stream_timing: StreamSettings,
+    book: Arc<SymbolBook>,
+    /// Symbols Binance answered `Invalid symbol.` for; left out of batches from then on.
+    invalid: Mutex<HashSet<SymbolId>>,
+    minute: Timeframe,
+    rate: RateLimit,
+}
+
+impl BinanceSource {
+    /// # Errors
+    /// When the HTTP client cannot be built or the base URL does not parse.
+    pub fn new(symbols: &SymbolTable, settings: &ProviderSettings) -> Result<Self, SourceError> {
+        let endpoint = &settings.binance;
+        Ok(Self {
+            client: http::client(settings.http_timeout_ms).map_err(|e| SourceError::Network {
+                source_name: NAME,
+                reason: e.without_url().to_string(),
+            })?,
+            base: http::base_url(NAME, &endpoint.base_url)?,
+            ws_url: endpoint.ws_url.clone().unwrap_or_default(),
+            stream_timing: settings.stream,
+            book: Arc::new(SymbolBook::new(
+                Provider::Binance,
+                symbols,
+                &settings.symbol_map,
+            )),
+            invalid: Mutex::new(HashSet::new()),
+            minute: Timeframe::from_ms(60_000).map_err(|reason| SourceError::Malformed {
+                source_name: NAME,
+                symbol: String::new(),
+                reason,
+            })?,
+            rate: endpoint.rate.apply(FREE_TIER),
+        })
+    }
+
+    async fn tickers(&self, ids: &[SymbolId]) -> Result<Vec<Quote>, SourceError> {
+        let names: Vec<&str> = ids
+            .iter()
+            .filter_map(|&id| self.book.provider_symbol(id))
+            .collect();
+        let list =
+            serde_json::to_string(&names).map_err(|e| parse::malformed("", e.to_string()))?;
+        let label = ids
+            .iter()
+            .map(|&id| self.book.generic(id))
+            .collect::<Vec<_>>()
+            .join(",");
+        let url = http::endpoint(NAME, &self.base, &["api", "v3", "ticker", "24hr"])?;
+        let request = self
+            .client
+            .get(url)
+            .query(&[("symbols", list.as_str()), ("type", "MINI")]);
+        let fetched = http::fetch(NAME, request, None).await?;
+        let tickers = parse::tickers(&fetched, &label)?;
+        let mut quotes = Vec::with_capacity(tickers.len());
+        for t in tickers {
+            for &id in self.book.ids(&t.symbol) {
+                if ids.contains(&id) {
+                    quotes.push(Quote {
+                        symbol: id,
+                        ts: t.ts,
+                        price: t.price,
+                        volume: 0.0,
+                    });
+                }
+            }
+        }
+        Ok(quotes)
+    }
+
+    async fn quotes_for(&self, symbols: &[SymbolId]) -> Result<Vec<Quote>, SourceError> {
+        let ids: Vec<SymbolId> = {
+            let invalid = self.invalid.lock();
+            symbols
+                .iter()
+                .copied()
+                .filter(|id| self.book.supports(*id) && !invalid.contains(id))
+                .collect()
+        };
+        if ids.is_empty() {
+            return Err(SourceError::UnsupportedSymbol {
+                source_name: NAME,
+                symbol: symbols
+                    .iter()
+                    .map(|&id| self.book.generic(id))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            });
+        }
+        match self.tickers(&ids).await {
+            Err(e @ SourceError::UnknownSymbol { .. }) if ids.len() == 1 => {
+                tracing::warn!(source = NAME, symbol = %self.book.generic(ids[0]), "Binance does not list this symbol; not asking again");
+                self.invalid.lock().extend(&ids);
+                Err(e)
+            }
+            Err(SourceError::UnknownSymbol { .. }) => {
+                // One bad symbol fails the batch: find it (once) and answer for the rest.
+                let singles = futures::future::join_all(
+                    ids.iter()
+                        .map(|&id| async move { (id, self.tickers(&[id]).await) }),
+                )
+                .await;
+                let mut quotes = Vec::new();
+                let mut first_error = None;
+                for (id, result) in singles {
+                    match result {
+                        Ok(q) => quotes.extend(q),
+                        Err(SourceError::UnknownSymbol { .. }) => {
+                            tracing::warn!(source = NAME, symbol = %self.book.generic(id), "Binance does not list this symbol; not asking again");
+                            self.invalid.lock().insert(id);
+                        }
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                match first_error {
+                    Some(e) if quotes.is_empty() => Err(e),
+                    _ => Ok(quotes),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn bars(
+        &self,
+        id: SymbolId,
+        timeframe: Timeframe,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Bar>, SourceError> {
+        let tf = timeframe.ms();
+        let (interval, step) = INTERVALS
+            .iter()
+            .copied()
+            .find(|(_, step)| tf % step == 0 && (tf <= 86_400_000 || *step == 86_400_000))
+            .ok_or(SourceError::Unsupported {
+                source_name: NAME,
+                what: "serve a timeframe that no kline interval divides",
+            })?;
+        let symbol =
+            self.book
+                .provider_symbol(id)
+                .ok_or_else(|| SourceError::UnsupportedSymbol {
+                    source_name: NAME,
+                    symbol: self.book.generic(id),
+                })?;
+        let generic = self.book.generic(id);
+        let url = http::endpoint(NAME, &self.base, &["api", "v3", "klines"])?;
+        let now = http::wall_ms();
+        let end = to_ms.min(now);
+        let mut start = timeframe.bucket(from_ms);
+        let mut rows: Vec<Bar> = Vec::new();
+        for _ in 0..MAX_PAGES {
+            if start >= end {
+                break;
+            }
+            let request = self.client.get(url.clone()).query(&[
+                ("symbol", symbol),
+                ("interval", interval),
+                ("startTime", &start.to_string()),
+                ("endTime", &(end - 1).to_string()),
+                ("limit", &KLINE_LIMIT.to_string()),
+            ]);
+            let fetched = http::fetch(NAME, request, None).await?;
+            let page = parse::klines(&fetched, &generic)?;
+            let full = page.len() >= KLINE_LIMIT;
+            let last = page.iter().map(|b| b.ts).max();
+            rows.extend(page);
+            match last {
+                Some(last) if full && last.saturating_add(step) > start => {
+                    start = last.saturating_add(step);
+                }
+                _ => break,
+            }
+        }
+        http::closed_bars(rows, step, timeframe, from_ms, to_ms, now)
+            .map_err(|reason| parse::malformed(&generic, reason))
+    }
+}
+
+impl Source for BinanceSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            batched_quotes: true,
+            max_batch: 100,
+            history: true,
+            stream: !self.ws_url.is_empty(),
+        }
+    }
+
+    fn rate_limit(&self) -> RateLimit {
+        self.rate
+    }
+
+    fn supports(&self, symbol: SymbolId) -> bool {
+        self.book.supports(symbol) && !self.invalid.lock().contains(&symbol)
+    }
+
+    fn quotes<'a>(
+        &'a self,
+        symbols: &'a [SymbolId],
+        _now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Quote>, SourceError>> {
+        Box::pin(self.quotes_for(symbols))
+    }
+
+    fn history(
+        &self,
+        symbol: SymbolId,
+        timeframe: Timeframe,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<Bar>, SourceError>> {
+        Box::pin(self.bars(symbol, timeframe, from_ms, to_ms))
+    }
+
+    fn stream(
+        self: Arc<Self>,
+        symbols: Vec<SymbolId>,
+        out: mpsc::Sender<StreamEvent>,
+        shutdown: CancellationToken,
+    ) -> Option<StreamTask> {
+        let streams: Vec<String> = symbols
+            .iter()
+            .filter_map(|&id| self.book.provider_symbol(id))
+            .map(|s| format!("{}@kline_1m", s.to_ascii_lowercase()))
+            .collect();
+        if streams.is_empty() || self.ws_url.is_empty() {
+            return None;
+        }
+        let plan = StreamPlan {
+            source_name: NAME,
+            url: self.ws_url.clone(),
+            key: None,
+            timing: self.stream_timing,
+        };
+        let (book, minute) = (Arc::clone(&self.book), self.minute);
+        let wanted: Arc<[SymbolId]> = symbols.into();
+        Some(Box::pin(http::run_stream(
+            plan,
+            move || KlineSession {
+                streams: streams.clone(),
+                book: Arc::clone(&book),
+                wanted: Arc::clone(&wanted),
+                minute,
+                volume: HashMap::new(),
+            },
+            out,
+            shutdown,
+        )))
+    }
+}
+
+/// One kline-stream connection.
+struct KlineSession {
+    streams: Vec<String>,
+    book: Arc<SymbolBook>,
+    wanted: Arc<[SymbolId]>,
+    minute: Timeframe,
+    /// Per symbol: the open time and cumulative volume of the kline last seen.
+    volume: HashMap<SymbolId, (i64, f64)>,
+}
+
+impl Session for KlineSession {
+    fn open(&mut self) -> Vec<String> {
+        vec![
+            serde_json::json!({"method": "SUBSCRIBE", "params": self.streams, "id": 1}).to_string(),
+        ]
+    }
+
+    fn on_text(
+        &mut self,
+        text: &str,
+        events: &mut Vec<StreamEvent>,
+        _replies: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let kline = match parse::frame(text) {
+            Ok(parse::Frame::Kline(k)) => k,
+            Ok(parse::Frame::Other) => return Ok(()),
+            Ok(parse::Frame::Error(e)) => {
+                tracing::warn!(source = NAME, error = %e, "stream error message");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(source = NAME, error = %e, "unreadable stream frame skipped");
+                return Ok(());
+            }
+        };
+        for &id in self.book.ids(&kline.symbol) {
+            if !self.wanted.contains(&id) {
+                continue;
+            }
+            let volume = match self.volume.insert(id, (kline.bar.ts, kline.bar.volume)) {
+                Some((t, v)) if t == kline.bar.ts => (kline.bar.volume - v).max(0.0),
+                Some(_) => kline.bar.volume,
+                None => 0.0,
+            };
+            events.push(StreamEvent::Quote(Quote {
+                symbol: id,
+                ts: kline.event_ms,
+                price: kline.bar.close,
+                volume,
+            }));
+            if kline.closed && kline.interval == "1m" {
+                events.push(StreamEvent::Bar {
+                    symbol: id,
+                    timeframe: self.minute,
+                    bar: kline.bar,
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,320 @@
+/*!
+Finnhub: US equities, FX (`OANDA:EUR_USD`) and crypto (`BINANCE:BTCUSDT`); key in the
+`X-Finnhub-Token` header (REST) or `?token=` (WebSocket).
+
+- Quotes: `/quote?symbol=` per symbol → `{"c":price,"t":unix_s,…}`; no volume (quotes carry 0).
+  An unknown symbol is HTTP 200 with all zeros and `t: 0`.
+- History: `/stock|forex|crypto/candle` (`{"s":"ok","t":[…],"o":[…],…}`, `{"s":"no_data"}`), only
+  declared when `FINNHUB_CANDLES=true`, because free keys get 403 on candles. Hour and longer
+  intraday timeframes are aggregated from 30-minute candles (US equity hours start at :30).
+- Stream: `{FINNHUB_WS_URL}?token=KEY`, `{"type":"subscribe","symbol":…}` per symbol; trades
+  arrive as `{"type":"trade","data":[{"s","p","t" (ms),"v"}]}` and are coalesced per symbol and
+  frame into one quote (last price, summed volume); `{"type":"ping"}` keeps the connection alive.
+- Errors: 401 `{"error":"Invalid API key."}`, 429 `{"error":"API limit reached. …"}`, 403 on
+  plan-gated endpoints.
+- Free tier: 60 calls/minute (and 30/s across all endpoints).
+*/
+
+pub mod parse;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::http::{self, Session, StreamPlan};
+use super::settings::{ApiKey, ProviderSettings, StreamSettings};
+use super::symbols::{Provider, SymbolBook};
+use super::{Capabilities, RateLimit, Source, SourceError, StreamEvent, StreamTask};
+use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
+
+const NAME: &str = "finnhub";
+
+pub const FREE_TIER: RateLimit = RateLimit {
+    per_minute: Some(60),
+    per_day: None,
+};
+
+const DAY_MS: i64 = 86_400_000;
+/// Candle resolutions on barkeep's grid, longest first.
+const RESOLUTIONS: &[(&str, i64)] = &[
+    ("D", DAY_MS),
+    ("30", 1_800_000),
+    ("15", 900_000),
+    ("5", 300_000),
+    ("1", 60_000),
+];
+/// Exchange prefixes of Finnhub's FX symbols (everything else with a prefix is crypto).
+const FX_BROKERS: &[&str] = &[
+    "OANDA",
+    "FXCM",
+    "FOREX.COM",
+    "IC MARKETS",
+    "FXPRO",
+    "PEPPERSTONE",
+    "OCTAFX",
+    "SAXO",
+    "FHFX",
+];
+
+pub struct FinnhubSource {
+    client: reqwest::Client,
+    base: reqwest::Url,
+    key: ApiKey,
+    ws_url: Option<String>,
+    stream_timing: StreamSettings,
+    book: Arc<SymbolBook>,
+    candles: bool,
+    rate: RateLimit,
+}
+
+impl FinnhubSource {
+    /// # Errors
+    /// A missing key (`FINNHUB_API_KEY`), or an HTTP client or base URL that cannot be built.
+    pub fn new(symbols: &SymbolTable, settings: &ProviderSettings) -> Result<Self, SourceError> {
+        let endpoint = &settings.finnhub;
+        let key = endpoint.api_key.clone().ok_or(SourceError::Unauthorized {
+            source_name: NAME,
+            reason: "FINNHUB_API_KEY is not set".into(),
+        })?;
+        Ok(Self {
+            client: http::client(settings.http_timeout_ms).map_err(|e| SourceError::Network {
+                source_name: NAME,
+                reason: e.without_url().to_string(),
+            })?,
+            base: http::base_url(NAME, &endpoint.base_url)?,
+            key,
+            ws_url: endpoint.ws_url.clone(),
+            stream_timing: settings.stream,
+            book: Arc::new(SymbolBook::new(
+                Provider::Finnhub,
+                symbols,
+                &settings.symbol_map,
+            )),
+            candles: settings.finnhub_candles,
+            rate: endpoint.rate.apply(FREE_TIER),
+        })
+    }
+
+    fn symbol(&self, id: SymbolId) -> Result<&str, SourceError> {
+        self.book
+            .provider_symbol(id)
+            .ok_or_else(|| SourceError::UnsupportedSymbol {
+                source_name: NAME,
+                symbol: self.book.generic(id),
+            })
+    }
+
+    async fn quote(&self, id: SymbolId) -> Result<Vec<Quote>, SourceError> {
+        let symbol = self.symbol(id)?;
+        let url = http::endpoint(NAME, &self.base, &["quote"])?;
+        let request = self.client.get(url).query(&[("symbol", symbol)]).header(
+            "X-Finnhub-Token",
+            http::secret_header(NAME, self.key.expose())?,
+        );
+        let fetched = http::fetch(NAME, request, Some(&self.key)).await?;
+        let (price, ts) = parse::quote(&fetched, &self.book.generic(id))?;
+        Ok(vec![Quote {
+            symbol: id,
+            ts,
+            price,
+            volume: 0.0,
+        }])
+    }
+
+    async fn bars(
+        &self,
+        id: SymbolId,
+        timeframe: Timeframe,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Bar>, SourceError> {
+        let tf = timeframe.ms();
+        let (resolution, step) = RESOLUTIONS
+            .iter()
+            .copied()
+            .find(|(_, step)| tf % step == 0 && (tf < DAY_MS || tf == *step))
+            .ok_or(SourceError::Unsupported {
+                source_name: NAME,
+                what: "serve this timeframe (minute multiples below a day, or 1d)",
+            })?;
+        let symbol = self.symbol(id)?;
+        let kind = match symbol.split_once(':') {
+            None => "stock",
+            Some((exchange, _)) if FX_BROKERS.contains(&exchange) => "forex",
+            Some(_) => "crypto",
+        };
+        let url = http::endpoint(NAME, &self.base, &[kind, "candle"])?;
+        let now = http::wall_ms();
+        let from_s = timeframe.bucket(from_ms).div_euclid(1_000);
+        let to_s = to_ms.min(now).div_euclid(1_000);
+        let request = self
+            .client
+            .get(url)
+            .query(&[
+                ("symbol", symbol),
+                ("resolution", resolution),
+                ("from", &from_s.to_string()),
+                ("to", &to_s.to_string()),
+            ])
+            .header(
+                "X-Finnhub-Token",
+                http::secret_header(NAME, self.key.expose())?,
+            );
+        let fetched = http::fetch(NAME, request, Some(&self.key)).await?;
+        let generic = self.book.generic(id);
+        let rows = parse::candles(&fetched, &generic, step == DAY_MS)?;
+        http::closed_bars(rows, step, timeframe, from_ms, to_ms, now)
+            .map_err(|reason| parse::malformed(&generic, reason))
+    }
+}
+
+impl Source for FinnhubSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            batched_quotes: false,
+            max_batch: 1,
+            history: self.candles,
+            stream: self.ws_url.is_some(),
+        }
+    }
+
+    fn rate_limit(&self) -> RateLimit {
+        self.rate
+    }
+
+    fn supports(&self, symbol: SymbolId) -> bool {
+        self.book.supports(symbol)
+    }
+
+    fn quotes<'a>(
+        &'a self,
+        symbols: &'a [SymbolId],
+        _now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Quote>, SourceError>> {
+        Box::pin(http::fan_out(symbols, move |id| self.quote(id)))
+    }
+
+    fn history(
+        &self,
+        symbol: SymbolId,
+        timeframe: Timeframe,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<Bar>, SourceError>> {
+        Box::pin(self.bars(symbol, timeframe, from_ms, to_ms))
+    }
+
+    fn stream(
+        self: Arc<Self>,
+        symbols: Vec<SymbolId>,
+        out: mpsc::Sender<StreamEvent>,
+        shutdown: CancellationToken,
+    ) -> Option<StreamTask> {
+        let ws_url = self.ws_url.as_ref()?;
+        let subscriptions: Vec<String> = symbols
+            .iter()
+            .filter_map(|&id| self.book.provider_symbol(id))
+            .map(|s| serde_json::json!({"type": "subscribe", "symbol": s}).to_string())
+            .collect();
+        if subscriptions.is_empty() {
+            return None;
+        }
+        let mut url = reqwest::Url::parse(ws_url).ok()?;
+        url.query_pairs_mut()
+            .append_pair("token", self.key.expose());
+        let plan = StreamPlan {
+            source_name: NAME,
+            url: url.to_string(),
+            key: Some(self.key.clone()),
+            timing: self.stream_timing,
+        };
+        let book = Arc::clone(&self.book);
+        let wanted: Arc<[SymbolId]> = symbols.into();
+        Some(Box::pin(http::run_stream(
+            plan,
+            move || TradeSession {
+                subscriptions: subscriptions.clone(),
+                book: Arc::clone(&book),
+                wanted: Arc::clone(&wanted),
+            },
+            out,
+            shutdown,
+        )))
+    }
+}
+
+/// One trade-stream connection.
+struct TradeSession {
+    subscriptions: Vec<String>,
+    book: Arc<SymbolBook>,
+    wanted: Arc<[SymbolId]>,
+}
+
+impl Session for TradeSession {
+    fn open(&mut self) -> Vec<String> {
+        self.subscriptions.clone()
+    }
+
+    fn on_text(
+        &mut self,
+        text: &str,
+        events: &mut Vec<StreamEvent>,
+        _replies: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let trades = match parse::frame(text) {
+            Ok(parse::Frame::Trades(trades)) => trades,
+            Ok(parse::Frame::Ping | parse::Frame::Other) => return Ok(()),
+            Ok(parse::Frame::Error(msg)) => {
+                tracing::warn!(source = NAME, error = %msg, "stream error message");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(source = NAME, error = %e, "unreadable stream frame skipped");
+                return Ok(());
+            }
+        };
+        // One quote per symbol per frame: the latest trade's price, the frame's total volume.
+        let start = events.len();
+        for trade in trades {
+            if !(trade.price.is_finite() && trade.price > 0.0) {
+                continue;
+            }
+            let volume = if trade.volume.is_finite() {
+                trade.volume.max(0.0)
+            } else {
+                0.0
+            };
+            for &id in self.book.ids(&trade.symbol) {
+                if !self.wanted.contains(&id) {
+                    continue;
+                }
+                let existing = events[start..].iter_mut().find_map(|e| match e {
+                    StreamEvent::Quote(q) if q.symbol == id => Some(q),
+                    _ => None,
+                });
+                match existing {
+                    Some(q) => {
+                        q.volume += volume;
+                        if trade.ts >= q.ts {
+                            q.ts = trade.ts;
+                            q.price = trade.price;
+                        }
+                    }
+                    None => events.push(StreamEvent::Quote(Quote {
+                        symbol: id,
+                        ts: trade.ts,
+                        price: trade.price,
+                        volume,
+                    })),
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,387 @@
+/*!
+Polygon.io (Massive since 2025): US equities, indices (`I:NDX`), FX (`C:EURUSD`) and crypto
+(`X:BTCUSD`); key in the `Authorization: Bearer` header.
+
+- Quotes: equities from `/v2/last/trade/{T}` (`results.p`, `results.t` in **nanoseconds**, read
+  as an integer because it exceeds 2^53); indices, FX and crypto — and equities once last
+  trades answered 403 (not in the plan, e.g. the free tier) — from the newest 1-minute
+  aggregate of the last day (`sort=desc&limit=1`), stamped at its window start. Quotes carry no
+  volume.
+- History: `/v2/aggs/ticker/{T}/range/1/{second|minute|hour|day}/{from_ms}/{to_ms}` (`sort=asc`,
+  `limit=50000`, paged); `t` is the window start in Unix ms, no `results` key = no data; day
+  bars (midnight New York) move to UTC midnight of their date. Other timeframes are aggregated
+  from the longest of these that divides them.
+- Stream: `{POLYGON_WS_URL}` (default the stocks cluster): wait for `connected`, send
+  `{"action":"auth"}`, on `auth_success` subscribe `AM.T,A.T`; `AM` minute aggregates become 1m
+  bars, `A` second aggregates become quotes. Frames are JSON arrays of events. Equities only
+  (the FX/crypto clusters use other event names).
+- Errors: 401 `{"status":"ERROR","error":"Unknown API Key"}`, 403 `NOT_AUTHORIZED`, 404
+  `NOT_FOUND`, 429 `"You've exceeded the maximum requests per minute"` (seen under HTTP 200 too).
+- Free tier: 5 calls/minute, end-of-day/15-minute delayed data, no WebSocket.
+*/
+
+pub mod parse;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::http::{self, Session, StreamPlan};
+use super::settings::{ApiKey, ProviderSettings, StreamSettings};
+use super::symbols::{Provider, SymbolBook};
+use super::{Capabilities, RateLimit, Source, SourceError, StreamEvent, StreamTask};
+use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
+
+const NAME: &str = "polygon";
+
+pub const FREE_TIER: RateLimit = RateLimit {
+    per_minute: Some(5),
+    per_day: None,
+};
+
+const DAY_MS: i64 = 86_400_000;
+const PAGE_LIMIT: usize = 50_000;
+const MAX_PAGES: usize = 100;
+/// Aggregate spans on barkeep's grid, longest first.
+const SPANS: &[(&str, i64)] = &[
+    ("day", DAY_MS),
+    ("hour", 3_600_000),
+    ("minute", 60_000),
+    ("second", 1_000),
+];
+
+pub struct PolygonSource {
+    client: reqwest::Client,
+    base: reqwest::Url,
+    key: ApiKey,
+    ws_url: Option<String>,
+    stream_timing: StreamSettings,
+    book: Arc<SymbolBook>,
+    minute: Timeframe,
+    rate: RateLimit,
+    /// Set once `/v2/last/trade` answered 403 (not in the plan).
+    last_trade_denied: AtomicBool,
+}
+
+impl PolygonSource {
+    /// # Errors
+    /// A missing key (`POLYGON_API_KEY`), or an HTTP client or base URL that cannot be built.
+    pub fn new(symbols: &SymbolTable, settings: &ProviderSettings) -> Result<Self, SourceError> {
+        let endpoint = &settings.polygon;
+        let key = endpoint.api_key.clone().ok_or(SourceError::Unauthorized {
+            source_name: NAME,
+            reason: "POLYGON_API_KEY is not set".into(),
+        })?;
+        Ok(Self {
+            client: http::client(settings.http_timeout_ms).map_err(|e| SourceError::Network {
+                source_name: NAME,
+                reason: e.without_url().to_string(),
+            })?,
+            base: http::base_url(NAME, &endpoint.base_url)?,
+            key,
+            ws_url: endpoint.ws_url.clone(),
+            stream_timing: settings.stream,
+            book: Arc::new(SymbolBook::new(
+                Provider::Polygon,
+                symbols,
+                &settings.symbol_map,
+            )),
+            minute: Timeframe::from_ms(60_000).map_err(|reason| parse::malformed("", reason))?,
+            rate: endpoint.rate.apply(FREE_TIER),
+            last_trade_denied: AtomicBool::new(false),
+        })
+    }
+
+    fn symbol(&self, id: SymbolId) -> Result<&str, SourceError> {
+        self.book
+            .provider_symbol(id)
+            .ok_or_else(|| SourceError::UnsupportedSymbol {
+                source_name: NAME,
+                symbol: self.book.generic(id),
+            })
+    }
+
+    async fn get(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<http::Fetched, SourceError> {
+        let url = http::endpoint(NAME, &self.base, segments)?;
+        let request = self
+            .client
+            .get(url)
+            .query(query)
+            .bearer_auth(self.key.expose());
+        http::fetch(NAME, request, Some(&self.key)).await
+    }
+
+    /// The close of the newest minute aggregate of the last day, stamped at its start.
+    async fn latest_minute(
+        &self,
+        symbol: &str,
+        generic: &str,
+        now_ms: i64,
+    ) -> Result<(f64, i64), SourceError> {
+        let (from, to) = ((now_ms - DAY_MS).to_string(), now_ms.to_string());
+        let fetched = self
+            .get(
+                &[
+                    "v2", "aggs", "ticker", symbol, "range", "1", "minute", &from, &to,
+                ],
+                &[
+                    ("adjusted", "true".into()),
+                    ("sort", "desc".into()),
+                    ("limit", "1".into()),
+                ],
+            )
+            .await?;
+        let page = parse::aggs(&fetched, generic, false)?;
+        let bar = page
+            .bars
+            .first()
+            .ok_or_else(|| SourceError::UnknownSymbol {
+                source_name: NAME,
+                symbol: generic.to_string(),
+            })?;
+        Ok((bar.close, bar.ts))
+    }
+
+    async fn quote(&self, id: SymbolId, now_ms: i64) -> Result<Vec<Quote>, SourceError> {
+        let symbol = self.symbol(id)?;
+        let generic = self.book.generic(id);
+        let (price, ts) = if symbol.contains(':') || self.last_trade_denied.load(Ordering::Relaxed)
+        {
+            self.latest_minute(symbol, &generic, now_ms).await?
+        } else {
+            let fetched = self.get(&["v2", "last", "trade", symbol], &[]).await?;
+            if fetched.status == 403 {
+                // Last trades need a paid plan; aggregates come with every key.
+                tracing::info!(
+                    source = NAME,
+                    "last trade not in this plan; quoting from minute aggregates"
+                );
+                self.last_trade_denied.store(true, Ordering::Relaxed);
+                self.latest_minute(symbol, &generic, now_ms).await?
+            } else {
+                parse::last_trade(&fetched, &generic)?
+            }
+        };
+        Ok(vec![Quote {
+            symbol: id,
+            ts,
+            price,
+            volume: 0.0,
+        }])
+    }
+
+    async fn bars(
+        &self,
+        id: SymbolId,
+        timeframe: Timeframe,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Bar>, SourceError> {
+        let tf = timeframe.ms();
+        let (span, step) = SPANS
+            .iter()
+            .copied()
+            .find(|(_, step)| tf % step == 0 && (tf < DAY_MS || tf == *step))
+            .ok_or(SourceError::Unsupported {
+                source_name: NAME,
+                what: "serve this timeframe (second multiples below a day, or 1d)",
+            })?;
+        let symbol = self.symbol(id)?;
+        let generic = self.book.generic(id);
+        let now = http::wall_ms();
+        let end = to_ms.min(now) - 1;
+        let mut start = timeframe.bucket(from_ms);
+        let mut rows = Vec::new();
+        for _ in 0..MAX_PAGES {
+            if start > end {
+                break;
+            }
+            let (from, to) = (start.to_string(), end.to_string());
+            let fetched = self
+                .get(
+                    &[
+                        "v2", "aggs", "ticker", symbol, "range", "1", span, &from, &to,
+                    ],
+                    &[
+                        ("adjusted", "true".into()),
+                        ("sort", "asc".into()),
+                        ("limit", PAGE_LIMIT.to_string()),
+                    ],
+                )
+                .await?;
+            let page = parse::aggs(&fetched, &generic, step == DAY_MS)?;
+            let last = page.bars.iter().map(|b| b.ts).max();
+            let more = page.more || page.bars.len() >= PAGE_LIMIT;
+            rows.extend(page.bars);
+            match last {
+                Some(last) if more && last.saturating_add(step) > start => {
+                    start = last.saturating_add(step);
+                }
+                _ => break,
+            }
+        }
+        http::closed_bars(rows, step, timeframe, from_ms, to_ms, now)
+            .map_err(|reason| parse::malformed(&generic, reason))
+    }
+}
+
+impl Source for PolygonSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            batched_quotes: false,
+            max_batch: 1,
+            history: true,
+            stream: self.ws_url.is_some(),
+        }
+    }
+
+    fn rate_limit(&self) -> RateLimit {
+        self.rate
+    }
+
+    fn supports(&self, symbol: SymbolId) -> bool {
+        self.book.supports(symbol)
+    }
+
+    fn quotes<'a>(
+        &'a self,
+        symbols: &'a [SymbolId],
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Quote>, SourceError>> {
+        Box::pin(http::fan_out(symbols, move |id| self.quote(id, now_ms)))
+    }
+
+    fn history(
+        &self,
+        symbol: SymbolId,
+        timeframe: Timeframe,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<Bar>, SourceError>> {
+        Box::pin(self.bars(symbol, timeframe, from_ms, to_ms))
+    }
+
+    fn stream(
+        self: Arc<Self>,
+        symbols: Vec<SymbolId>,
+        out: mpsc::Sender<StreamEvent>,
+        shutdown: CancellationToken,
+    ) -> Option<StreamTask> {
+        let ws_url = self.ws_url.clone()?;
+        let channels: Vec<String> = symbols
+            .iter()
+            .filter_map(|&id| self.book.provider_symbol(id))
+            .filter(|s| !s.contains(':'))
+            .map(|s| format!("AM.{s},A.{s}"))
+            .collect();
+        if channels.is_empty() {
+            return None;
+        }
+        let plan = StreamPlan {
+            source_name: NAME,
+            url: ws_url,
+            key: Some(self.key.clone()),
+            timing: self.stream_timing,
+        };
+        let subscribe =
+            serde_json::json!({"action": "subscribe", "params": channels.join(",")}).to_string();
+        let auth = serde_json::json!({"action": "auth", "params": self.key.expose()}).to_string();
+        let (book, minute) = (Arc::clone(&self.book), self.minute);
+        let wanted: Arc<[SymbolId]> = symbols.into();
+        Some(Box::pin(http::run_stream(
+            plan,
+            move || AggregateSession {
+                auth: auth.clone(),
+                subscribe: subscribe.clone(),
+                book: Arc::clone(&book),
+                wanted: Arc::clone(&wanted),
+                minute,
+            },
+            out,
+            shutdown,
+        )))
+    }
+}
+
+/// One aggregate-stream connection: connected → auth → subscribe → data.
+struct AggregateSession {
+    auth: String,
+    subscribe: String,
+    book: Arc<SymbolBook>,
+    wanted: Arc<[SymbolId]>,
+    minute: Timeframe,
+}
+
+impl Session for AggregateSession {
+    fn open(&mut self) -> Vec<String> {
+        Vec::new() // the server speaks first ("connected")
+    }
+
+    fn on_text(
+        &mut self,
+        text: &str,
+        events: &mut Vec<StreamEvent>,
+        replies: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let frame = match parse::frame(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::warn!(source = NAME, error = %e, "unreadable stream frame skipped");
+                return Ok(());
+            }
+        };
+        for event in frame {
+            match event {
+                parse::Event::Status { status, message } => match status.as_str() {
+                    "connected" => replies.push(self.auth.clone()),
+                    "auth_success" => replies.push(self.subscribe.clone()),
+                    "auth_failed" => return Err(format!("authentication refused: {message}")),
+                    "max_connections" | "error" => {
+                        tracing::warn!(source = NAME, status = %status, message = %message, "stream status");
+                    }
+                    _ => {}
+                },
+                parse::Event::Aggregate {
+                    minute,
+                    symbol,
+                    bar,
+                    end_ms,
+                } => {
+                    for &id in self.book.ids(&symbol) {
+                        if !self.wanted.contains(&id) {
+                            continue;
+                        }
+                        events.push(if minute {
+                            StreamEvent::Bar {
+                                symbol: id,
+                                timeframe: self.minute,
+                                bar,
+                            }
+                        } else {
+                            // The close of a second happened inside it: stamp within the window.
+                            StreamEvent::Quote(Quote {
+                                symbol: id,
+                                ts: bar.ts.max(end_ms.saturating_sub(1)),
+                                price: bar.close,
+                                volume: bar.volume,
+                            })
+                        });
+                    }
+                }
+                parse::Event::Other => {}
+            }
+        }
+        Ok(())
+    }
+}

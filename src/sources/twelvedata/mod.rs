@@ -1,0 +1,263 @@
+/*!
+Twelve Data: equities, indices, FX (`EUR/USD`), metals (`XAU/USD`) and crypto (`BTC/USD`); key in
+the `Authorization: apikey …` header.
+
+- Quotes: one batched `/quote?symbol=A,B,…` call; one symbol answers a flat object, several an
+  object keyed by symbol where each entry may be an error of its own (absent from the answer,
+  so the collector falls back for it). Price `close` (a string), time `last_quote_at` (Unix s,
+  else `timestamp`), `volume` the session's cumulative volume (differenced between calls).
+  Every symbol costs one credit, so a request carries at most as many symbols as the minute's
+  credits (8 on the free tier, `TWELVEDATA_RATE_PER_MINUTE` otherwise) and never more than 120
+  (the batch size Twelve Data documents); symbols beyond that are left to the next source.
+- History: `/time_series?interval=…&timezone=UTC&order=ASC&start_date&end_date&outputsize=5000`
+  (paged by `start_date`); values are strings, datetimes `YYYY-MM-DD HH:MM:SS` (or a date for
+  daily bars) — asked in UTC so no exchange-zone conversion is needed. Hour and longer intraday
+  timeframes are aggregated from 30-minute bars (US equity hours start at :30).
+- Errors: `{"code":…,"message":…,"status":"error"}` under HTTP 200 or the real status: 400/404
+  unknown symbol, 401 bad key, 403 plan-gated, 429 out of credits ("for the current minute":
+  retry at the next full minute). "No data is available …" is an empty result.
+- Free tier: 8 credits/minute, 800/day.
+*/
+
+pub mod parse;
+
+use futures::future::BoxFuture;
+
+use super::http::{self, DayVolume};
+use super::settings::{ApiKey, ProviderSettings};
+use super::symbols::{Provider, SymbolBook};
+use super::{Capabilities, RateLimit, Source, SourceError};
+use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
+
+const NAME: &str = "twelvedata";
+
+pub const FREE_TIER: RateLimit = RateLimit {
+    per_minute: Some(8),
+    per_day: Some(800),
+};
+
+/// Most symbols one batched request may carry.
+const BATCH_LIMIT: usize = 120;
+const OUTPUT_SIZE: usize = 5_000;
+const MAX_PAGES: usize = 20;
+const DAY_MS: i64 = 86_400_000;
+/// Intervals on barkeep's grid, longest first.
+const INTERVALS: &[(&str, i64)] = &[
+    ("1day", DAY_MS),
+    ("30min", 1_800_000),
+    ("15min", 900_000),
+    ("5min", 300_000),
+    ("1min", 60_000),
+];
+
+pub struct TwelveDataSource {
+    client: reqwest::Client,
+    base: reqwest::Url,
+    key: ApiKey,
+    book: SymbolBook,
+    volume: DayVolume,
+    rate: RateLimit,
+    /// Symbols per quote request: one credit each, so no more than a minute's credits.
+    max_batch: usize,
+}
+
+impl TwelveDataSource {
+    /// # Errors
+    /// A missing key (`TWELVEDATA_API_KEY`), or an HTTP client or base URL that cannot be built.
+    pub fn new(symbols: &SymbolTable, settings: &ProviderSettings) -> Result<Self, SourceError> {
+        let endpoint = &settings.twelvedata;
+        let key = endpoint.api_key.clone().ok_or(SourceError::Unauthorized {
+            source_name: NAME,
+            reason: "TWELVEDATA_API_KEY is not set".into(),
+        })?;
+        Ok(Self {
+            client: http::client(settings.http_timeout_ms).map_err(|e| SourceError::Network {
+                source_name: NAME,
+                reason: e.without_url().to_string(),
+            })?,
+            base: http::base_url(NAME, &endpoint.base_url)?,
+            key,
+            book: SymbolBook::new(Provider::TwelveData, symbols, &settings.symbol_map),
+            volume: DayVolume::default(),
+            rate: endpoint.rate.apply(FREE_TIER),
+            max_batch: endpoint
+                .rate
+                .apply(FREE_TIER)
+                .per_minute
+                .map_or(BATCH_LIMIT, |credits| credits as usize)
+                .clamp(1, BATCH_LIMIT),
+        })
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<http::Fetched, SourceError> {
+        let url = http::endpoint(NAME, &self.base, &[path])?;
+        let request = self.client.get(url).query(query).header(
+            reqwest::header::AUTHORIZATION,
+            http::secret_header(NAME, &format!("apikey {}", self.key.expose()))?,
+        );
+        http::fetch(NAME, request, Some(&self.key)).await
+    }
+
+    async fn quotes_for(&self, symbols: &[SymbolId]) -> Result<Vec<Quote>, SourceError> {
+        let ids: Vec<SymbolId> = symbols
+            .iter()
+            .copied()
+            .filter(|&id| self.book.supports(id))
+            .take(self.max_batch)
+            .collect();
+        let label = symbols
+            .iter()
+            .map(|&id| self.book.generic(id))
+            .collect::<Vec<_>>()
+            .join(",");
+        if ids.is_empty() {
+            return Err(SourceError::UnsupportedSymbol {
+                source_name: NAME,
+                symbol: label,
+            });
+        }
+        let requested: Vec<&str> = ids
+            .iter()
+            .filter_map(|&id| self.book.provider_symbol(id))
+            .collect();
+        let joined = requested.join(",");
+        let fetched = self.get("quote", &[("symbol", joined.as_str())]).await?;
+        let answers = parse::quotes(&fetched, &requested, &label, http::wall_ms())?;
+        let mut quotes = Vec::with_capacity(answers.len());
+        let mut first_error = None;
+        for (symbol, answer) in answers {
+            match answer {
+                Ok(q) => {
+                    for &id in self.book.ids(&symbol) {
+                        if ids.contains(&id) {
+                            quotes.push(Quote {
+                                symbol: id,
+                                ts: q.ts,
+                                price: q.price,
+                                volume: q.day_volume.map_or(0.0, |v| self.volume.delta(id, v)),
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(source = NAME, symbol = %symbol, error = %e, "symbol failed in batch");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if quotes.is_empty() => Err(e),
+            _ => Ok(quotes),
+        }
+    }
+
+    async fn bars(
+        &self,
+        id: SymbolId,
+        timeframe: Timeframe,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Bar>, SourceError> {
+        let tf = timeframe.ms();
+        let (interval, step) = INTERVALS
+            .iter()
+            .copied()
+            .find(|(_, step)| tf % step == 0 && (tf < DAY_MS || tf == *step))
+            .ok_or(SourceError::Unsupported {
+                source_name: NAME,
+                what: "serve this timeframe (minute multiples below a day, or 1d)",
+            })?;
+        let symbol =
+            self.book
+                .provider_symbol(id)
+                .ok_or_else(|| SourceError::UnsupportedSymbol {
+                    source_name: NAME,
+                    symbol: self.book.generic(id),
+                })?;
+        let generic = self.book.generic(id);
+        let now = http::wall_ms();
+        let end = to_ms.min(now);
+        let mut start = timeframe.bucket(from_ms);
+        let mut rows = Vec::new();
+        for _ in 0..MAX_PAGES {
+            if start >= end {
+                break;
+            }
+            let (start_date, end_date) = (utc_text(start), utc_text(end));
+            let fetched = self
+                .get(
+                    "time_series",
+                    &[
+                        ("symbol", symbol),
+                        ("interval", interval),
+                        ("timezone", "UTC"),
+                        ("order", "ASC"),
+                        ("start_date", &start_date),
+                        ("end_date", &end_date),
+                        ("outputsize", &OUTPUT_SIZE.to_string()),
+                    ],
+                )
+                .await?;
+            let page = parse::time_series(&fetched, &generic, now)?;
+            let full = page.len() >= OUTPUT_SIZE;
+            let last = page.iter().map(|b| b.ts).max();
+            rows.extend(page);
+            match last {
+                Some(last) if full && last.saturating_add(step) > start => {
+                    start = last.saturating_add(step);
+                }
+                _ => break,
+            }
+        }
+        http::closed_bars(rows, step, timeframe, from_ms, to_ms, now)
+            .map_err(|reason| parse::malformed(&generic, reason))
+    }
+}
+
+/// Unix ms → `YYYY-MM-DD HH:MM:SS` in UTC, as `start_date`/`end_date` take it.
+fn utc_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+impl Source for TwelveDataSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            batched_quotes: true,
+            max_batch: self.max_batch,
+            history: true,
+            stream: false,
+        }
+    }
+
+    fn rate_limit(&self) -> RateLimit {
+        self.rate
+    }
+
+    fn supports(&self, symbol: SymbolId) -> bool {
+        self.book.supports(symbol)
+    }
+
+    fn quotes<'a>(
+        &'a self,
+        symbols: &'a [SymbolId],
+        _now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Quote>, SourceError>> {
+        Box::pin(self.quotes_for(symbols))
+    }
+
+    fn history(
+        &self,
+        symbol: SymbolId,
+        timeframe: Timeframe,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<Bar>, SourceError>> {
+        Box::pin(self.bars(symbol, timeframe, from_ms, to_ms))
+    }
+}

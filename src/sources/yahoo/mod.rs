@@ -1,0 +1,193 @@
+/*!
+Yahoo Finance chart API (`/v8/finance/chart/{symbol}`): no key, every asset class (equities,
+indices `^NDX`, FX `EURUSD=X`, futures `GC=F`, crypto `BTC-USD`).
+
+- Quotes: one chart call per symbol (`interval=1d&range=1d`); the price is
+  `meta.regularMarketPrice` at `meta.regularMarketTime` (Unix s); volume is the difference of
+  `meta.regularMarketVolume` (the session's cumulative volume) between calls.
+- History: `period1`/`period2` windows (1m data: 7 days per request and only the last ~30 days;
+  2m–30m: 60 days; 1d: any). Timestamps are bar starts in Unix s UTC; the arrays are parallel
+  and may hold `null`s (skipped), come unsorted, or end with a live row (dropped). Timeframes
+  above 30m and below 1d are aggregated from 30m (or finer) bars, because Yahoo's 60m bars for
+  US equities start at :30 and would not sit on barkeep's UTC-aligned grid. Daily bars are
+  moved to UTC midnight of their exchange-local date (`meta.gmtoffset`).
+- Errors: unknown symbol = HTTP 404 with `chart.error.code = "Not Found"`; rate limit = HTTP 429,
+  often with a plain-text body; outages answer HTML.
+- No documented limit: a conservative 60 requests/minute by default.
+*/
+
+pub mod parse;
+
+use futures::future::BoxFuture;
+
+use super::http::{self, DayVolume};
+use super::settings::ProviderSettings;
+use super::symbols::{Provider, SymbolBook};
+use super::{Capabilities, RateLimit, Source, SourceError};
+use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
+
+const NAME: &str = "yahoo";
+
+/// No documented limit; one request a second on average keeps well clear of the 429s users
+/// report at higher rates.
+pub const FREE_TIER: RateLimit = RateLimit {
+    per_minute: Some(60),
+    per_day: None,
+};
+
+const MINUTE_MS: i64 = 60_000;
+const DAY_MS: i64 = 86_400_000;
+
+pub struct YahooSource {
+    client: reqwest::Client,
+    base: reqwest::Url,
+    book: SymbolBook,
+    volume: DayVolume,
+    rate: RateLimit,
+}
+
+impl YahooSource {
+    /// # Errors
+    /// When the HTTP client cannot be built or the base URL does not parse.
+    pub fn new(symbols: &SymbolTable, settings: &ProviderSettings) -> Result<Self, SourceError> {
+        Ok(Self {
+            client: http::client(settings.http_timeout_ms).map_err(|e| SourceError::Network {
+                source_name: NAME,
+                reason: e.without_url().to_string(),
+            })?,
+            base: http::base_url(NAME, &settings.yahoo.base_url)?,
+            book: SymbolBook::new(Provider::Yahoo, symbols, &settings.symbol_map),
+            volume: DayVolume::default(),
+            rate: settings.yahoo.rate.apply(FREE_TIER),
+        })
+    }
+
+    fn chart_url(&self, id: SymbolId) -> Result<(reqwest::Url, String), SourceError> {
+        let symbol =
+            self.book
+                .provider_symbol(id)
+                .ok_or_else(|| SourceError::UnsupportedSymbol {
+                    source_name: NAME,
+                    symbol: self.book.generic(id),
+                })?;
+        let url = http::endpoint(NAME, &self.base, &["v8", "finance", "chart", symbol])?;
+        Ok((url, self.book.generic(id)))
+    }
+
+    async fn quote(&self, id: SymbolId) -> Result<Vec<Quote>, SourceError> {
+        let (url, generic) = self.chart_url(id)?;
+        let request = self
+            .client
+            .get(url)
+            .query(&[("interval", "1d"), ("range", "1d")]);
+        let fetched = http::fetch(NAME, request, None).await?;
+        let q = parse::quote(&fetched, &generic)?;
+        Ok(vec![Quote {
+            symbol: id,
+            ts: q.ts,
+            price: q.price,
+            volume: q.day_volume.map_or(0.0, |v| self.volume.delta(id, v)),
+        }])
+    }
+
+    async fn bars(
+        &self,
+        id: SymbolId,
+        timeframe: Timeframe,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Bar>, SourceError> {
+        let (interval, step_ms, window_ms) =
+            interval_for(timeframe).ok_or(SourceError::Unsupported {
+                source_name: NAME,
+                what: "serve this timeframe (1m…1d multiples of a minute, or 1d)",
+            })?;
+        let (url, generic) = self.chart_url(id)?;
+        let now = http::wall_ms();
+        // Whole buckets, so aggregated bars are complete.
+        let start = timeframe.bucket(from_ms);
+        let end = to_ms.min(now);
+        let mut rows = Vec::new();
+        let mut window_start = start;
+        while window_start < end {
+            let window_end = window_start.saturating_add(window_ms).min(end);
+            let request = self.client.get(url.clone()).query(&[
+                ("interval", interval),
+                ("period1", &(window_start / 1_000).to_string()),
+                (
+                    "period2",
+                    &(window_end.saturating_add(999) / 1_000).to_string(),
+                ),
+                ("includePrePost", "false"),
+            ]);
+            let fetched = http::fetch(NAME, request, None).await?;
+            rows.extend(parse::rows(&fetched, &generic, step_ms)?);
+            window_start = window_end;
+        }
+        // Shaped once over all windows, so a bucket split between two windows is whole.
+        http::closed_bars(rows, step_ms, timeframe, from_ms, to_ms, now)
+            .map_err(|reason| parse::malformed(&generic, reason))
+    }
+}
+
+/// Yahoo interval, its length, and the span one request may cover, for a timeframe.
+fn interval_for(timeframe: Timeframe) -> Option<(&'static str, i64, i64)> {
+    let tf = timeframe.ms();
+    if tf == DAY_MS {
+        return Some(("1d", DAY_MS, 3_650 * DAY_MS));
+    }
+    if tf >= DAY_MS || tf % MINUTE_MS != 0 {
+        return None;
+    }
+    let (interval, step) = [("30m", 30), ("15m", 15), ("5m", 5), ("2m", 2), ("1m", 1)]
+        .into_iter()
+        .map(|(name, minutes)| (name, minutes * MINUTE_MS))
+        .find(|(_, step)| tf % step == 0)?;
+    let window = if step == MINUTE_MS {
+        7 * DAY_MS
+    } else {
+        59 * DAY_MS
+    };
+    Some((interval, step, window))
+}
+
+impl Source for YahooSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            batched_quotes: false,
+            max_batch: 1,
+            history: true,
+            stream: false,
+        }
+    }
+
+    fn rate_limit(&self) -> RateLimit {
+        self.rate
+    }
+
+    fn supports(&self, symbol: SymbolId) -> bool {
+        self.book.supports(symbol)
+    }
+
+    fn quotes<'a>(
+        &'a self,
+        symbols: &'a [SymbolId],
+        _now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Quote>, SourceError>> {
+        Box::pin(http::fan_out(symbols, move |id| self.quote(id)))
+    }
+
+    fn history(
+        &self,
+        symbol: SymbolId,
+        timeframe: Timeframe,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<Bar>, SourceError>> {
+        Box::pin(self.bars(symbol, timeframe, from_ms, to_ms))
+    }
+}

@@ -1,0 +1,267 @@
+//! Binance spot REST.
+
+use std::time::Duration;
+
+use barkeep::sources::Source;
+use barkeep::sources::binance::BinanceSource;
+use barkeep::sources::settings::ProviderSettings;
+
+use crate::fixture::{HttpFixture, Reply};
+use crate::{
+    Expect, assert_sorted_unique, history_error_case, now_ms, quote_error_case, settings, symbols,
+    tf, too_slow, utc,
+};
+
+fn source(s: &ProviderSettings) -> BinanceSource {
+    BinanceSource::new(&symbols(&["BTCUSD", "ETHUSDT", "EURUSD", "AAPL"]), s).expect("source")
+}
+
+fn ticker(symbol: &str, price: &str, close_time: i64) -> String {
+    format!(
+        r#"{{"symbol":"{symbol}","openPrice":"1.0","highPrice":"1.0","lowPrice":"1.0","lastPrice":"{price}","volume":"123.4","quoteVolume":"999.0","openTime":{},"closeTime":{close_time},"firstId":1,"lastId":2,"count":2}}"#,
+        close_time - 86_400_000
+    )
+}
+
+const INVALID: &str = r#"{"code":-1121,"msg":"Invalid symbol."}"#;
+
+#[tokio::test]
+async fn one_batched_request_for_all_crypto_symbols() {
+    let server = HttpFixture::always(
+        "",
+        Reply::ok(format!(
+            "[{},{}]",
+            ticker("BTCUSDT", "42000.12000000", 1_705_329_000_123),
+            ticker("ETHUSDT", "2500.5", 1_705_329_000_456)
+        )),
+    )
+    .await;
+    let src = source(&settings(&[("BINANCE_BASE_URL", &server.base)]));
+    assert!(src.supports(0) && src.supports(1));
+    assert!(
+        !src.supports(2) && !src.supports(3),
+        "Binance serves crypto only"
+    );
+    let mut quotes = src.quotes(&[0, 1], now_ms()).await.expect("quotes");
+    quotes.sort_by_key(|q| q.symbol);
+    assert_eq!(quotes.len(), 2);
+    assert_eq!(
+        (quotes[0].symbol, quotes[0].price, quotes[0].ts),
+        (0, 42_000.12, 1_705_329_000_123)
+    );
+    assert_eq!((quotes[1].symbol, quotes[1].price), (1, 2_500.5));
+    let seen = server.requests();
+    assert_eq!(seen.len(), 1, "one request for the batch");
+    assert_eq!(seen[0].path, "/api/v3/ticker/24hr");
+    assert_eq!(seen[0].q("symbols"), Some(r#"["BTCUSDT","ETHUSDT"]"#));
+    assert_eq!(seen[0].q("type"), Some("MINI"));
+}
+
+#[tokio::test]
+async fn a_symbol_missing_from_the_answer_is_simply_absent() {
+    let server = HttpFixture::always(
+        "",
+        Reply::ok(format!("[{}]", ticker("BTCUSDT", "42000", 1))),
+    )
+    .await;
+    let src = source(&settings(&[("BINANCE_BASE_URL", &server.base)]));
+    let quotes = src.quotes(&[0, 1], now_ms()).await.expect("quotes");
+    assert_eq!(quotes.iter().map(|q| q.symbol).collect::<Vec<_>>(), [0]);
+}
+
+#[tokio::test]
+async fn an_invalid_symbol_is_found_once_and_left_out() {
+    let server = HttpFixture::start("", |req| {
+        let symbols = req.q("symbols").unwrap_or_default().to_string();
+        if symbols.contains("ETHUSDT") {
+            Reply::json(400, INVALID)
+        } else {
+            Reply::ok(format!(
+                "[{}]",
+                ticker("BTCUSDT", "42000", 1_705_329_000_000)
+            ))
+        }
+    })
+    .await;
+    let src = source(&settings(&[("BINANCE_BASE_URL", &server.base)]));
+    let quotes = src.quotes(&[0, 1], now_ms()).await.expect("quotes");
+    assert_eq!(quotes.iter().map(|q| q.symbol).collect::<Vec<_>>(), [0]);
+    let asked = server.requests().len();
+    assert_eq!(asked, 3, "the batch, then each symbol once");
+    let quotes = src.quotes(&[0, 1], now_ms()).await.expect("quotes");
+    assert_eq!(quotes.len(), 1);
+    assert_eq!(
+        server.requests().len(),
+        asked + 1,
+        "the invalid symbol is not asked again"
+    );
+    assert_eq!(
+        server.requests()[asked].q("symbols"),
+        Some(r#"["BTCUSDT"]"#)
+    );
+}
+
+#[tokio::test]
+async fn quote_errors() {
+    let cases = [
+        ("unknown symbol", Reply::json(400, INVALID), Expect::Unknown),
+        ("empty result", Reply::ok("[]"), Expect::Malformed),
+        (
+            "weight exceeded",
+            Reply::json(429, r#"{"code":-1003,"msg":"Too many requests; current limit is 6000 request weight per 1 MINUTE."}"#)
+                .header("Retry-After", "7"),
+            Expect::RateLimited(Some(Duration::from_secs(7))),
+        ),
+        (
+            "IP banned",
+            Reply::json(418, r#"{"code":-1003,"msg":"Way too many requests; IP banned until 1705330000000."}"#)
+                .header("Retry-After", "120"),
+            Expect::RateLimited(Some(Duration::from_secs(120))),
+        ),
+        ("server error", Reply::text(502, "Bad Gateway"), Expect::Http(502)),
+        ("unknown error code", Reply::json(400, r#"{"code":-1100,"msg":"Illegal characters found in parameter"}"#), Expect::Http(400)),
+        ("malformed JSON", Reply::ok(r#"[{"symbol":"BTCUSDT","lastPrice":"#), Expect::Malformed),
+        ("price not a number", Reply::ok(format!("[{}]", ticker("BTCUSDT", "n/a", 1))), Expect::Malformed),
+        ("timeout", too_slow("[]"), Expect::Timeout),
+    ];
+    for (case, reply, expect) in cases {
+        if case == "empty result" {
+            // An empty list is not an error: nothing was answered, so nothing is returned.
+            let server = HttpFixture::always("", reply).await;
+            let src = source(&settings(&[("BINANCE_BASE_URL", &server.base)]));
+            assert!(
+                src.quotes(&[0], now_ms()).await.expect(case).is_empty(),
+                "{case}"
+            );
+            continue;
+        }
+        quote_error_case(source, "BINANCE_BASE_URL", "", reply, expect, case).await;
+    }
+    // Non-crypto symbols are not served: no request at all.
+    let src = source(&settings(&[]));
+    let err = src.quotes(&[2, 3], now_ms()).await.expect_err("not crypto");
+    assert_eq!(err.kind(), barkeep::sources::ErrorKind::NotServed);
+}
+
+fn kline(open_ms: i64, close: &str) -> String {
+    format!(
+        r#"[{open_ms},"1.00000000","{close}","0.50000000","{close}","10.50000000",{},"12.0",3,"1.0","1.0","0"]"#,
+        open_ms + 59_999
+    )
+}
+
+#[tokio::test]
+async fn klines_are_parsed_sorted_and_the_open_kline_dropped() {
+    let now = now_ms();
+    let minute = now - now.rem_euclid(60_000);
+    let rows = [
+        kline(minute - 120_000, "2.0"),
+        kline(minute - 180_000, "1.5"),
+        kline(minute - 60_000, "2.5"),
+        kline(minute, "3.0"), // still open
+    ];
+    let server = HttpFixture::always("", Reply::ok(format!("[{}]", rows.join(",")))).await;
+    let src = source(&settings(&[("BINANCE_BASE_URL", &server.base)]));
+    let bars = src
+        .history(0, tf("1m"), minute - 180_000, now + 60_000)
+        .await
+        .expect("history");
+    assert_sorted_unique(&bars);
+    assert_eq!(
+        bars.iter().map(|b| b.close).collect::<Vec<_>>(),
+        [1.5, 2.0, 2.5]
+    );
+    assert_eq!(bars[0].volume, 10.5);
+    let seen = server.requests();
+    assert_eq!(seen[0].path, "/api/v3/klines");
+    assert_eq!(
+        (seen[0].q("symbol"), seen[0].q("interval")),
+        (Some("BTCUSDT"), Some("1m"))
+    );
+    assert_eq!(
+        seen[0].q("startTime"),
+        Some((minute - 180_000).to_string().as_str())
+    );
+}
+
+#[tokio::test]
+async fn klines_page_until_the_range_is_covered() {
+    let start = utc("2024-01-15 00:00");
+    let server = HttpFixture::start("", move |req| {
+        let from: i64 = req.q("startTime").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let end: i64 = req.q("endTime").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let limit: i64 = req.q("limit").and_then(|s| s.parse().ok()).unwrap_or(500);
+        let rows: Vec<String> = (0..limit)
+            .map(|i| from + i * 60_000)
+            .take_while(|t| *t <= end)
+            .map(|t| kline(t, "2.0"))
+            .collect();
+        Reply::ok(format!("[{}]", rows.join(",")))
+    })
+    .await;
+    let src = source(&settings(&[("BINANCE_BASE_URL", &server.base)]));
+    let to = start + 2_500 * 60_000;
+    let bars = src.history(0, tf("1m"), start, to).await.expect("history");
+    assert_eq!(bars.len(), 2_500);
+    assert_sorted_unique(&bars);
+    assert_eq!(server.requests().len(), 3);
+    // 5-minute bars come from 5m klines, 10-minute bars from 5m klines aggregated.
+    let bars = src
+        .history(0, tf("10m"), start, start + 3_600_000)
+        .await
+        .expect("history");
+    assert_eq!(bars.len(), 6);
+    assert_eq!(bars[0].volume, 21.0);
+    assert_eq!(
+        server
+            .requests()
+            .last()
+            .and_then(|r| r.q("interval").map(str::to_string))
+            .as_deref(),
+        Some("5m")
+    );
+}
+
+#[tokio::test]
+async fn history_errors() {
+    let cases = [
+        ("unknown symbol", Reply::json(400, INVALID), Expect::Unknown),
+        (
+            "short row",
+            Reply::ok("[[1705329000000,\"1\"]]"),
+            Expect::Malformed,
+        ),
+        (
+            "text time",
+            Reply::ok(r#"[["x","1","1","1","1","1",1,"1",1,"1","1","0"]]"#),
+            Expect::Malformed,
+        ),
+        (
+            "rate limited",
+            Reply::json(429, r#"{"code":-1003,"msg":"Too many requests"}"#)
+                .header("Retry-After", "3"),
+            Expect::RateLimited(Some(Duration::from_secs(3))),
+        ),
+        ("timeout", too_slow("[]"), Expect::Timeout),
+    ];
+    for (case, reply, expect) in cases {
+        history_error_case(source, "BINANCE_BASE_URL", "", reply, expect, case).await;
+    }
+    let server = HttpFixture::always("", Reply::ok("[]")).await;
+    let src = source(&settings(&[("BINANCE_BASE_URL", &server.base)]));
+    let from = utc("2024-01-15 14:30");
+    let bars = src
+        .history(0, tf("1m"), from, from + 600_000)
+        .await
+        .expect("empty");
+    assert!(bars.is_empty());
+    let odd = barkeep::model::Timeframe::from_ms(1_500).expect("timeframe");
+    let err = src
+        .history(0, odd, from, from + 600_000)
+        .await
+        .expect_err("no such interval");
+    assert!(
+        matches!(err, barkeep::sources::SourceError::Unsupported { .. }),
+        "{err:?}"
+    );
+}

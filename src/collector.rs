@@ -178,11 +178,12 @@ impl Collector {
     pub async fn warm_up(&mut self, store: &Arc<SqliteStore>) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let mut events = Vec::new();
-        let history_source = self
+        let history_sources: Vec<Arc<dyn Source>> = self
             .sources
             .iter()
-            .find(|s| s.capabilities().history)
-            .cloned();
+            .filter(|s| s.capabilities().history)
+            .cloned()
+            .collect();
         for sym in 0..self.pipelines.len() {
             for (frame, &tf) in self.timeframes.clone().iter().enumerate() {
                 let symbol = sym as SymbolId;
@@ -200,30 +201,50 @@ impl Collector {
                 self.pipelines[sym].warm(frame, &bars);
                 let stored_last = self.pipelines[sym].engine(frame).last_ts();
                 let have = self.pipelines[sym].engine(frame).bars_seen() as usize;
-                if let (Some(src), true) = (&history_source, have < self.warmup_bars) {
+                if have < self.warmup_bars {
                     let to = tf.bucket(now);
                     let missing = (self.warmup_bars - have) as i64;
                     let from = stored_last.map_or(to - missing * tf.ms(), |t| {
                         (t + tf.ms()).max(to - missing * tf.ms())
                     });
-                    match src.history(symbol, tf, from, to).await {
-                        Ok(history) => {
-                            let before = events.len();
-                            self.pipelines[sym].ingest_history(
-                                frame,
-                                &history,
-                                src.name(),
-                                now,
-                                &mut events,
-                            );
-                            let added = events[before..]
-                                .iter()
-                                .filter(|e| matches!(e, Event::Closed { .. }))
-                                .count();
-                            self.metrics.history_bars.add(added as u64);
+                    // The first source that serves this symbol's history, falling back on error.
+                    for src in history_sources.iter().filter(|s| s.supports(symbol)) {
+                        // History requests spend the same budget as quotes.
+                        let guard = self
+                            .sources
+                            .iter()
+                            .position(|s| Arc::ptr_eq(s, src))
+                            .and_then(|i| self.guards.get_mut(i));
+                        if let Some(guard) = guard
+                            && !guard
+                                .budget
+                                .try_acquire(tokio::time::Instant::now(), now, 1)
+                        {
+                            continue;
                         }
-                        Err(e) => {
-                            tracing::warn!(symbol = %self.symbols.name(symbol), error = %e, "history unavailable")
+                        match src.history(symbol, tf, from, to).await {
+                            Ok(history) => {
+                                let before = events.len();
+                                self.pipelines[sym].ingest_history(
+                                    frame,
+                                    &history,
+                                    src.name(),
+                                    now,
+                                    &mut events,
+                                );
+                                let added = events[before..]
+                                    .iter()
+                                    .filter(|e| matches!(e, Event::Closed { .. }))
+                                    .count();
+                                self.metrics.history_bars.add(added as u64);
+                                break;
+                            }
+                            Err(e) => tracing::warn!(
+                                source = src.name(),
+                                symbol = %self.symbols.name(symbol),
+                                error = %e,
+                                "history unavailable; trying the next source"
+                            ),
                         }
                     }
                 }
@@ -376,7 +397,11 @@ impl Collector {
             let mut requests: Vec<Vec<SymbolId>> = Vec::new();
             for chunk in mine.chunks(size) {
                 // A half-open breaker lets exactly one request through as its trial.
-                if (trial && !requests.is_empty()) || !guard.budget.try_acquire(t, now) {
+                if (trial && !requests.is_empty())
+                    || !guard
+                        .budget
+                        .try_acquire(t, now, source.request_cost(chunk.len()))
+                {
                     if !trial || !requests.is_empty() {
                         stats.budget_skips.inc();
                     }

@@ -399,7 +399,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// `250ms`, `1s`, `1.5s`, `2m`, `1h`, `1d`, or a bare number of seconds.
-fn parse_duration_ms(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());

@@ -2,11 +2,9 @@
 Average true range, TA-Lib `ATR(period)` (Wilder). The true range starts at bar 1 (bar 0 has no
 previous close): TR = max(high − low, |prev close − high|, |prev close − low|). The first value,
 at bar `period`, is the mean of TR over bars 1..=period (summed from 0.0 in order); after that
-`atr = β · atr + α · TR` with β = (period − 1)/period and α = 1 − β, as TA-Lib 0.8.1 computes it
-(so α + β is exactly 1).
-
-TA-Lib fuses that step into one multiply-add; barkeep rounds the two products separately (no
-FMA is guaranteed on the target), a last-bit difference at most. Contractive: no drift.
+`atr = fma(β, atr, α · TR)` with β = (period − 1)/period and α = 1 − β (so α + β is exactly 1),
+exactly as TA-Lib 0.8.1 computes it: outputs are bit-identical. The single fused step is also
+the short loop-carried chain that makes this the fastest form. Contractive: no drift.
 */
 
 use serde::{Deserialize, Serialize};
@@ -75,7 +73,7 @@ impl Atr {
     fn step(&self, bar: &Bar) -> f64 {
         let tr = true_range(bar.high, bar.low, self.prev_close);
         if self.ready() {
-            self.beta * self.acc + self.alpha * tr
+            self.beta.mul_add(self.acc, self.alpha * tr)
         } else if self.seen == 0 {
             0.0
         } else if self.seen < self.period {

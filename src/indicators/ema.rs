@@ -4,24 +4,22 @@ first value, at bar `period − 1`, is the plain mean of the first `period` clos
 in order); after that each close moves it by `k = 2 / (period + 1)` of the gap. A period of 1
 copies the input, as TA-Lib does.
 
-TA-Lib's wheel evaluates the step `(x − ema) · k + ema` with a fused multiply-add; barkeep
-rounds the product and the sum separately (a hardware FMA is not guaranteed on the build target
-and a libm `fma` call costs more than the whole step). The product `(x − ema) · k` is small, so
-its rounding rarely reaches the result: the outputs are bit-identical to TA-Lib's on most bars
-and within an ulp on the others. (The cheaper-looking `β · ema + k · x` rounds a full-size
-product every bar and drifts ~1e-15 of the price away from TA-Lib — too close to the tolerance
-for MACD, which subtracts two EMAs.) The recursion is contractive: rounding errors decay.
+The step is TA-Lib's own, `fma(x − ema, k, ema)` (`f64::mul_add`, one rounding): outputs are
+bit-identical to TA-Lib's. The fused form is also the faster one — the loop-carried chain is a
+subtract and one FMA instead of subtract, multiply and add — even where the FMA is reached
+through libm. The recursion is contractive: rounding errors decay instead of drifting.
 */
 
 use serde::{Deserialize, Serialize};
 
-/// One EMA step, shared with MACD so both round identically. `β = 0` (period 1) copies `x`.
+/// One EMA step, shared with MACD so both round identically: TA-Lib's
+/// `fma(x − ema, k, ema)`. `β = 0` (period 1) copies `x`, as TA-Lib does.
 #[inline]
 pub(crate) fn ema_step(prev: f64, x: f64, k: f64, beta: f64) -> f64 {
     if beta == 0.0 {
         x
     } else {
-        (x - prev) * k + prev
+        (x - prev).mul_add(k, prev)
     }
 }
 

@@ -8,8 +8,8 @@ with the mean of the first `signal` MACD values (bars `slow − 1 .. slow + sign
 three outputs start on that last bar: 33 with the defaults. Periods given in the wrong order are
 swapped, as TA-Lib does; a signal period of 1 makes the signal the MACD line itself.
 
-Same EMA step as [`Ema`](super::Ema) (`β · ema + k · x`; TA-Lib fuses `(x − ema) · k + ema`, a
-last-bits difference); contractive, so no drift.
+Same EMA step as [`Ema`](super::Ema) (TA-Lib's `fma(x − ema, k, ema)`): bit-identical to TA-Lib;
+contractive, so no drift.
 */
 
 use serde::{Deserialize, Serialize};

@@ -26,7 +26,9 @@ fixtures; `tests/golden.rs` checks every output at every bar within 1e-9 relativ
 build differs from older TA-Lib descriptions, barkeep follows the build: RSI is 0 only when the
 sum of the average gain and loss is exactly 0, and a small but real standard deviation is not
 zeroed by a fixed 1e-14.
-TA-Lib fuses some multiply-adds (EMA, MACD, ATR); barkeep does not, a last-bit difference.
+EMA, MACD, ATR and RSI use TA-Lib's exact arithmetic (including its fused multiply-adds) and are
+bit-identical to it; the windowed sums (SMA, Bollinger, stochastic smoothing) and the cumulative
+ones (OBV, VWAP) are drift-proofed instead and agree to ~1e-14.
 
 Drift is bounded by construction, never by hope: the windowed sums are re-summed from their
 stored window periodically (SMA, stoch smoothing) or rebuilt from it when they lose precision

@@ -7,6 +7,11 @@ configured priority order (`SOURCES`) and by each source's health, never by name
 
 - `synthetic.rs` — a deterministic simulated market, the default (no network, no keys).
 - `breaker.rs`, `ratelimit.rs` — per-source circuit breaker and request budget, generic.
+- `yahoo/`, `alphavantage/`, `twelvedata/`, `polygon/`, `binance/`, `finnhub/` — the real
+  providers, each `mod.rs` (requests, capabilities, budget) + `parse.rs` (pure parsers).
+- `http.rs` — the shared HTTP client, error mapping, bar shaping and WebSocket reconnect loop.
+- `symbols.rs` — generic ↔ provider symbols (built-in table plus `SYMBOL_MAP`).
+- `settings.rs` — the providers' environment: base URLs, keys, budgets, stream timeouts.
 - `replay.rs` — bars from OHLCV CSV files (`barkeep replay`).
 */
 
@@ -177,6 +182,12 @@ pub trait Source: Send + Sync {
     fn name(&self) -> &'static str;
 
     fn capabilities(&self) -> Capabilities;
+
+    /// What one quotes request for `symbols` symbols costs in the budget's units: 1 for most
+    /// providers, one credit per symbol for those that charge so (Twelve Data).
+    fn request_cost(&self, _symbols: usize) -> u32 {
+        1
+    }
 
     /// The free-tier budget by default; configurable per source.
     fn rate_limit(&self) -> RateLimit {

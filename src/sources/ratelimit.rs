@@ -36,8 +36,9 @@ impl RateBudget {
         }
     }
 
-    /// Takes one request's worth of budget if there is any.
-    pub fn try_acquire(&mut self, now: Instant, wall_ms: i64) -> bool {
+    /// Takes `cost` units of budget (capped at the bucket's size, so a request is never
+    /// impossible) if there are that many.
+    pub fn try_acquire(&mut self, now: Instant, wall_ms: i64, cost: u32) -> bool {
         if self.blocked_until.is_some_and(|until| now < until) {
             return false;
         }
@@ -58,12 +59,13 @@ impl RateBudget {
             let elapsed = now.duration_since(self.refilled_at).as_secs_f64();
             self.tokens = (self.tokens + elapsed * capacity / 60.0).min(capacity);
             self.refilled_at = now;
-            if self.tokens < 1.0 {
+            let need = f64::from(cost).min(capacity);
+            if self.tokens < need {
                 return false;
             }
-            self.tokens -= 1.0;
+            self.tokens -= need;
         }
-        self.used_today = self.used_today.saturating_add(1);
+        self.used_today = self.used_today.saturating_add(cost);
         true
     }
 
@@ -106,28 +108,45 @@ mod tests {
             t,
         );
         assert_eq!(
-            (0..10).filter(|_| b.try_acquire(t, DAY)).count(),
+            (0..10).filter(|_| b.try_acquire(t, DAY, 1)).count(),
             5,
             "a full bucket"
         );
         assert!(
-            !b.try_acquire(t + Duration::from_secs(11), DAY),
+            !b.try_acquire(t + Duration::from_secs(11), DAY, 1),
             "refill is 1 per 12 s"
         );
-        assert!(b.try_acquire(t + Duration::from_secs(12), DAY));
-        assert!(b.try_acquire(t + Duration::from_secs(60), DAY));
+        assert!(b.try_acquire(t + Duration::from_secs(12), DAY, 1));
+        assert!(b.try_acquire(t + Duration::from_secs(60), DAY, 1));
         assert!(
-            !b.try_acquire(t + Duration::from_secs(120), DAY),
+            !b.try_acquire(t + Duration::from_secs(120), DAY, 1),
             "7 per day used"
         );
         assert!(
-            b.try_acquire(t + Duration::from_secs(120), 2 * DAY),
+            b.try_acquire(t + Duration::from_secs(120), 2 * DAY, 1),
             "a new UTC day"
         );
         b.on_rate_limited(t + Duration::from_secs(120), Some(Duration::from_secs(30)));
-        assert!(!b.try_acquire(t + Duration::from_secs(149), 2 * DAY));
-        assert!(b.try_acquire(t + Duration::from_secs(150), 2 * DAY));
+        assert!(!b.try_acquire(t + Duration::from_secs(149), 2 * DAY, 1));
+        assert!(b.try_acquire(t + Duration::from_secs(150), 2 * DAY, 1));
+        let mut credits = RateBudget::new(
+            RateLimit {
+                per_minute: Some(8),
+                per_day: Some(800),
+            },
+            t,
+        );
+        assert!(
+            credits.try_acquire(t, DAY, 5),
+            "one batched request for 5 symbols"
+        );
+        assert!(!credits.try_acquire(t, DAY, 5), "only 3 credits left");
+        assert!(credits.try_acquire(t, DAY, 3));
+        assert!(
+            credits.try_acquire(t + Duration::from_secs(60), DAY, 50),
+            "capped at the bucket size"
+        );
         let mut free = RateBudget::new(RateLimit::UNLIMITED, t);
-        assert!((0..1_000).all(|_| free.try_acquire(t, DAY)));
+        assert!((0..1_000).all(|_| free.try_acquire(t, DAY, 1)));
     }
 }

@@ -408,7 +408,7 @@ fn boolean(
     }
 }
 
-/// `250ms`, `2s`, `5m`, `1h`, or a bare number of seconds, as everywhere else in barkeep.
+/// A duration variable, parsed as everywhere else in barkeep (`config::parse_duration_ms`).
 fn duration_ms(
     get: &dyn Fn(&str) -> Option<String>,
     var: &'static str,
@@ -419,33 +419,14 @@ fn duration_ms(
     let Some(value) = get(var) else {
         return Ok(default_ms);
     };
-    let s = value.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let factor = match unit.trim() {
-        "" | "s" => Some(1_000.0),
-        "ms" => Some(1.0),
-        "m" => Some(60_000.0),
-        "h" => Some(3_600_000.0),
-        _ => None,
-    };
-    let ms = num
-        .parse::<f64>()
-        .ok()
-        .zip(factor)
-        .map(|(n, f)| n * f)
-        .filter(|ms| ms.is_finite() && ms.fract() == 0.0);
-    match ms {
-        Some(ms) if ms >= min_ms as f64 && ms <= max_ms as f64 => Ok(ms as u64),
-        _ => Err(ConfigError {
+    match crate::config::parse_duration_ms(value.trim()) {
+        Ok(ms) if (min_ms..=max_ms).contains(&ms) => Ok(ms),
+        Ok(_) => Err(ConfigError {
             var,
             value,
-            reason: format!(
-                "expected a duration from {min_ms}ms to {max_ms}ms, such as 500ms, 2s or 1m"
-            ),
+            reason: format!("must be from {min_ms}ms to {max_ms}ms"),
         }),
+        Err(reason) => Err(ConfigError { var, value, reason }),
     }
 }
 

@@ -239,6 +239,11 @@ impl Source for TwelveDataSource {
         self.rate
     }
 
+    /// Twelve Data charges one credit per symbol, batched or not.
+    fn request_cost(&self, symbols: usize) -> u32 {
+        u32::try_from(symbols).unwrap_or(u32::MAX)
+    }
+
     fn supports(&self, symbol: SymbolId) -> bool {
         self.book.supports(symbol)
     }

@@ -292,6 +292,12 @@ impl Metrics {
             self.history_bars.get(),
         );
         v.counter(
+            "stream_reconnects_total",
+            "Push-stream reconnects (each followed by a backfill over history)",
+            &[],
+            self.stream_reconnects.get(),
+        );
+        v.counter(
             "sink_queue_full_total",
             "Ticks whose events waited because the sink queue was full",
             &[],

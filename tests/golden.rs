@@ -3,16 +3,21 @@
 //!
 //! A value matches when |got − want| / max(|want|, floor) ≤ 1e-9, floor = 1e-6 × the series'
 //! median |close| (INDICATORS.md). Missing values (not ready yet) must be missing on exactly
-//! the same bars. `cargo test --test golden -- --nocapture` prints the worst error per output.
+//! the same bars; EMA, RSI and ATR, which use TA-Lib's exact arithmetic, must be bit-identical.
+//! `cargo test --test golden -- --nocapture` prints the worst error per output.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use barkeep::indicators::{FEATURE_COUNT, IndicatorParams, IndicatorSet};
+use barkeep::indicators::{FEATURE_COUNT, IndicatorParams, IndicatorSet, idx};
 use barkeep::model::Bar;
 
 const TOLERANCE: f64 = 1e-9;
 const FLOOR_FRACTION_OF_MEDIAN_CLOSE: f64 = 1e-6;
+
+/// Outputs computed with TA-Lib's own arithmetic (same operations, same order, same fused
+/// multiply-adds): they must be bit-identical, not merely within tolerance.
+const BIT_EXACT: [usize; 4] = [idx::EMA_FAST, idx::EMA_SLOW, idx::RSI, idx::ATR];
 
 /// Every fixture `scripts/golden.py` writes; a missing file fails the test.
 const FIXTURES: &[&str] = &[
@@ -172,6 +177,14 @@ fn every_output_matches_talib_from_bar_zero() {
             );
         }
         failures.extend(report.mismatches);
+        for k in BIT_EXACT {
+            if report.bit_equal[k] != report.present[k] {
+                failures.push(format!(
+                    "{name} {}: only {}/{} values bit-identical to TA-Lib",
+                    names[k], report.bit_equal[k], report.present[k]
+                ));
+            }
+        }
     }
     assert!(
         failures.is_empty(),

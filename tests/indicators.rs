@@ -504,10 +504,8 @@ fn restore_refuses_what_it_cannot_resume() {
         })
     ));
     let mut value: serde_json::Value = rmp_serde::from_slice(&bytes).expect("generic decode");
-    // [version, set = [params, sma = [window = [ring = [buf, next, len], ..], ..], ..]]
-    let buf = value[1][1][0][0][0]
-        .as_array_mut()
-        .expect("sma ring buffer");
+    // [version, set = [params, sma = [window = [buf, next, len, ..]], ..]]
+    let buf = value[1][1][0][0].as_array_mut().expect("sma window buffer");
     buf.truncate(3);
     let broken = rmp_serde::to_vec(&value).expect("encode");
     assert!(matches!(

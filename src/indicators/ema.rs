@@ -12,10 +12,10 @@ through libm. The recursion is contractive: rounding errors decay instead of dri
 
 use serde::{Deserialize, Serialize};
 
-/// One EMA step, shared with MACD so both round identically: TA-Lib's
-/// `fma(x − ema, k, ema)`. `β = 0` (period 1) copies `x`, as TA-Lib does.
+/// One EMA step, TA-Lib's `fma(x − ema, k, ema)`. `β = 0` (period 1) copies `x`, as TA-Lib
+/// does.
 #[inline]
-pub(crate) fn ema_step(prev: f64, x: f64, k: f64, beta: f64) -> f64 {
+fn ema_step(prev: f64, x: f64, k: f64, beta: f64) -> f64 {
     if beta == 0.0 {
         x
     } else {

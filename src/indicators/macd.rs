@@ -8,13 +8,17 @@ with the mean of the first `signal` MACD values (bars `slow − 1 .. slow + sign
 three outputs start on that last bar: 33 with the defaults. Periods given in the wrong order are
 swapped, as TA-Lib does; a signal period of 1 makes the signal the MACD line itself.
 
-Same EMA step as [`Ema`](super::Ema) (TA-Lib's `fma(x − ema, k, ema)`): bit-identical to TA-Lib;
-contractive, so no drift.
+The EMA step is TA-Lib's `(x − ema) · k + ema` with the product and the sum rounded
+separately. TA-Lib fuses them (as [`Ema`](super::Ema) and [`Atr`](super::Atr) do), but MACD
+runs three EMAs per bar, and with no FMA guaranteed on the build target each fused step is an
+out-of-line call that costs more than the whole unfused step. The product is small, so its
+rounding rarely reaches the result: the MACD line is bit-identical to TA-Lib on the fixtures and
+the signal within an ulp or two. Contractive, so no drift.
 */
 
 use serde::{Deserialize, Serialize};
 
-use super::ema::{ema_factors, ema_step};
+use super::ema::ema_factors;
 
 /// The three MACD outputs of one bar.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -22,6 +26,16 @@ pub struct MacdValue {
     pub macd: f64,
     pub signal: f64,
     pub hist: f64,
+}
+
+/// One unfused EMA step; `β = 0` (period 1) copies `x`.
+#[inline]
+fn ema_step(prev: f64, x: f64, k: f64, beta: f64) -> f64 {
+    if beta == 0.0 {
+        x
+    } else {
+        (x - prev) * k + prev
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

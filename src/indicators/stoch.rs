@@ -7,7 +7,9 @@ of raw %K; %D = SMA(slow_d) of %K. Both outputs start together at bar
 `fast_k − 1 + slow_k − 1 + slow_d − 1` (17 with the defaults), as TA-Lib reports them.
 
 HH and LL come from monotonic deques over fixed rings (amortised O(1), never a rescan); the two
-SMAs are [`RollingSum`]s, TA-Lib's running sums with periodic re-summation against drift.
+SMAs are [`RollingSum`]s, running totals re-summed from their window periodically against
+drift. Where TA-Lib's never-re-summed running sum leaves a residue (e.g. 3e-14 instead of 0 on a
+flat stretch), barkeep's value is the exact one.
 */
 
 use serde::{Deserialize, Serialize};
@@ -30,8 +32,6 @@ pub struct StochValue {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stochastic {
     fast_k: usize,
-    /// Bars seen, capped at `fast_k`.
-    seen: usize,
     highs: MonotonicDeque<true>,
     lows: MonotonicDeque<false>,
     k_avg: RollingSum,
@@ -39,7 +39,7 @@ pub struct Stochastic {
 }
 
 /// TA-Lib's raw %K.
-#[inline]
+#[inline(always)]
 fn raw_k(close: f64, highest: f64, lowest: f64) -> f64 {
     let range = highest - lowest;
     if range.abs() <= FLAT_RANGE * (highest.abs() + lowest.abs()) {
@@ -55,7 +55,6 @@ impl Stochastic {
         let fast_k = fast_k.max(1);
         Self {
             fast_k,
-            seen: 0,
             highs: MonotonicDeque::new(fast_k),
             lows: MonotonicDeque::new(fast_k),
             k_avg: RollingSum::new(slow_k),
@@ -73,11 +72,11 @@ impl Stochastic {
         self.fast_k - 1 + self.k_avg.period() - 1 + self.d_avg.period() - 1
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn peek(&self, bar: &Bar) -> Option<StochValue> {
         let highest = self.highs.peek(bar.high);
         let lowest = self.lows.peek(bar.low);
-        if self.seen + 1 < self.fast_k {
+        if self.highs.pushed() + 1 < self.fast_k as u64 {
             return None;
         }
         let k = self.k_avg.peek_mean(raw_k(bar.close, highest, lowest))?;
@@ -85,14 +84,11 @@ impl Stochastic {
         Some(StochValue { k, d })
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn update(&mut self, bar: &Bar) -> Option<StochValue> {
         let highest = self.highs.update(bar.high);
         let lowest = self.lows.update(bar.low);
-        if self.seen < self.fast_k {
-            self.seen += 1;
-        }
-        if self.seen < self.fast_k {
+        if self.highs.pushed() < self.fast_k as u64 {
             return None;
         }
         let k = self.k_avg.update_mean(raw_k(bar.close, highest, lowest))?;
@@ -113,7 +109,6 @@ impl Stochastic {
     }
 
     pub fn reset(&mut self) {
-        self.seen = 0;
         self.highs.reset();
         self.lows.reset();
         self.k_avg.reset();
@@ -129,7 +124,6 @@ impl Stochastic {
 
     pub(crate) fn is_consistent(&self, fast_k: usize, slow_k: usize, slow_d: usize) -> bool {
         self.fast_k == fast_k
-            && self.seen <= fast_k
             && self.highs.is_consistent(fast_k)
             && self.lows.is_consistent(fast_k)
             && self.k_avg.is_consistent(slow_k)

@@ -18,8 +18,8 @@ How drift is bounded:
   series is (TA-Lib's own running sum is never re-summed).
 - [`RollingMoments`] never forms `E[x²] − mean²` from raw prices. It keeps the sums of the
   deviations from a shift `K` taken from the window itself, so both terms stay at the scale of
-  the variance. It recomputes the sums from the stored window (a fresh pass, with the newest
-  value as the new shift) when the shift has gone stale (variance below 1e-6 of the mean squared
+  the variance. It recomputes the sums from the stored window (a fresh pass around the current
+  mean) when the shift has gone stale (variance below 1e-6 of the mean squared
   deviation), when a value leaving the window dwarfs what stays (an outlier would otherwise
   leave cancellation garbage behind), and at least every [`RESEED_EVERY_WINDOWS`] windows.
   A window of identical values is detected exactly (a run counter) and reports a variance of
@@ -31,11 +31,11 @@ use serde::{Deserialize, Serialize};
 /// [`RollingSum`] re-sums its window from scratch after this many windows' worth of updates.
 pub const RESUM_EVERY_WINDOWS: usize = 16;
 
-/// [`RollingMoments`] rebuilds its deviation sums at least after this many windows' worth of
-/// updates (TA-Lib's `TA_VAR` waits 32). Four keeps the shift within a few window-spreads of
-/// the mean on a random walk, so σ keeps ~14 significant digits, for an amortised cost of
-/// two flops per bar.
-pub const RESEED_EVERY_WINDOWS: usize = 4;
+/// [`RollingMoments`] rebuilds its deviation sums around the window mean at least after this
+/// many windows' worth of updates (TA-Lib's `TA_VAR` waits 32). Eight keeps the shift within a
+/// few window-spreads of the mean on a random walk, so σ keeps ~12-13 significant digits, for
+/// an amortised cost of about one flop per bar.
+pub const RESEED_EVERY_WINDOWS: usize = 8;
 
 /// The variance is "stale-shift" garbage when it falls below this fraction of the mean squared
 /// deviation from the shift it was extracted from (bounds the cancellation error to ~2e-10).
@@ -168,11 +168,19 @@ impl Ring {
 
 /// Sum of the last `period` values, kept as a running total: the departing value's share is
 /// swapped for the new one's (`total += x − oldest`), one addition on the loop-carried chain.
+///
+/// The buffer starts zero-filled, so warm-up takes the same path as the steady state
+/// (`total + (x − 0.0)` is exactly `total + x`); only readiness depends on the count.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RollingSum {
-    /// The last `period` values.
-    ring: Ring,
-    /// Sum of the values in `ring`.
+    /// The last `period` values (zeros before they arrive); boxed for the reason given on
+    /// [`Ring`].
+    buf: Box<[f64]>,
+    /// Slot of the oldest value, overwritten by the next one.
+    next: usize,
+    /// Values seen, capped at `period`.
+    len: usize,
+    /// Sum of the values in `buf`.
     total: f64,
     /// `1 / period`: the mean is `total · inv_period` (a multiply, not a divide, on the hot
     /// path; at most an ulp from TA-Lib's `total / period`).
@@ -186,7 +194,9 @@ impl RollingSum {
     pub fn new(period: usize) -> Self {
         let period = period.max(1);
         Self {
-            ring: Ring::new(period),
+            buf: vec![0.0; period].into_boxed_slice(),
+            next: 0,
+            len: 0,
             total: 0.0,
             inv_period: 1.0 / period as f64,
             updates_since_resum: 0,
@@ -196,78 +206,92 @@ impl RollingSum {
 
     #[inline]
     pub fn period(&self) -> usize {
-        self.ring.capacity()
+        self.buf.len()
     }
 
-    /// The total of the window ending with `x` and whether it was re-summed from scratch, or
-    /// `None` during warm-up.
-    #[inline]
-    fn total_with(&self, x: f64) -> Option<(f64, bool)> {
-        if let Some(oldest) = self.ring.oldest_if_full() {
-            if self.updates_since_resum + 1 >= self.resum_every {
-                return Some((self.resummed_with(x), true));
-            }
-            Some((self.total + (x - oldest), false))
-        } else if self.ring.len() + 1 == self.ring.capacity() {
-            Some((self.total + x, false))
-        } else {
-            None
+    /// Whether the window ending with the next value is complete.
+    #[inline(always)]
+    fn completes(&self) -> bool {
+        self.len + 1 >= self.buf.len()
+    }
+
+    /// The total of the window ending with `x` and whether it was re-summed from scratch.
+    #[inline(always)]
+    fn total_with(&self, x: f64) -> (f64, bool) {
+        let oldest = self.buf.get(self.next).copied().unwrap_or(0.0);
+        if self.updates_since_resum + 1 >= self.resum_every {
+            return (self.resummed_with(x), true);
         }
+        (self.total + (x - oldest), false)
     }
 
-    /// The window ending with `x`, summed from scratch, oldest first. Inlined although rare:
-    /// an out-of-line call inside a caller's loop would stop the optimiser from keeping the
-    /// running total in a register.
-    #[inline]
+    /// The window ending with `x`, summed from scratch, oldest first. Out of line, so that the
+    /// per-bar path stays small enough to inline into its callers.
+    #[cold]
+    #[inline(never)]
     fn resummed_with(&self, x: f64) -> f64 {
-        self.ring.iter().skip(1).fold(0.0, |acc, v| acc + v) + x
+        let (front, back) = self.buf.split_at(self.next.min(self.buf.len()));
+        // Oldest first: from the slot after `next` to the end, then the start; `x` replaces
+        // the value at `next`.
+        back.iter().skip(1).chain(front).fold(0.0, |acc, v| acc + v) + x
     }
 
     /// The mean of the window ending with `x`, or `None` during warm-up.
-    #[inline]
+    #[inline(always)]
     pub fn peek_mean(&self, x: f64) -> Option<f64> {
-        self.total_with(x).map(|(t, _)| t * self.inv_period)
+        self.completes()
+            .then(|| self.total_with(x).0 * self.inv_period)
     }
 
     /// Commits `x`; returns the mean of the window ending with it (same bits as `peek_mean`).
-    #[inline]
+    #[inline(always)]
     pub fn update_mean(&mut self, x: f64) -> Option<f64> {
-        let Some((total, resummed)) = self.total_with(x) else {
-            self.ring.push(x);
-            self.total += x;
-            return None;
-        };
-        // Write the buffer before the scalars: a store through the buffer pointer may alias
-        // anything for the optimiser, so scalars written after it can stay in registers.
-        self.ring.push(x);
+        let (total, resummed) = self.total_with(x);
+        let ready = self.completes();
+        // The buffer first, the scalars after: stores through the buffer pointer come before
+        // the scalar writes, so the optimiser can keep the scalars in registers in a loop.
+        if let Some(slot) = self.buf.get_mut(self.next) {
+            *slot = x;
+        }
+        self.next += 1;
+        if self.next >= self.buf.len() {
+            self.next = 0;
+        }
         self.total = total;
-        self.updates_since_resum = if resummed {
-            0
+        if ready {
+            self.len = self.buf.len();
+            self.updates_since_resum = if resummed {
+                0
+            } else {
+                self.updates_since_resum + 1
+            };
+            Some(total * self.inv_period)
         } else {
-            self.updates_since_resum + 1
-        };
-        Some(total * self.inv_period)
+            self.len += 1;
+            None
+        }
     }
 
     /// The mean of the current window (what the last `update_mean` returned).
     #[inline]
     pub fn mean(&self) -> Option<f64> {
-        self.ring.is_full().then(|| self.total * self.inv_period)
+        (self.len == self.buf.len()).then_some(self.total * self.inv_period)
     }
 
     pub fn reset(&mut self) {
-        self.ring.clear();
-        self.total = 0.0;
-        self.updates_since_resum = 0;
+        *self = Self::new(self.period());
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.ring.heap_bytes()
+        std::mem::size_of_val(&*self.buf)
     }
 
     pub fn is_consistent(&self, period: usize) -> bool {
         period >= 1
-            && self.ring.is_consistent(period)
+            && self.buf.len() == period
+            && self.next < period
+            && self.len <= period
+            && (self.len == period || self.next == self.len)
             && self.inv_period == 1.0 / period as f64
             && self.resum_every == RESUM_EVERY_WINDOWS * period
             && self.updates_since_resum < self.resum_every
@@ -440,14 +464,17 @@ impl RollingMoments {
         let m1 = s1 * self.inv_period;
         let mean_sq_dev = s2 * self.inv_period;
         let variance = mean_sq_dev - m1 * m1;
+        let mean = self.shift + m1;
         let stale = variance < STALE_SHIFT_RATIO * mean_sq_dev
             || d_old_sq > OUTLIER_RATIO * s2
             || self.updates_since_reseed + 1 >= self.reseed_every;
         if stale {
-            return Some(self.fresh_step(x, oldest.is_some(), run));
+            return Some(self.fresh_step(x, oldest.is_some(), run, mean));
         }
+        // Not stale means variance ≥ 1e-6 · mean_sq_dev, so `moments_of`'s zero floor would
+        // not apply: these are the moments `value()` recomputes from the committed sums.
         Some(MomentsStep {
-            moments: self.moments_of(self.shift, s1, s2),
+            moments: Moments { mean, variance },
             shift: self.shift,
             s1,
             s2,
@@ -456,23 +483,35 @@ impl RollingMoments {
         })
     }
 
-    /// Recomputes the sums over the window ending with `x` from the stored values, with `x`
-    /// itself as the new shift (so every deviation is at the scale of the window's spread, and
-    /// nothing is subtracted: a departing outlier leaves no residue). Out of line, so that
-    /// `step` stays small enough to inline into its callers.
+    /// Recomputes the sums over the window ending with `x` from the stored values, around a new
+    /// shift: the running estimate of the window mean, so the deviations are centred and the
+    /// shift stays good for as long as possible. Nothing is subtracted, so a departing outlier
+    /// leaves no residue. Out of line, so that `step` stays small enough to inline.
     #[cold]
     #[inline(never)]
-    fn fresh_step(&self, x: f64, evicts: bool, run: usize) -> MomentsStep {
+    fn fresh_step(&self, x: f64, evicts: bool, run: usize, mean_estimate: f64) -> MomentsStep {
+        // A finite estimate is always within the window's range to far better than its spread;
+        // fall back on the newest value if the sums were not finite.
+        let shift = if mean_estimate.is_finite() {
+            mean_estimate
+        } else {
+            x
+        };
         let mut s1 = 0.0;
         let mut s2 = 0.0;
-        for v in self.ring.iter().skip(usize::from(evicts)) {
-            let d = v - x;
+        for v in self
+            .ring
+            .iter()
+            .skip(usize::from(evicts))
+            .chain(std::iter::once(x))
+        {
+            let d = v - shift;
             s1 += d;
             s2 += d * d;
         }
         MomentsStep {
-            moments: self.moments_of(x, s1, s2),
-            shift: x,
+            moments: self.moments_of(shift, s1, s2),
+            shift,
             s1,
             s2,
             run,
@@ -532,6 +571,12 @@ impl<const MAX: bool> MonotonicDeque<MAX> {
         self.period as usize
     }
 
+    /// Values pushed so far.
+    #[inline]
+    pub fn pushed(&self) -> u64 {
+        self.pushed
+    }
+
     /// Whether `candidate` is at least as extreme as `other`.
     #[inline]
     fn dominates(candidate: f64, other: f64) -> bool {
@@ -554,7 +599,7 @@ impl<const MAX: bool> MonotonicDeque<MAX> {
     }
 
     /// The extreme of the window ending with `x` (the last `period − 1` values and `x`).
-    #[inline]
+    #[inline(always)]
     pub fn peek(&self, x: f64) -> f64 {
         let window_start = (self.pushed + 1).saturating_sub(self.period);
         // The first entry still inside the window is the extreme of the kept values; only
@@ -571,7 +616,7 @@ impl<const MAX: bool> MonotonicDeque<MAX> {
     }
 
     /// Commits `x`; returns the extreme of the window ending with it (same value as `peek`).
-    #[inline]
+    #[inline(always)]
     pub fn update(&mut self, x: f64) -> f64 {
         let seq = self.pushed;
         // Drop the front if it leaves the window with this value.

@@ -9,7 +9,12 @@ configured priority order (`SOURCES`) and by each source's health, never by name
 - `breaker.rs`, `ratelimit.rs` — per-source circuit breaker and request budget, generic.
 - `yahoo/`, `alphavantage/`, `twelvedata/`, `polygon/`, `binance/`, `finnhub/` — the real
   providers, each `mod.rs` (requests, capabilities, budget) + `parse.rs` (pure parsers).
-- `http.rs` — the shared HTTP client, error mapping, bar shaping and WebSocket reconnect loop.
+- `provider.rs` — what every REST provider is made of (`ProviderCore`: client, base URL, key,
+  symbol book, budget) and the request patterns they share (per-symbol fan-out, paged history).
+- `http.rs` — the shared HTTP client, URL building and error mapping (keys never in errors).
+- `shape.rs` — provider answers → barkeep values: numbers, chart columns, closed and aggregated
+  bars, day volume → per-quote volume.
+- `stream.rs` — the WebSocket reconnect loop behind every push stream (`Session` per provider).
 - `symbols.rs` — generic ↔ provider symbols (built-in table plus `SYMBOL_MAP`).
 - `settings.rs` — the providers' environment: base URLs, keys, budgets, stream timeouts.
 - `replay.rs` — bars from OHLCV CSV files (`barkeep replay`).
@@ -21,9 +26,12 @@ pub mod breaker;
 pub mod finnhub;
 pub mod http;
 pub mod polygon;
+pub mod provider;
 pub mod ratelimit;
 pub mod replay;
 pub mod settings;
+pub mod shape;
+pub mod stream;
 pub mod symbols;
 pub mod synthetic;
 pub mod twelvedata;
@@ -137,6 +145,15 @@ pub enum ErrorKind {
 }
 
 impl SourceError {
+    /// A payload that does not have the shape the provider documents.
+    pub fn malformed(source_name: &'static str, symbol: &str, reason: impl Into<String>) -> Self {
+        Self::Malformed {
+            source_name,
+            symbol: symbol.to_string(),
+            reason: reason.into(),
+        }
+    }
+
     /// How long the provider asked us to stay away, if it said.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
@@ -239,8 +256,10 @@ pub trait Source: Send + Sync {
 /// (backoff with jitter, resubscribe, reconnect after silence) and reporting each reconnect.
 pub type StreamTask = BoxFuture<'static, ()>;
 
-/// Builds the configured sources in priority order.
+/// Builds the configured sources in priority order. A provider that cannot be built (no key,
+/// bad URL) is skipped with a warning.
 pub fn build(config: &Config, symbols: &SymbolTable) -> Vec<Arc<dyn Source>> {
+    let providers = &config.providers;
     config
         .sources
         .iter()
@@ -250,32 +269,24 @@ pub fn build(config: &Config, symbols: &SymbolTable) -> Vec<Arc<dyn Source>> {
                     symbols,
                     config.synthetic.clone(),
                 ))),
-                "yahoo" => yahoo::YahooSource::new(symbols, &config.providers)
-                    .map(|s| -> Arc<dyn Source> { Arc::new(s) })
-                    .inspect_err(|e| tracing::warn!(error = %e, "source skipped"))
-                    .ok(),
-                "alphavantage" => alphavantage::AlphaVantageSource::new(symbols, &config.providers)
-                    .map(|s| -> Arc<dyn Source> { Arc::new(s) })
-                    .inspect_err(|e| tracing::warn!(error = %e, "source skipped"))
-                    .ok(),
-                "twelvedata" => twelvedata::TwelveDataSource::new(symbols, &config.providers)
-                    .map(|s| -> Arc<dyn Source> { Arc::new(s) })
-                    .inspect_err(|e| tracing::warn!(error = %e, "source skipped"))
-                    .ok(),
-                "polygon" => polygon::PolygonSource::new(symbols, &config.providers)
-                    .map(|s| -> Arc<dyn Source> { Arc::new(s) })
-                    .inspect_err(|e| tracing::warn!(error = %e, "source skipped"))
-                    .ok(),
-                "binance" => binance::BinanceSource::new(symbols, &config.providers)
-                    .map(|s| -> Arc<dyn Source> { Arc::new(s) })
-                    .inspect_err(|e| tracing::warn!(error = %e, "source skipped"))
-                    .ok(),
-                "finnhub" => finnhub::FinnhubSource::new(symbols, &config.providers)
-                    .map(|s| -> Arc<dyn Source> { Arc::new(s) })
-                    .inspect_err(|e| tracing::warn!(error = %e, "source skipped"))
-                    .ok(),
+                "yahoo" => built(yahoo::YahooSource::new(symbols, providers)),
+                "alphavantage" => built(alphavantage::AlphaVantageSource::new(symbols, providers)),
+                "twelvedata" => built(twelvedata::TwelveDataSource::new(symbols, providers)),
+                "polygon" => built(polygon::PolygonSource::new(symbols, providers)),
+                "binance" => built(binance::BinanceSource::new(symbols, providers)),
+                "finnhub" => built(finnhub::FinnhubSource::new(symbols, providers)),
                 _ => None,
             }
         })
         .collect()
+}
+
+fn built<S: Source + 'static>(made: Result<S, SourceError>) -> Option<Arc<dyn Source>> {
+    match made {
+        Ok(source) => Some(Arc::new(source)),
+        Err(e) => {
+            tracing::warn!(error = %e, "source skipped");
+            None
+        }
+    }
 }

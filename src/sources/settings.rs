@@ -292,25 +292,27 @@ impl ProviderSettings {
         })
     }
 
-    /// A provider's settings by source name.
-    pub fn endpoint(&self, source: &str) -> Option<&Endpoint> {
-        match source {
-            "yahoo" => Some(&self.yahoo),
-            "alphavantage" => Some(&self.alphavantage),
-            "twelvedata" => Some(&self.twelvedata),
-            "polygon" => Some(&self.polygon),
-            "binance" => Some(&self.binance),
-            "finnhub" => Some(&self.finnhub),
-            _ => None,
+    /// A provider's settings.
+    pub fn endpoint(&self, provider: Provider) -> &Endpoint {
+        match provider {
+            Provider::Yahoo => &self.yahoo,
+            Provider::AlphaVantage => &self.alphavantage,
+            Provider::TwelveData => &self.twelvedata,
+            Provider::Polygon => &self.polygon,
+            Provider::Binance => &self.binance,
+            Provider::Finnhub => &self.finnhub,
         }
     }
 
     /// A configured override of a source's request budget, if any, merged with the
     /// provider's free-tier default for the half that was not overridden.
     pub fn rate_limit(&self, source: &str) -> Option<RateLimit> {
-        let endpoint = self.endpoint(source)?;
-        let default = free_tier(Provider::from_name(source)?);
-        endpoint.rate.is_set().then(|| endpoint.rate.apply(default))
+        let provider = Provider::ALL.into_iter().find(|p| p.name() == source)?;
+        let endpoint = self.endpoint(provider);
+        endpoint
+            .rate
+            .is_set()
+            .then(|| endpoint.rate.apply(free_tier(provider)))
     }
 }
 

@@ -342,6 +342,19 @@ impl SymbolBook {
             .map_or(&[], Vec::as_slice)
     }
 
+    /// The ids among `wanted` that a provider symbol in an answer stands for (several configured
+    /// ids may map to one provider symbol; an answer may name one nobody asked for).
+    pub fn wanted_ids<'a>(
+        &'a self,
+        provider_symbol: &str,
+        wanted: &'a [SymbolId],
+    ) -> impl Iterator<Item = SymbolId> + 'a {
+        self.ids(provider_symbol)
+            .iter()
+            .copied()
+            .filter(move |id| wanted.contains(id))
+    }
+
     pub fn supports(&self, id: SymbolId) -> bool {
         self.provider_symbol(id).is_some()
     }

@@ -23,10 +23,11 @@ pub mod parse;
 
 use futures::future::BoxFuture;
 
-use super::http::{self, DayVolume};
-use super::settings::{ApiKey, ProviderSettings};
-use super::symbols::{Instrument, Provider, SymbolBook, classify};
-use super::{Capabilities, RateLimit, Source, SourceError};
+use super::provider::{self, Auth, ProviderCore};
+use super::settings::ProviderSettings;
+use super::shape::{self, DayVolume};
+use super::symbols::{Instrument, Provider, classify};
+use super::{Capabilities, RateLimit, Source, SourceError, http};
 use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
 
 const NAME: &str = "alphavantage";
@@ -49,12 +50,8 @@ const INTERVALS: &[(&str, i64)] = &[
 ];
 
 pub struct AlphaVantageSource {
-    client: reqwest::Client,
-    base: reqwest::Url,
-    key: ApiKey,
-    book: SymbolBook,
+    core: ProviderCore,
     volume: DayVolume,
-    rate: RateLimit,
 }
 
 /// What Alpha Vantage calls a symbol: a ticker, or a pair split into its two currencies.
@@ -79,46 +76,24 @@ impl AlphaVantageSource {
     /// # Errors
     /// A missing key (`ALPHAVANTAGE_API_KEY`), or an HTTP client or base URL that cannot be built.
     pub fn new(symbols: &SymbolTable, settings: &ProviderSettings) -> Result<Self, SourceError> {
-        let endpoint = &settings.alphavantage;
-        let key = endpoint.api_key.clone().ok_or(SourceError::Unauthorized {
-            source_name: NAME,
-            reason: "ALPHAVANTAGE_API_KEY is not set".into(),
-        })?;
         Ok(Self {
-            client: http::client(settings.http_timeout_ms).map_err(|e| SourceError::Network {
-                source_name: NAME,
-                reason: e.without_url().to_string(),
-            })?,
-            base: http::base_url(NAME, &endpoint.base_url)?,
-            key,
-            book: SymbolBook::new(Provider::AlphaVantage, symbols, &settings.symbol_map),
+            core: ProviderCore::new(
+                Provider::AlphaVantage,
+                symbols,
+                settings,
+                Auth::Query("apikey"),
+            )?,
             volume: DayVolume::default(),
-            rate: endpoint.rate.apply(FREE_TIER),
         })
     }
 
-    fn symbol(&self, id: SymbolId) -> Result<&str, SourceError> {
-        self.book
-            .provider_symbol(id)
-            .ok_or_else(|| SourceError::UnsupportedSymbol {
-                source_name: NAME,
-                symbol: self.book.generic(id),
-            })
-    }
-
     async fn query(&self, params: &[(&str, &str)]) -> Result<http::Fetched, SourceError> {
-        let url = http::endpoint(NAME, &self.base, &["query"])?;
-        let request = self
-            .client
-            .get(url)
-            .query(params)
-            .query(&[("apikey", self.key.expose())]);
-        http::fetch(NAME, request, Some(&self.key)).await
+        self.core.get(&["query"], params).await
     }
 
     async fn quote(&self, id: SymbolId) -> Result<Vec<Quote>, SourceError> {
-        let symbol = self.symbol(id)?;
-        let generic = self.book.generic(id);
+        let symbol = self.core.symbol(id)?;
+        let generic = self.core.book().generic(id);
         let now = http::wall_ms();
         let q = match asset(symbol) {
             Asset::Equity(ticker) => {
@@ -138,12 +113,7 @@ impl AlphaVantageSource {
                 parse::exchange_rate(&fetched, &generic, now)?
             }
         };
-        Ok(vec![Quote {
-            symbol: id,
-            ts: q.ts,
-            price: q.price,
-            volume: q.day_volume.map_or(0.0, |v| self.volume.delta(id, v)),
-        }])
+        Ok(vec![self.volume.quote(id, q)])
     }
 
     async fn bars(
@@ -153,17 +123,13 @@ impl AlphaVantageSource {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Bar>, SourceError> {
-        let tf = timeframe.ms();
-        let (interval, step) = INTERVALS
-            .iter()
-            .copied()
-            .find(|(_, step)| tf % step == 0 && (tf < DAY_MS || tf == *step))
-            .ok_or(SourceError::Unsupported {
+        let (interval, step) =
+            shape::step_for(INTERVALS, timeframe).ok_or(SourceError::Unsupported {
                 source_name: NAME,
                 what: "serve this timeframe (minute multiples below a day, or 1d)",
             })?;
-        let symbol = self.symbol(id)?;
-        let generic = self.book.generic(id);
+        let symbol = self.core.symbol(id)?;
+        let generic = self.core.book().generic(id);
         let now = http::wall_ms();
         let rows_needed = (now - timeframe.bucket(from_ms)) / step + 1;
         let size = if rows_needed <= COMPACT_ROWS {
@@ -229,7 +195,7 @@ impl AlphaVantageSource {
             }
         };
         let rows = parse::series(&fetched, &generic, now)?;
-        http::closed_bars(rows, step, timeframe, from_ms, to_ms, now)
+        shape::closed_bars(rows, step, timeframe, from_ms, to_ms, now)
             .map_err(|reason| parse::malformed(&generic, reason))
     }
 }
@@ -249,11 +215,11 @@ impl Source for AlphaVantageSource {
     }
 
     fn rate_limit(&self) -> RateLimit {
-        self.rate
+        self.core.rate()
     }
 
     fn supports(&self, symbol: SymbolId) -> bool {
-        self.book.supports(symbol)
+        self.core.book().supports(symbol)
     }
 
     fn quotes<'a>(
@@ -261,7 +227,7 @@ impl Source for AlphaVantageSource {
         symbols: &'a [SymbolId],
         _now_ms: i64,
     ) -> BoxFuture<'a, Result<Vec<Quote>, SourceError>> {
-        Box::pin(http::fan_out(symbols, move |id| self.quote(id)))
+        Box::pin(provider::fan_out(symbols, move |id| self.quote(id)))
     }
 
     fn history(

@@ -13,17 +13,14 @@ use serde_json::{Map, Value};
 use crate::model::Bar;
 use crate::sources::SourceError;
 use crate::sources::http::{self, Fetched};
+use crate::sources::shape::{self, SessionQuote};
 
 const NAME: &str = "alphavantage";
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
 
 pub(crate) fn malformed(symbol: &str, reason: impl Into<String>) -> SourceError {
-    SourceError::Malformed {
-        source_name: NAME,
-        symbol: symbol.to_string(),
-        reason: reason.into(),
-    }
+    SourceError::malformed(NAME, symbol, reason)
 }
 
 /// Decodes an answer (Alpha Vantage says everything with HTTP 200) into its JSON object, or the
@@ -101,7 +98,7 @@ fn field<'a>(map: &'a Map<String, Value>, suffix: &str) -> Option<&'a Value> {
 
 fn number(map: &Map<String, Value>, suffix: &str, symbol: &str) -> Result<f64, SourceError> {
     match field(map, suffix) {
-        Some(Value::String(s)) => http::number_str(s, suffix).map_err(|r| malformed(symbol, r)),
+        Some(Value::String(s)) => shape::number_str(s, suffix).map_err(|r| malformed(symbol, r)),
         Some(Value::Number(n)) => n
             .as_f64()
             .ok_or_else(|| malformed(symbol, format!("{suffix} is not finite"))),
@@ -123,21 +120,17 @@ fn text<'a>(
         .ok_or_else(|| malformed(symbol, format!("no {suffix:?} text")))
 }
 
-/// A quote: price, Unix ms, and the session's cumulative volume when there is one.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AvQuote {
-    pub price: f64,
-    pub ts: i64,
-    pub day_volume: Option<f64>,
-}
-
 /// `GLOBAL_QUOTE` → the latest price. It is dated by trading day only, so it is stamped at
 /// `now_ms` during that New York day, capped at the 16:00 close (a past day: its close).
 /// `{"Global Quote": {}}` is an unknown symbol.
 ///
 /// # Errors
 /// The body's error texts, an unknown symbol, or missing/non-numeric fields.
-pub fn global_quote(fetched: &Fetched, symbol: &str, now_ms: i64) -> Result<AvQuote, SourceError> {
+pub fn global_quote(
+    fetched: &Fetched,
+    symbol: &str,
+    now_ms: i64,
+) -> Result<SessionQuote, SourceError> {
     let map = decode(fetched, symbol, now_ms)?;
     let quote = match map.get("Global Quote") {
         Some(Value::Object(q)) if !q.is_empty() => q,
@@ -159,7 +152,7 @@ pub fn global_quote(fetched: &Fetched, symbol: &str, now_ms: i64) -> Result<AvQu
     let close = new_york_to_utc_ms(
         day.and_time(NaiveTime::from_hms_opt(16, 0, 0).unwrap_or(NaiveTime::MIN)),
     );
-    Ok(AvQuote {
+    Ok(SessionQuote {
         price,
         ts: now_ms.min(close),
         day_volume: number(quote, "volume", symbol).ok().filter(|v| *v >= 0.0),
@@ -170,7 +163,11 @@ pub fn global_quote(fetched: &Fetched, symbol: &str, now_ms: i64) -> Result<AvQu
 ///
 /// # Errors
 /// The body's error texts, or missing/non-numeric fields, or an unsupported zone.
-pub fn exchange_rate(fetched: &Fetched, symbol: &str, now_ms: i64) -> Result<AvQuote, SourceError> {
+pub fn exchange_rate(
+    fetched: &Fetched,
+    symbol: &str,
+    now_ms: i64,
+) -> Result<SessionQuote, SourceError> {
     let map = decode(fetched, symbol, now_ms)?;
     let Some(Value::Object(rate)) = map.get("Realtime Currency Exchange Rate") else {
         return Err(malformed(
@@ -187,7 +184,7 @@ pub fn exchange_rate(fetched: &Fetched, symbol: &str, now_ms: i64) -> Result<AvQ
     let ts = local_datetime(refreshed)
         .map(|t| zone.to_utc_ms(t))
         .map_err(|r| malformed(symbol, r))?;
-    Ok(AvQuote {
+    Ok(SessionQuote {
         price,
         ts,
         day_volume: None,

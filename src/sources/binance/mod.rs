@@ -30,10 +30,12 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::http::{self, Session, StreamPlan};
-use super::settings::{ProviderSettings, StreamSettings};
+use super::provider::{self, Auth, ProviderCore};
+use super::settings::ProviderSettings;
+use super::shape;
+use super::stream::{self, Session};
 use super::symbols::{Provider, SymbolBook};
-use super::{Capabilities, RateLimit, Source, SourceError, StreamEvent, StreamTask};
+use super::{Capabilities, RateLimit, Source, SourceError, StreamEvent, StreamTask, http};
 use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
 
 const NAME: &str = "binance";
@@ -68,87 +70,81 @@ const INTERVALS: &[(&str, i64)] = &[
 ];
 
 pub struct BinanceSource {
-    client: reqwest::Client,
-    base: reqwest::Url,
-    ws_url: String,
-    stream_timing: StreamSettings,
-    book: Arc<SymbolBook>,
+    core: ProviderCore,
     /// Symbols Binance answered `Invalid symbol.` for; left out of batches from then on.
     invalid: Mutex<HashSet<SymbolId>>,
     minute: Timeframe,
-    rate: RateLimit,
 }
 
 impl BinanceSource {
     /// # Errors
     /// When the HTTP client cannot be built or the base URL does not parse.
     pub fn new(symbols: &SymbolTable, settings: &ProviderSettings) -> Result<Self, SourceError> {
-        let endpoint = &settings.binance;
         Ok(Self {
-            client: http::client(settings.http_timeout_ms).map_err(|e| SourceError::Network {
-                source_name: NAME,
-                reason: e.without_url().to_string(),
-            })?,
-            base: http::base_url(NAME, &endpoint.base_url)?,
-            ws_url: endpoint.ws_url.clone().unwrap_or_default(),
-            stream_timing: settings.stream,
-            book: Arc::new(SymbolBook::new(
-                Provider::Binance,
-                symbols,
-                &settings.symbol_map,
-            )),
+            core: ProviderCore::new(Provider::Binance, symbols, settings, Auth::Keyless)?,
             invalid: Mutex::new(HashSet::new()),
-            minute: Timeframe::from_ms(60_000).map_err(|reason| SourceError::Malformed {
-                source_name: NAME,
-                symbol: String::new(),
-                reason,
-            })?,
-            rate: endpoint.rate.apply(FREE_TIER),
+            minute: Timeframe::from_ms(60_000).map_err(|reason| parse::malformed("", reason))?,
         })
     }
 
     async fn tickers(&self, ids: &[SymbolId]) -> Result<Vec<Quote>, SourceError> {
+        let book = self.core.book();
         let names: Vec<&str> = ids
             .iter()
-            .filter_map(|&id| self.book.provider_symbol(id))
+            .filter_map(|&id| book.provider_symbol(id))
             .collect();
         let list =
             serde_json::to_string(&names).map_err(|e| parse::malformed("", e.to_string()))?;
         let label = ids
             .iter()
-            .map(|&id| self.book.generic(id))
+            .map(|&id| book.generic(id))
             .collect::<Vec<_>>()
             .join(",");
-        let url = http::endpoint(NAME, &self.base, &["api", "v3", "ticker", "24hr"])?;
-        let request = self
-            .client
-            .get(url)
-            .query(&[("symbols", list.as_str()), ("type", "MINI")]);
-        let fetched = http::fetch(NAME, request, None).await?;
+        let fetched = self
+            .core
+            .get(
+                &["api", "v3", "ticker", "24hr"],
+                &[("symbols", list.as_str()), ("type", "MINI")],
+            )
+            .await?;
         let tickers = parse::tickers(&fetched, &label)?;
         let mut quotes = Vec::with_capacity(tickers.len());
         for t in tickers {
-            for &id in self.book.ids(&t.symbol) {
-                if ids.contains(&id) {
-                    quotes.push(Quote {
-                        symbol: id,
-                        ts: t.ts,
-                        price: t.price,
-                        volume: 0.0,
-                    });
-                }
-            }
+            quotes.extend(book.wanted_ids(&t.symbol, ids).map(|id| Quote {
+                symbol: id,
+                ts: t.ts,
+                price: t.price,
+                volume: 0.0,
+            }));
         }
         Ok(quotes)
     }
 
+    /// One symbol's ticker; a symbol Binance does not list is remembered and left out from then
+    /// on (an empty answer, so the collector falls back for it).
+    async fn ticker_or_forget(&self, id: SymbolId) -> Result<Vec<Quote>, SourceError> {
+        match self.tickers(&[id]).await {
+            Err(SourceError::UnknownSymbol { .. }) => {
+                self.forget(id);
+                Ok(Vec::new())
+            }
+            other => other,
+        }
+    }
+
+    fn forget(&self, id: SymbolId) {
+        tracing::warn!(source = NAME, symbol = %self.core.book().generic(id), "Binance does not list this symbol; not asking again");
+        self.invalid.lock().insert(id);
+    }
+
     async fn quotes_for(&self, symbols: &[SymbolId]) -> Result<Vec<Quote>, SourceError> {
+        let book = self.core.book();
         let ids: Vec<SymbolId> = {
             let invalid = self.invalid.lock();
             symbols
                 .iter()
                 .copied()
-                .filter(|id| self.book.supports(*id) && !invalid.contains(id))
+                .filter(|id| book.supports(*id) && !invalid.contains(id))
                 .collect()
         };
         if ids.is_empty() {
@@ -156,42 +152,19 @@ impl BinanceSource {
                 source_name: NAME,
                 symbol: symbols
                     .iter()
-                    .map(|&id| self.book.generic(id))
+                    .map(|&id| book.generic(id))
                     .collect::<Vec<_>>()
                     .join(","),
             });
         }
         match self.tickers(&ids).await {
             Err(e @ SourceError::UnknownSymbol { .. }) if ids.len() == 1 => {
-                tracing::warn!(source = NAME, symbol = %self.book.generic(ids[0]), "Binance does not list this symbol; not asking again");
-                self.invalid.lock().extend(&ids);
+                self.forget(ids[0]);
                 Err(e)
             }
+            // One bad symbol fails the batch: find it (once) and answer for the rest.
             Err(SourceError::UnknownSymbol { .. }) => {
-                // One bad symbol fails the batch: find it (once) and answer for the rest.
-                let singles = futures::future::join_all(
-                    ids.iter()
-                        .map(|&id| async move { (id, self.tickers(&[id]).await) }),
-                )
-                .await;
-                let mut quotes = Vec::new();
-                let mut first_error = None;
-                for (id, result) in singles {
-                    match result {
-                        Ok(q) => quotes.extend(q),
-                        Err(SourceError::UnknownSymbol { .. }) => {
-                            tracing::warn!(source = NAME, symbol = %self.book.generic(id), "Binance does not list this symbol; not asking again");
-                            self.invalid.lock().insert(id);
-                        }
-                        Err(e) => {
-                            first_error.get_or_insert(e);
-                        }
-                    }
-                }
-                match first_error {
-                    Some(e) if quotes.is_empty() => Err(e),
-                    _ => Ok(quotes),
-                }
+                provider::fan_out(&ids, |id| self.ticker_or_forget(id)).await
             }
             other => other,
         }
@@ -213,44 +186,36 @@ impl BinanceSource {
                 source_name: NAME,
                 what: "serve a timeframe that no kline interval divides",
             })?;
-        let symbol =
-            self.book
-                .provider_symbol(id)
-                .ok_or_else(|| SourceError::UnsupportedSymbol {
-                    source_name: NAME,
-                    symbol: self.book.generic(id),
-                })?;
-        let generic = self.book.generic(id);
-        let url = http::endpoint(NAME, &self.base, &["api", "v3", "klines"])?;
+        let symbol = self.core.symbol(id)?;
+        let generic = &self.core.book().generic(id);
         let now = http::wall_ms();
         let end = to_ms.min(now);
-        let mut start = timeframe.bucket(from_ms);
-        let mut rows: Vec<Bar> = Vec::new();
-        for _ in 0..MAX_PAGES {
-            if start >= end {
-                break;
-            }
-            let request = self.client.get(url.clone()).query(&[
-                ("symbol", symbol),
-                ("interval", interval),
-                ("startTime", &start.to_string()),
-                ("endTime", &(end - 1).to_string()),
-                ("limit", &KLINE_LIMIT.to_string()),
-            ]);
-            let fetched = http::fetch(NAME, request, None).await?;
-            let page = parse::klines(&fetched, &generic)?;
-            let full = page.len() >= KLINE_LIMIT;
-            let last = page.iter().map(|b| b.ts).max();
-            rows.extend(page);
-            match last {
-                Some(last) if full && last.saturating_add(step) > start => {
-                    start = last.saturating_add(step);
-                }
-                _ => break,
-            }
-        }
-        http::closed_bars(rows, step, timeframe, from_ms, to_ms, now)
-            .map_err(|reason| parse::malformed(&generic, reason))
+        let rows = provider::paged(
+            timeframe.bucket(from_ms),
+            end,
+            MAX_PAGES,
+            |start| async move {
+                let fetched = self
+                    .core
+                    .get(
+                        &["api", "v3", "klines"],
+                        &[
+                            ("symbol", symbol),
+                            ("interval", interval),
+                            ("startTime", &start.to_string()),
+                            ("endTime", &(end - 1).to_string()),
+                            ("limit", &KLINE_LIMIT.to_string()),
+                        ],
+                    )
+                    .await?;
+                let page = parse::klines(&fetched, generic)?;
+                let next = provider::next_page(&page, page.len() >= KLINE_LIMIT, start, step);
+                Ok((page, next))
+            },
+        )
+        .await?;
+        shape::closed_bars(rows, step, timeframe, from_ms, to_ms, now)
+            .map_err(|reason| parse::malformed(generic, reason))
     }
 }
 
@@ -264,16 +229,16 @@ impl Source for BinanceSource {
             batched_quotes: true,
             max_batch: 100,
             history: true,
-            stream: !self.ws_url.is_empty(),
+            stream: self.core.ws_url().is_some(),
         }
     }
 
     fn rate_limit(&self) -> RateLimit {
-        self.rate
+        self.core.rate()
     }
 
     fn supports(&self, symbol: SymbolId) -> bool {
-        self.book.supports(symbol) && !self.invalid.lock().contains(&symbol)
+        self.core.book().supports(symbol) && !self.invalid.lock().contains(&symbol)
     }
 
     fn quotes<'a>(
@@ -300,23 +265,20 @@ impl Source for BinanceSource {
         out: mpsc::Sender<StreamEvent>,
         shutdown: CancellationToken,
     ) -> Option<StreamTask> {
+        let ws_url = self.core.ws_url()?.to_string();
+        let book = self.core.book();
         let streams: Vec<String> = symbols
             .iter()
-            .filter_map(|&id| self.book.provider_symbol(id))
+            .filter_map(|&id| book.provider_symbol(id))
             .map(|s| format!("{}@kline_1m", s.to_ascii_lowercase()))
             .collect();
-        if streams.is_empty() || self.ws_url.is_empty() {
+        if streams.is_empty() {
             return None;
         }
-        let plan = StreamPlan {
-            source_name: NAME,
-            url: self.ws_url.clone(),
-            key: None,
-            timing: self.stream_timing,
-        };
-        let (book, minute) = (Arc::clone(&self.book), self.minute);
+        let plan = self.core.stream_plan(ws_url);
+        let (book, minute) = (Arc::clone(book), self.minute);
         let wanted: Arc<[SymbolId]> = symbols.into();
-        Some(Box::pin(http::run_stream(
+        Some(Box::pin(stream::run_stream(
             plan,
             move || KlineSession {
                 streams: streams.clone(),
@@ -366,10 +328,7 @@ impl Session for KlineSession {
                 return Ok(());
             }
         };
-        for &id in self.book.ids(&kline.symbol) {
-            if !self.wanted.contains(&id) {
-                continue;
-            }
+        for id in self.book.wanted_ids(&kline.symbol, &self.wanted) {
             let volume = match self.volume.insert(id, (kline.bar.ts, kline.bar.volume)) {
                 Some((t, v)) if t == kline.bar.ts => (kline.bar.volume - v).max(0.0),
                 Some(_) => kline.bar.volume,

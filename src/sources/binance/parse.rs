@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use crate::model::Bar;
 use crate::sources::SourceError;
-use crate::sources::http::{self, Fetched, Num};
+use crate::sources::http::{self, Fetched};
+use crate::sources::shape::{self, Num};
 
 const NAME: &str = "binance";
 
@@ -16,11 +17,7 @@ const NAME: &str = "binance";
 pub const INVALID_SYMBOL: i64 = -1121;
 
 pub(crate) fn malformed(symbol: &str, reason: impl Into<String>) -> SourceError {
-    SourceError::Malformed {
-        source_name: NAME,
-        symbol: symbol.to_string(),
-        reason: reason.into(),
-    }
+    SourceError::malformed(NAME, symbol, reason)
 }
 
 #[derive(Deserialize)]
@@ -124,7 +121,7 @@ fn kline_row(row: &[serde_json::Value]) -> Result<Bar, String> {
         .ok_or_else(|| format!("kline open time {} is not an integer", row[0]))?;
     let field = |i: usize, name: &str| -> Result<f64, String> {
         match &row[i] {
-            serde_json::Value::String(s) => http::number_str(s, name),
+            serde_json::Value::String(s) => shape::number_str(s, name),
             serde_json::Value::Number(n) => {
                 n.as_f64().ok_or_else(|| format!("{name} is not finite"))
             }

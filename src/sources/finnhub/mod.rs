@@ -23,10 +23,12 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::http::{self, Session, StreamPlan};
-use super::settings::{ApiKey, ProviderSettings, StreamSettings};
+use super::provider::{self, Auth, ProviderCore};
+use super::settings::ProviderSettings;
+use super::shape;
+use super::stream::{self, Session};
 use super::symbols::{Provider, SymbolBook};
-use super::{Capabilities, RateLimit, Source, SourceError, StreamEvent, StreamTask};
+use super::{Capabilities, RateLimit, Source, SourceError, StreamEvent, StreamTask, http};
 use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
 
 const NAME: &str = "finnhub";
@@ -59,62 +61,32 @@ const FX_BROKERS: &[&str] = &[
 ];
 
 pub struct FinnhubSource {
-    client: reqwest::Client,
-    base: reqwest::Url,
-    key: ApiKey,
-    ws_url: Option<String>,
-    stream_timing: StreamSettings,
-    book: Arc<SymbolBook>,
+    core: ProviderCore,
     candles: bool,
-    rate: RateLimit,
 }
 
 impl FinnhubSource {
     /// # Errors
     /// A missing key (`FINNHUB_API_KEY`), or an HTTP client or base URL that cannot be built.
     pub fn new(symbols: &SymbolTable, settings: &ProviderSettings) -> Result<Self, SourceError> {
-        let endpoint = &settings.finnhub;
-        let key = endpoint.api_key.clone().ok_or(SourceError::Unauthorized {
-            source_name: NAME,
-            reason: "FINNHUB_API_KEY is not set".into(),
-        })?;
         Ok(Self {
-            client: http::client(settings.http_timeout_ms).map_err(|e| SourceError::Network {
-                source_name: NAME,
-                reason: e.without_url().to_string(),
-            })?,
-            base: http::base_url(NAME, &endpoint.base_url)?,
-            key,
-            ws_url: endpoint.ws_url.clone(),
-            stream_timing: settings.stream,
-            book: Arc::new(SymbolBook::new(
+            core: ProviderCore::new(
                 Provider::Finnhub,
                 symbols,
-                &settings.symbol_map,
-            )),
+                settings,
+                Auth::Header {
+                    name: reqwest::header::HeaderName::from_static("x-finnhub-token"),
+                    prefix: "",
+                },
+            )?,
             candles: settings.finnhub_candles,
-            rate: endpoint.rate.apply(FREE_TIER),
         })
     }
 
-    fn symbol(&self, id: SymbolId) -> Result<&str, SourceError> {
-        self.book
-            .provider_symbol(id)
-            .ok_or_else(|| SourceError::UnsupportedSymbol {
-                source_name: NAME,
-                symbol: self.book.generic(id),
-            })
-    }
-
     async fn quote(&self, id: SymbolId) -> Result<Vec<Quote>, SourceError> {
-        let symbol = self.symbol(id)?;
-        let url = http::endpoint(NAME, &self.base, &["quote"])?;
-        let request = self.client.get(url).query(&[("symbol", symbol)]).header(
-            "X-Finnhub-Token",
-            http::secret_header(NAME, self.key.expose())?,
-        );
-        let fetched = http::fetch(NAME, request, Some(&self.key)).await?;
-        let (price, ts) = parse::quote(&fetched, &self.book.generic(id))?;
+        let symbol = self.core.symbol(id)?;
+        let fetched = self.core.get(&["quote"], &[("symbol", symbol)]).await?;
+        let (price, ts) = parse::quote(&fetched, &self.core.book().generic(id))?;
         Ok(vec![Quote {
             symbol: id,
             ts,
@@ -130,42 +102,35 @@ impl FinnhubSource {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Bar>, SourceError> {
-        let tf = timeframe.ms();
-        let (resolution, step) = RESOLUTIONS
-            .iter()
-            .copied()
-            .find(|(_, step)| tf % step == 0 && (tf < DAY_MS || tf == *step))
-            .ok_or(SourceError::Unsupported {
+        let (resolution, step) =
+            shape::step_for(RESOLUTIONS, timeframe).ok_or(SourceError::Unsupported {
                 source_name: NAME,
                 what: "serve this timeframe (minute multiples below a day, or 1d)",
             })?;
-        let symbol = self.symbol(id)?;
+        let symbol = self.core.symbol(id)?;
         let kind = match symbol.split_once(':') {
             None => "stock",
             Some((exchange, _)) if FX_BROKERS.contains(&exchange) => "forex",
             Some(_) => "crypto",
         };
-        let url = http::endpoint(NAME, &self.base, &[kind, "candle"])?;
         let now = http::wall_ms();
         let from_s = timeframe.bucket(from_ms).div_euclid(1_000);
         let to_s = to_ms.min(now).div_euclid(1_000);
-        let request = self
-            .client
-            .get(url)
-            .query(&[
-                ("symbol", symbol),
-                ("resolution", resolution),
-                ("from", &from_s.to_string()),
-                ("to", &to_s.to_string()),
-            ])
-            .header(
-                "X-Finnhub-Token",
-                http::secret_header(NAME, self.key.expose())?,
-            );
-        let fetched = http::fetch(NAME, request, Some(&self.key)).await?;
-        let generic = self.book.generic(id);
+        let fetched = self
+            .core
+            .get(
+                &[kind, "candle"],
+                &[
+                    ("symbol", symbol),
+                    ("resolution", resolution),
+                    ("from", &from_s.to_string()),
+                    ("to", &to_s.to_string()),
+                ],
+            )
+            .await?;
+        let generic = self.core.book().generic(id);
         let rows = parse::candles(&fetched, &generic, step == DAY_MS)?;
-        http::closed_bars(rows, step, timeframe, from_ms, to_ms, now)
+        shape::closed_bars(rows, step, timeframe, from_ms, to_ms, now)
             .map_err(|reason| parse::malformed(&generic, reason))
     }
 }
@@ -180,16 +145,16 @@ impl Source for FinnhubSource {
             batched_quotes: false,
             max_batch: 1,
             history: self.candles,
-            stream: self.ws_url.is_some(),
+            stream: self.core.ws_url().is_some(),
         }
     }
 
     fn rate_limit(&self) -> RateLimit {
-        self.rate
+        self.core.rate()
     }
 
     fn supports(&self, symbol: SymbolId) -> bool {
-        self.book.supports(symbol)
+        self.core.book().supports(symbol)
     }
 
     fn quotes<'a>(
@@ -197,7 +162,7 @@ impl Source for FinnhubSource {
         symbols: &'a [SymbolId],
         _now_ms: i64,
     ) -> BoxFuture<'a, Result<Vec<Quote>, SourceError>> {
-        Box::pin(http::fan_out(symbols, move |id| self.quote(id)))
+        Box::pin(provider::fan_out(symbols, move |id| self.quote(id)))
     }
 
     fn history(
@@ -216,27 +181,23 @@ impl Source for FinnhubSource {
         out: mpsc::Sender<StreamEvent>,
         shutdown: CancellationToken,
     ) -> Option<StreamTask> {
-        let ws_url = self.ws_url.as_ref()?;
+        let ws_url = self.core.ws_url()?;
+        let key = self.core.key()?;
+        let book = self.core.book();
         let subscriptions: Vec<String> = symbols
             .iter()
-            .filter_map(|&id| self.book.provider_symbol(id))
+            .filter_map(|&id| book.provider_symbol(id))
             .map(|s| serde_json::json!({"type": "subscribe", "symbol": s}).to_string())
             .collect();
         if subscriptions.is_empty() {
             return None;
         }
         let mut url = reqwest::Url::parse(ws_url).ok()?;
-        url.query_pairs_mut()
-            .append_pair("token", self.key.expose());
-        let plan = StreamPlan {
-            source_name: NAME,
-            url: url.to_string(),
-            key: Some(self.key.clone()),
-            timing: self.stream_timing,
-        };
-        let book = Arc::clone(&self.book);
+        url.query_pairs_mut().append_pair("token", key.expose());
+        let plan = self.core.stream_plan(url.to_string());
+        let book = Arc::clone(book);
         let wanted: Arc<[SymbolId]> = symbols.into();
-        Some(Box::pin(http::run_stream(
+        Some(Box::pin(stream::run_stream(
             plan,
             move || TradeSession {
                 subscriptions: subscriptions.clone(),
@@ -290,10 +251,7 @@ impl Session for TradeSession {
             } else {
                 0.0
             };
-            for &id in self.book.ids(&trade.symbol) {
-                if !self.wanted.contains(&id) {
-                    continue;
-                }
+            for id in self.book.wanted_ids(&trade.symbol, &self.wanted) {
                 let existing = events[start..].iter_mut().find_map(|e| match e {
                     StreamEvent::Quote(q) if q.symbol == id => Some(q),
                     _ => None,

@@ -9,15 +9,12 @@ use serde::Deserialize;
 use crate::model::Bar;
 use crate::sources::SourceError;
 use crate::sources::http::{self, Fetched};
+use crate::sources::shape::{self, Columns};
 
 const NAME: &str = "finnhub";
 
 pub(crate) fn malformed(symbol: &str, reason: impl Into<String>) -> SourceError {
-    SourceError::Malformed {
-        source_name: NAME,
-        symbol: symbol.to_string(),
-        reason: reason.into(),
-    }
+    SourceError::malformed(NAME, symbol, reason)
 }
 
 #[derive(Deserialize)]
@@ -74,7 +71,7 @@ pub fn quote(fetched: &Fetched, symbol: &str) -> Result<(f64, i64), SourceError>
     match (raw.c, raw.t) {
         (Some(c), Some(t)) if c > 0.0 && t > 0 && c.is_finite() => Ok((
             c,
-            http::secs_to_ms(t, "t").map_err(|r| malformed(symbol, r))?,
+            shape::secs_to_ms(t, "t").map_err(|r| malformed(symbol, r))?,
         )),
         (None, _) | (_, None) => Err(malformed(symbol, "quote has no c or t")),
         (Some(c), _) if !c.is_finite() || c < 0.0 => {
@@ -115,48 +112,22 @@ pub fn candles(fetched: &Fetched, symbol: &str, daily: bool) -> Result<Vec<Bar>,
         "ok" => {}
         other => return Err(malformed(symbol, format!("candle status {other:?}"))),
     }
-    let t = raw.t.unwrap_or_default();
-    let n = t.len();
-    let column =
-        |c: Option<Vec<Option<f64>>>, name: &str| -> Result<Vec<Option<f64>>, SourceError> {
-            let c = c.unwrap_or_default();
-            if c.len() == n {
-                Ok(c)
-            } else {
-                Err(malformed(
-                    symbol,
-                    format!("{name} has {} values for {n} timestamps", c.len()),
-                ))
-            }
-        };
-    let (o, h, l, c) = (
-        column(raw.o, "o")?,
-        column(raw.h, "h")?,
-        column(raw.l, "l")?,
-        column(raw.c, "c")?,
-    );
-    let v = raw.v.unwrap_or_else(|| vec![None; n]);
-    let mut bars = Vec::with_capacity(n);
-    for i in 0..n {
-        let (Some(ts), Some(open), Some(high), Some(low), Some(close)) =
-            (t[i], o[i], h[i], l[i], c[i])
-        else {
-            continue;
-        };
-        let mut ts = http::secs_to_ms(ts, "t").map_err(|r| malformed(symbol, r))?;
-        if daily {
-            ts = http::local_day_start(ts, 0);
-        }
-        bars.push(Bar {
-            ts,
-            open,
-            high,
-            low,
-            close,
-            volume: v.get(i).copied().flatten().unwrap_or(0.0),
-        });
-    }
-    Ok(bars)
+    let starts = raw.t.unwrap_or_default();
+    let n = starts.len();
+    let column = |c: Option<Vec<Option<f64>>>, name: &str| {
+        shape::column(c.unwrap_or_default(), n, name).map_err(|r| malformed(symbol, r))
+    };
+    let columns = Columns {
+        open: column(raw.o, "o")?,
+        high: column(raw.h, "h")?,
+        low: column(raw.l, "l")?,
+        close: column(raw.c, "c")?,
+        volume: raw.v.unwrap_or_default(),
+        starts,
+    };
+    columns
+        .rows("t", daily.then_some(0))
+        .map_err(|r| malformed(symbol, r))
 }
 
 /// One trade from the WebSocket.

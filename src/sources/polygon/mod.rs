@@ -29,10 +29,12 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::http::{self, Session, StreamPlan};
-use super::settings::{ApiKey, ProviderSettings, StreamSettings};
+use super::provider::{self, Auth, ProviderCore};
+use super::settings::ProviderSettings;
+use super::shape;
+use super::stream::{self, Session};
 use super::symbols::{Provider, SymbolBook};
-use super::{Capabilities, RateLimit, Source, SourceError, StreamEvent, StreamTask};
+use super::{Capabilities, RateLimit, Source, SourceError, StreamEvent, StreamTask, http};
 use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
 
 const NAME: &str = "polygon";
@@ -54,14 +56,8 @@ const SPANS: &[(&str, i64)] = &[
 ];
 
 pub struct PolygonSource {
-    client: reqwest::Client,
-    base: reqwest::Url,
-    key: ApiKey,
-    ws_url: Option<String>,
-    stream_timing: StreamSettings,
-    book: Arc<SymbolBook>,
+    core: ProviderCore,
     minute: Timeframe,
-    rate: RateLimit,
     /// Set once `/v2/last/trade` answered 403 (not in the plan).
     last_trade_denied: AtomicBool,
 }
@@ -70,52 +66,19 @@ impl PolygonSource {
     /// # Errors
     /// A missing key (`POLYGON_API_KEY`), or an HTTP client or base URL that cannot be built.
     pub fn new(symbols: &SymbolTable, settings: &ProviderSettings) -> Result<Self, SourceError> {
-        let endpoint = &settings.polygon;
-        let key = endpoint.api_key.clone().ok_or(SourceError::Unauthorized {
-            source_name: NAME,
-            reason: "POLYGON_API_KEY is not set".into(),
-        })?;
         Ok(Self {
-            client: http::client(settings.http_timeout_ms).map_err(|e| SourceError::Network {
-                source_name: NAME,
-                reason: e.without_url().to_string(),
-            })?,
-            base: http::base_url(NAME, &endpoint.base_url)?,
-            key,
-            ws_url: endpoint.ws_url.clone(),
-            stream_timing: settings.stream,
-            book: Arc::new(SymbolBook::new(
+            core: ProviderCore::new(
                 Provider::Polygon,
                 symbols,
-                &settings.symbol_map,
-            )),
+                settings,
+                Auth::Header {
+                    name: reqwest::header::AUTHORIZATION,
+                    prefix: "Bearer ",
+                },
+            )?,
             minute: Timeframe::from_ms(60_000).map_err(|reason| parse::malformed("", reason))?,
-            rate: endpoint.rate.apply(FREE_TIER),
             last_trade_denied: AtomicBool::new(false),
         })
-    }
-
-    fn symbol(&self, id: SymbolId) -> Result<&str, SourceError> {
-        self.book
-            .provider_symbol(id)
-            .ok_or_else(|| SourceError::UnsupportedSymbol {
-                source_name: NAME,
-                symbol: self.book.generic(id),
-            })
-    }
-
-    async fn get(
-        &self,
-        segments: &[&str],
-        query: &[(&str, String)],
-    ) -> Result<http::Fetched, SourceError> {
-        let url = http::endpoint(NAME, &self.base, segments)?;
-        let request = self
-            .client
-            .get(url)
-            .query(query)
-            .bearer_auth(self.key.expose());
-        http::fetch(NAME, request, Some(&self.key)).await
     }
 
     /// The close of the newest minute aggregate of the last day, stamped at its start.
@@ -127,15 +90,12 @@ impl PolygonSource {
     ) -> Result<(f64, i64), SourceError> {
         let (from, to) = ((now_ms - DAY_MS).to_string(), now_ms.to_string());
         let fetched = self
+            .core
             .get(
                 &[
                     "v2", "aggs", "ticker", symbol, "range", "1", "minute", &from, &to,
                 ],
-                &[
-                    ("adjusted", "true".into()),
-                    ("sort", "desc".into()),
-                    ("limit", "1".into()),
-                ],
+                &[("adjusted", "true"), ("sort", "desc"), ("limit", "1")],
             )
             .await?;
         let page = parse::aggs(&fetched, generic, false)?;
@@ -150,13 +110,13 @@ impl PolygonSource {
     }
 
     async fn quote(&self, id: SymbolId, now_ms: i64) -> Result<Vec<Quote>, SourceError> {
-        let symbol = self.symbol(id)?;
-        let generic = self.book.generic(id);
+        let symbol = self.core.symbol(id)?;
+        let generic = self.core.book().generic(id);
         let (price, ts) = if symbol.contains(':') || self.last_trade_denied.load(Ordering::Relaxed)
         {
             self.latest_minute(symbol, &generic, now_ms).await?
         } else {
-            let fetched = self.get(&["v2", "last", "trade", symbol], &[]).await?;
+            let fetched = self.core.get(&["v2", "last", "trade", symbol], &[]).await?;
             if fetched.status == 403 {
                 // Last trades need a paid plan; aggregates come with every key.
                 tracing::info!(
@@ -184,51 +144,42 @@ impl PolygonSource {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Bar>, SourceError> {
-        let tf = timeframe.ms();
-        let (span, step) = SPANS
-            .iter()
-            .copied()
-            .find(|(_, step)| tf % step == 0 && (tf < DAY_MS || tf == *step))
-            .ok_or(SourceError::Unsupported {
-                source_name: NAME,
-                what: "serve this timeframe (second multiples below a day, or 1d)",
-            })?;
-        let symbol = self.symbol(id)?;
-        let generic = self.book.generic(id);
+        let (span, step) = shape::step_for(SPANS, timeframe).ok_or(SourceError::Unsupported {
+            source_name: NAME,
+            what: "serve this timeframe (second multiples below a day, or 1d)",
+        })?;
+        let symbol = self.core.symbol(id)?;
+        let generic = &self.core.book().generic(id);
         let now = http::wall_ms();
-        let end = to_ms.min(now) - 1;
-        let mut start = timeframe.bucket(from_ms);
-        let mut rows = Vec::new();
-        for _ in 0..MAX_PAGES {
-            if start > end {
-                break;
-            }
-            let (from, to) = (start.to_string(), end.to_string());
-            let fetched = self
-                .get(
-                    &[
-                        "v2", "aggs", "ticker", symbol, "range", "1", span, &from, &to,
-                    ],
-                    &[
-                        ("adjusted", "true".into()),
-                        ("sort", "asc".into()),
-                        ("limit", PAGE_LIMIT.to_string()),
-                    ],
-                )
-                .await?;
-            let page = parse::aggs(&fetched, &generic, step == DAY_MS)?;
-            let last = page.bars.iter().map(|b| b.ts).max();
-            let more = page.more || page.bars.len() >= PAGE_LIMIT;
-            rows.extend(page.bars);
-            match last {
-                Some(last) if more && last.saturating_add(step) > start => {
-                    start = last.saturating_add(step);
-                }
-                _ => break,
-            }
-        }
-        http::closed_bars(rows, step, timeframe, from_ms, to_ms, now)
-            .map_err(|reason| parse::malformed(&generic, reason))
+        let end = to_ms.min(now);
+        let rows = provider::paged(
+            timeframe.bucket(from_ms),
+            end,
+            MAX_PAGES,
+            |start| async move {
+                let (from, to) = (start.to_string(), (end - 1).to_string());
+                let fetched = self
+                    .core
+                    .get(
+                        &[
+                            "v2", "aggs", "ticker", symbol, "range", "1", span, &from, &to,
+                        ],
+                        &[
+                            ("adjusted", "true"),
+                            ("sort", "asc"),
+                            ("limit", &PAGE_LIMIT.to_string()),
+                        ],
+                    )
+                    .await?;
+                let page = parse::aggs(&fetched, generic, step == DAY_MS)?;
+                let more = page.more || page.bars.len() >= PAGE_LIMIT;
+                let next = provider::next_page(&page.bars, more, start, step);
+                Ok((page.bars, next))
+            },
+        )
+        .await?;
+        shape::closed_bars(rows, step, timeframe, from_ms, to_ms, now)
+            .map_err(|reason| parse::malformed(generic, reason))
     }
 }
 
@@ -242,16 +193,16 @@ impl Source for PolygonSource {
             batched_quotes: false,
             max_batch: 1,
             history: true,
-            stream: self.ws_url.is_some(),
+            stream: self.core.ws_url().is_some(),
         }
     }
 
     fn rate_limit(&self) -> RateLimit {
-        self.rate
+        self.core.rate()
     }
 
     fn supports(&self, symbol: SymbolId) -> bool {
-        self.book.supports(symbol)
+        self.core.book().supports(symbol)
     }
 
     fn quotes<'a>(
@@ -259,7 +210,7 @@ impl Source for PolygonSource {
         symbols: &'a [SymbolId],
         now_ms: i64,
     ) -> BoxFuture<'a, Result<Vec<Quote>, SourceError>> {
-        Box::pin(http::fan_out(symbols, move |id| self.quote(id, now_ms)))
+        Box::pin(provider::fan_out(symbols, move |id| self.quote(id, now_ms)))
     }
 
     fn history(
@@ -278,28 +229,25 @@ impl Source for PolygonSource {
         out: mpsc::Sender<StreamEvent>,
         shutdown: CancellationToken,
     ) -> Option<StreamTask> {
-        let ws_url = self.ws_url.clone()?;
+        let ws_url = self.core.ws_url()?.to_string();
+        let key = self.core.key()?;
+        let book = self.core.book();
         let channels: Vec<String> = symbols
             .iter()
-            .filter_map(|&id| self.book.provider_symbol(id))
+            .filter_map(|&id| book.provider_symbol(id))
             .filter(|s| !s.contains(':'))
             .map(|s| format!("AM.{s},A.{s}"))
             .collect();
         if channels.is_empty() {
             return None;
         }
-        let plan = StreamPlan {
-            source_name: NAME,
-            url: ws_url,
-            key: Some(self.key.clone()),
-            timing: self.stream_timing,
-        };
+        let plan = self.core.stream_plan(ws_url);
         let subscribe =
             serde_json::json!({"action": "subscribe", "params": channels.join(",")}).to_string();
-        let auth = serde_json::json!({"action": "auth", "params": self.key.expose()}).to_string();
-        let (book, minute) = (Arc::clone(&self.book), self.minute);
+        let auth = serde_json::json!({"action": "auth", "params": key.expose()}).to_string();
+        let (book, minute) = (Arc::clone(book), self.minute);
         let wanted: Arc<[SymbolId]> = symbols.into();
-        Some(Box::pin(http::run_stream(
+        Some(Box::pin(stream::run_stream(
             plan,
             move || AggregateSession {
                 auth: auth.clone(),
@@ -358,10 +306,7 @@ impl Session for AggregateSession {
                     bar,
                     end_ms,
                 } => {
-                    for &id in self.book.ids(&symbol) {
-                        if !self.wanted.contains(&id) {
-                            continue;
-                        }
+                    for id in self.book.wanted_ids(&symbol, &self.wanted) {
                         events.push(if minute {
                             StreamEvent::Bar {
                                 symbol: id,

@@ -9,16 +9,13 @@ use serde::Deserialize;
 use crate::model::Bar;
 use crate::sources::SourceError;
 use crate::sources::http::{self, Fetched};
+use crate::sources::shape;
 
 const NAME: &str = "polygon";
 const HOUR_MS: i64 = 3_600_000;
 
 pub(crate) fn malformed(symbol: &str, reason: impl Into<String>) -> SourceError {
-    SourceError::Malformed {
-        source_name: NAME,
-        symbol: symbol.to_string(),
-        reason: reason.into(),
-    }
+    SourceError::malformed(NAME, symbol, reason)
 }
 
 #[derive(Deserialize)]
@@ -118,7 +115,7 @@ pub fn aggs(fetched: &Fetched, symbol: &str, daily: bool) -> Result<AggPage, Sou
         .into_iter()
         .map(|a| Bar {
             ts: if daily {
-                http::local_day_start(a.t, 12 * HOUR_MS)
+                shape::local_day_start(a.t, 12 * HOUR_MS)
             } else {
                 a.t
             },

@@ -23,10 +23,11 @@ pub mod parse;
 
 use futures::future::BoxFuture;
 
-use super::http::{self, DayVolume};
-use super::settings::{ApiKey, ProviderSettings};
-use super::symbols::{Provider, SymbolBook};
-use super::{Capabilities, RateLimit, Source, SourceError};
+use super::provider::{self, Auth, ProviderCore};
+use super::settings::ProviderSettings;
+use super::shape::{self, DayVolume};
+use super::symbols::Provider;
+use super::{Capabilities, RateLimit, Source, SourceError, http};
 use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
 
 const NAME: &str = "twelvedata";
@@ -51,12 +52,8 @@ const INTERVALS: &[(&str, i64)] = &[
 ];
 
 pub struct TwelveDataSource {
-    client: reqwest::Client,
-    base: reqwest::Url,
-    key: ApiKey,
-    book: SymbolBook,
+    core: ProviderCore,
     volume: DayVolume,
-    rate: RateLimit,
     /// Symbols per quote request: one credit each, so no more than a minute's credits.
     max_batch: usize,
 }
@@ -65,49 +62,38 @@ impl TwelveDataSource {
     /// # Errors
     /// A missing key (`TWELVEDATA_API_KEY`), or an HTTP client or base URL that cannot be built.
     pub fn new(symbols: &SymbolTable, settings: &ProviderSettings) -> Result<Self, SourceError> {
-        let endpoint = &settings.twelvedata;
-        let key = endpoint.api_key.clone().ok_or(SourceError::Unauthorized {
-            source_name: NAME,
-            reason: "TWELVEDATA_API_KEY is not set".into(),
-        })?;
+        let core = ProviderCore::new(
+            Provider::TwelveData,
+            symbols,
+            settings,
+            Auth::Header {
+                name: reqwest::header::AUTHORIZATION,
+                prefix: "apikey ",
+            },
+        )?;
+        let max_batch = core
+            .rate()
+            .per_minute
+            .map_or(BATCH_LIMIT, |credits| credits as usize)
+            .clamp(1, BATCH_LIMIT);
         Ok(Self {
-            client: http::client(settings.http_timeout_ms).map_err(|e| SourceError::Network {
-                source_name: NAME,
-                reason: e.without_url().to_string(),
-            })?,
-            base: http::base_url(NAME, &endpoint.base_url)?,
-            key,
-            book: SymbolBook::new(Provider::TwelveData, symbols, &settings.symbol_map),
+            core,
             volume: DayVolume::default(),
-            rate: endpoint.rate.apply(FREE_TIER),
-            max_batch: endpoint
-                .rate
-                .apply(FREE_TIER)
-                .per_minute
-                .map_or(BATCH_LIMIT, |credits| credits as usize)
-                .clamp(1, BATCH_LIMIT),
+            max_batch,
         })
     }
 
-    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<http::Fetched, SourceError> {
-        let url = http::endpoint(NAME, &self.base, &[path])?;
-        let request = self.client.get(url).query(query).header(
-            reqwest::header::AUTHORIZATION,
-            http::secret_header(NAME, &format!("apikey {}", self.key.expose()))?,
-        );
-        http::fetch(NAME, request, Some(&self.key)).await
-    }
-
     async fn quotes_for(&self, symbols: &[SymbolId]) -> Result<Vec<Quote>, SourceError> {
+        let book = self.core.book();
         let ids: Vec<SymbolId> = symbols
             .iter()
             .copied()
-            .filter(|&id| self.book.supports(id))
+            .filter(|&id| book.supports(id))
             .take(self.max_batch)
             .collect();
         let label = symbols
             .iter()
-            .map(|&id| self.book.generic(id))
+            .map(|&id| book.generic(id))
             .collect::<Vec<_>>()
             .join(",");
         if ids.is_empty() {
@@ -118,37 +104,23 @@ impl TwelveDataSource {
         }
         let requested: Vec<&str> = ids
             .iter()
-            .filter_map(|&id| self.book.provider_symbol(id))
+            .filter_map(|&id| book.provider_symbol(id))
             .collect();
         let joined = requested.join(",");
-        let fetched = self.get("quote", &[("symbol", joined.as_str())]).await?;
+        let fetched = self
+            .core
+            .get(&["quote"], &[("symbol", joined.as_str())])
+            .await?;
         let answers = parse::quotes(&fetched, &requested, &label, http::wall_ms())?;
-        let mut quotes = Vec::with_capacity(answers.len());
-        let mut first_error = None;
-        for (symbol, answer) in answers {
-            match answer {
-                Ok(q) => {
-                    for &id in self.book.ids(&symbol) {
-                        if ids.contains(&id) {
-                            quotes.push(Quote {
-                                symbol: id,
-                                ts: q.ts,
-                                price: q.price,
-                                volume: q.day_volume.map_or(0.0, |v| self.volume.delta(id, v)),
-                            });
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(source = NAME, symbol = %symbol, error = %e, "symbol failed in batch");
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            Some(e) if quotes.is_empty() => Err(e),
-            _ => Ok(quotes),
-        }
+        provider::gather(answers.into_iter().map(|(symbol, answer)| {
+            answer
+                .map(|q| {
+                    book.wanted_ids(&symbol, &ids)
+                        .map(|id| self.volume.quote(id, q))
+                        .collect()
+                })
+                .inspect_err(|e| tracing::debug!(source = NAME, symbol = %symbol, error = %e, "symbol failed in batch"))
+        }))
     }
 
     async fn bars(
@@ -158,59 +130,44 @@ impl TwelveDataSource {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Bar>, SourceError> {
-        let tf = timeframe.ms();
-        let (interval, step) = INTERVALS
-            .iter()
-            .copied()
-            .find(|(_, step)| tf % step == 0 && (tf < DAY_MS || tf == *step))
-            .ok_or(SourceError::Unsupported {
+        let (interval, step) =
+            shape::step_for(INTERVALS, timeframe).ok_or(SourceError::Unsupported {
                 source_name: NAME,
                 what: "serve this timeframe (minute multiples below a day, or 1d)",
             })?;
-        let symbol =
-            self.book
-                .provider_symbol(id)
-                .ok_or_else(|| SourceError::UnsupportedSymbol {
-                    source_name: NAME,
-                    symbol: self.book.generic(id),
-                })?;
-        let generic = self.book.generic(id);
+        let symbol = self.core.symbol(id)?;
+        let generic = &self.core.book().generic(id);
         let now = http::wall_ms();
         let end = to_ms.min(now);
-        let mut start = timeframe.bucket(from_ms);
-        let mut rows = Vec::new();
-        for _ in 0..MAX_PAGES {
-            if start >= end {
-                break;
-            }
-            let (start_date, end_date) = (utc_text(start), utc_text(end));
-            let fetched = self
-                .get(
-                    "time_series",
-                    &[
-                        ("symbol", symbol),
-                        ("interval", interval),
-                        ("timezone", "UTC"),
-                        ("order", "ASC"),
-                        ("start_date", &start_date),
-                        ("end_date", &end_date),
-                        ("outputsize", &OUTPUT_SIZE.to_string()),
-                    ],
-                )
-                .await?;
-            let page = parse::time_series(&fetched, &generic, now)?;
-            let full = page.len() >= OUTPUT_SIZE;
-            let last = page.iter().map(|b| b.ts).max();
-            rows.extend(page);
-            match last {
-                Some(last) if full && last.saturating_add(step) > start => {
-                    start = last.saturating_add(step);
-                }
-                _ => break,
-            }
-        }
-        http::closed_bars(rows, step, timeframe, from_ms, to_ms, now)
-            .map_err(|reason| parse::malformed(&generic, reason))
+        let rows = provider::paged(
+            timeframe.bucket(from_ms),
+            end,
+            MAX_PAGES,
+            |start| async move {
+                let (start_date, end_date) = (utc_text(start), utc_text(end));
+                let fetched = self
+                    .core
+                    .get(
+                        &["time_series"],
+                        &[
+                            ("symbol", symbol),
+                            ("interval", interval),
+                            ("timezone", "UTC"),
+                            ("order", "ASC"),
+                            ("start_date", &start_date),
+                            ("end_date", &end_date),
+                            ("outputsize", &OUTPUT_SIZE.to_string()),
+                        ],
+                    )
+                    .await?;
+                let page = parse::time_series(&fetched, generic, now)?;
+                let next = provider::next_page(&page, page.len() >= OUTPUT_SIZE, start, step);
+                Ok((page, next))
+            },
+        )
+        .await?;
+        shape::closed_bars(rows, step, timeframe, from_ms, to_ms, now)
+            .map_err(|reason| parse::malformed(generic, reason))
     }
 }
 
@@ -236,7 +193,7 @@ impl Source for TwelveDataSource {
     }
 
     fn rate_limit(&self) -> RateLimit {
-        self.rate
+        self.core.rate()
     }
 
     /// Twelve Data charges one credit per symbol, batched or not.
@@ -245,7 +202,7 @@ impl Source for TwelveDataSource {
     }
 
     fn supports(&self, symbol: SymbolId) -> bool {
-        self.book.supports(symbol)
+        self.core.book().supports(symbol)
     }
 
     fn quotes<'a>(

@@ -11,16 +11,13 @@ use serde::Deserialize;
 
 use crate::model::Bar;
 use crate::sources::SourceError;
-use crate::sources::http::{self, Fetched, Num};
+use crate::sources::http::{self, Fetched};
+use crate::sources::shape::{self, Num, SessionQuote};
 
 const NAME: &str = "twelvedata";
 
 pub(crate) fn malformed(symbol: &str, reason: impl Into<String>) -> SourceError {
-    SourceError::Malformed {
-        source_name: NAME,
-        symbol: symbol.to_string(),
-        reason: reason.into(),
-    }
+    SourceError::malformed(NAME, symbol, reason)
 }
 
 /// `{"code":…,"message":…,"status":"error"}`, under HTTP 200 or the real status.
@@ -110,17 +107,7 @@ struct RawQuote {
 }
 
 /// Each requested provider symbol with its own quote or error.
-pub type QuoteAnswers = Vec<(String, Result<TdQuote, SourceError>)>;
-
-/// One symbol's answer in a quote response.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TdQuote {
-    pub price: f64,
-    /// Unix ms.
-    pub ts: i64,
-    /// The session's cumulative volume (absent for FX).
-    pub day_volume: Option<f64>,
-}
+pub type QuoteAnswers = Vec<(String, Result<SessionQuote, SourceError>)>;
 
 /// `/quote?symbol=A[,B…]` → per requested provider symbol, its quote or its own error.
 /// One symbol answers a flat object; several answer an object keyed by symbol, where each
@@ -161,7 +148,7 @@ fn one_quote(
     symbol: &str,
     status: u16,
     now_ms: i64,
-) -> Result<TdQuote, SourceError> {
+) -> Result<SessionQuote, SourceError> {
     if is_error(&value) {
         let e: ApiError =
             serde_json::from_value(value).map_err(|e| malformed(symbol, e.to_string()))?;
@@ -181,9 +168,9 @@ fn one_quote(
         Some(v) => Some(v.value("volume").map_err(|r| malformed(symbol, r))?),
         None => None,
     };
-    Ok(TdQuote {
+    Ok(SessionQuote {
         price,
-        ts: http::secs_to_ms(secs, "timestamp").map_err(|r| malformed(symbol, r))?,
+        ts: shape::secs_to_ms(secs, "timestamp").map_err(|r| malformed(symbol, r))?,
         day_volume: day_volume.filter(|v| *v >= 0.0),
     })
 }

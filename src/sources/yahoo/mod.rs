@@ -20,10 +20,11 @@ pub mod parse;
 
 use futures::future::BoxFuture;
 
-use super::http::{self, DayVolume};
+use super::provider::{self, Auth, ProviderCore};
 use super::settings::ProviderSettings;
-use super::symbols::{Provider, SymbolBook};
-use super::{Capabilities, RateLimit, Source, SourceError};
+use super::shape::{self, DayVolume};
+use super::symbols::Provider;
+use super::{Capabilities, RateLimit, Source, SourceError, http};
 use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
 
 const NAME: &str = "yahoo";
@@ -39,11 +40,8 @@ const MINUTE_MS: i64 = 60_000;
 const DAY_MS: i64 = 86_400_000;
 
 pub struct YahooSource {
-    client: reqwest::Client,
-    base: reqwest::Url,
-    book: SymbolBook,
+    core: ProviderCore,
     volume: DayVolume,
-    rate: RateLimit,
 }
 
 impl YahooSource {
@@ -51,43 +49,28 @@ impl YahooSource {
     /// When the HTTP client cannot be built or the base URL does not parse.
     pub fn new(symbols: &SymbolTable, settings: &ProviderSettings) -> Result<Self, SourceError> {
         Ok(Self {
-            client: http::client(settings.http_timeout_ms).map_err(|e| SourceError::Network {
-                source_name: NAME,
-                reason: e.without_url().to_string(),
-            })?,
-            base: http::base_url(NAME, &settings.yahoo.base_url)?,
-            book: SymbolBook::new(Provider::Yahoo, symbols, &settings.symbol_map),
+            core: ProviderCore::new(Provider::Yahoo, symbols, settings, Auth::Keyless)?,
             volume: DayVolume::default(),
-            rate: settings.yahoo.rate.apply(FREE_TIER),
         })
     }
 
-    fn chart_url(&self, id: SymbolId) -> Result<(reqwest::Url, String), SourceError> {
-        let symbol =
-            self.book
-                .provider_symbol(id)
-                .ok_or_else(|| SourceError::UnsupportedSymbol {
-                    source_name: NAME,
-                    symbol: self.book.generic(id),
-                })?;
-        let url = http::endpoint(NAME, &self.base, &["v8", "finance", "chart", symbol])?;
-        Ok((url, self.book.generic(id)))
+    async fn chart(
+        &self,
+        symbol: &str,
+        query: &[(&str, &str)],
+    ) -> Result<http::Fetched, SourceError> {
+        self.core
+            .get(&["v8", "finance", "chart", symbol], query)
+            .await
     }
 
     async fn quote(&self, id: SymbolId) -> Result<Vec<Quote>, SourceError> {
-        let (url, generic) = self.chart_url(id)?;
-        let request = self
-            .client
-            .get(url)
-            .query(&[("interval", "1d"), ("range", "1d")]);
-        let fetched = http::fetch(NAME, request, None).await?;
-        let q = parse::quote(&fetched, &generic)?;
-        Ok(vec![Quote {
-            symbol: id,
-            ts: q.ts,
-            price: q.price,
-            volume: q.day_volume.map_or(0.0, |v| self.volume.delta(id, v)),
-        }])
+        let symbol = self.core.symbol(id)?;
+        let fetched = self
+            .chart(symbol, &[("interval", "1d"), ("range", "1d")])
+            .await?;
+        let q = parse::quote(&fetched, &self.core.book().generic(id))?;
+        Ok(vec![self.volume.quote(id, q)])
     }
 
     async fn bars(
@@ -102,31 +85,38 @@ impl YahooSource {
                 source_name: NAME,
                 what: "serve this timeframe (1m…1d multiples of a minute, or 1d)",
             })?;
-        let (url, generic) = self.chart_url(id)?;
+        let symbol = self.core.symbol(id)?;
+        let generic = &self.core.book().generic(id);
         let now = http::wall_ms();
-        // Whole buckets, so aggregated bars are complete.
-        let start = timeframe.bucket(from_ms);
         let end = to_ms.min(now);
-        let mut rows = Vec::new();
-        let mut window_start = start;
-        while window_start < end {
-            let window_end = window_start.saturating_add(window_ms).min(end);
-            let request = self.client.get(url.clone()).query(&[
-                ("interval", interval),
-                ("period1", &(window_start / 1_000).to_string()),
-                (
-                    "period2",
-                    &(window_end.saturating_add(999) / 1_000).to_string(),
-                ),
-                ("includePrePost", "false"),
-            ]);
-            let fetched = http::fetch(NAME, request, None).await?;
-            rows.extend(parse::rows(&fetched, &generic, step_ms)?);
-            window_start = window_end;
-        }
+        // Whole buckets, so aggregated bars are complete; as many windows as the range needs.
+        let rows = provider::paged(
+            timeframe.bucket(from_ms),
+            end,
+            usize::MAX,
+            |start| async move {
+                let window_end = start.saturating_add(window_ms).min(end);
+                let fetched = self
+                    .chart(
+                        symbol,
+                        &[
+                            ("interval", interval),
+                            ("period1", &(start / 1_000).to_string()),
+                            (
+                                "period2",
+                                &(window_end.saturating_add(999) / 1_000).to_string(),
+                            ),
+                            ("includePrePost", "false"),
+                        ],
+                    )
+                    .await?;
+                Ok((parse::rows(&fetched, generic, step_ms)?, Some(window_end)))
+            },
+        )
+        .await?;
         // Shaped once over all windows, so a bucket split between two windows is whole.
-        http::closed_bars(rows, step_ms, timeframe, from_ms, to_ms, now)
-            .map_err(|reason| parse::malformed(&generic, reason))
+        shape::closed_bars(rows, step_ms, timeframe, from_ms, to_ms, now)
+            .map_err(|reason| parse::malformed(generic, reason))
     }
 }
 
@@ -166,11 +156,11 @@ impl Source for YahooSource {
     }
 
     fn rate_limit(&self) -> RateLimit {
-        self.rate
+        self.core.rate()
     }
 
     fn supports(&self, symbol: SymbolId) -> bool {
-        self.book.supports(symbol)
+        self.core.book().supports(symbol)
     }
 
     fn quotes<'a>(
@@ -178,7 +168,7 @@ impl Source for YahooSource {
         symbols: &'a [SymbolId],
         _now_ms: i64,
     ) -> BoxFuture<'a, Result<Vec<Quote>, SourceError>> {
-        Box::pin(http::fan_out(symbols, move |id| self.quote(id)))
+        Box::pin(provider::fan_out(symbols, move |id| self.quote(id)))
     }
 
     fn history(

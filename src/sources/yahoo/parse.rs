@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::model::{Bar, Timeframe};
 use crate::sources::SourceError;
 use crate::sources::http::{self, Fetched};
+use crate::sources::shape::{self, SessionQuote};
 
 const NAME: &str = "yahoo";
 
@@ -63,22 +64,8 @@ struct Columns {
     volume: Option<Vec<Option<f64>>>,
 }
 
-/// The latest price of one symbol, from `chart.result[0].meta`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ChartQuote {
-    pub price: f64,
-    /// Unix milliseconds.
-    pub ts: i64,
-    /// The session's cumulative volume, when Yahoo gives it.
-    pub day_volume: Option<f64>,
-}
-
 pub(crate) fn malformed(symbol: &str, reason: impl Into<String>) -> SourceError {
-    SourceError::Malformed {
-        source_name: NAME,
-        symbol: symbol.to_string(),
-        reason: reason.into(),
-    }
+    SourceError::malformed(NAME, symbol, reason)
 }
 
 /// Decodes a chart answer of any status into its first result, or the error it stands for.
@@ -127,7 +114,7 @@ fn chart_result(fetched: &Fetched, symbol: &str) -> Result<Option<ChartResult>, 
 ///
 /// # Errors
 /// Yahoo's error object (unknown symbol …), a status error, or a payload without a usable price.
-pub fn quote(fetched: &Fetched, symbol: &str) -> Result<ChartQuote, SourceError> {
+pub fn quote(fetched: &Fetched, symbol: &str) -> Result<SessionQuote, SourceError> {
     let meta = chart_result(fetched, symbol)?
         .and_then(|r| r.meta)
         .ok_or_else(|| SourceError::UnknownSymbol {
@@ -146,16 +133,16 @@ pub fn quote(fetched: &Fetched, symbol: &str) -> Result<ChartQuote, SourceError>
             format!("regularMarketPrice {price} is not a price"),
         ));
     }
-    Ok(ChartQuote {
+    Ok(SessionQuote {
         price,
-        ts: http::secs_to_ms(time, "regularMarketTime").map_err(|r| malformed(symbol, r))?,
+        ts: shape::secs_to_ms(time, "regularMarketTime").map_err(|r| malformed(symbol, r))?,
         day_volume: meta
             .regular_market_volume
             .filter(|v| v.is_finite() && *v >= 0.0),
     })
 }
 
-/// Bars of `step_ms` (a Yahoo interval) from a chart answer, shaped by [`http::closed_bars`].
+/// Bars of `step_ms` (a Yahoo interval) from a chart answer, shaped by [`shape::closed_bars`].
 /// Daily rows (stamped at the exchange's open) are moved to UTC midnight of their local date,
 /// using the payload's `gmtoffset`. Rows with a `null` price are skipped; a `null` volume is 0.
 ///
@@ -171,7 +158,7 @@ pub fn history(
     now_ms: i64,
 ) -> Result<Vec<Bar>, SourceError> {
     let rows = rows(fetched, symbol, step_ms)?;
-    http::closed_bars(rows, step_ms, timeframe, from_ms, to_ms, now_ms)
+    shape::closed_bars(rows, step_ms, timeframe, from_ms, to_ms, now_ms)
         .map_err(|r| malformed(symbol, r))
 }
 
@@ -198,44 +185,18 @@ pub fn rows(fetched: &Fetched, symbol: &str, step_ms: i64) -> Result<Vec<Bar>, S
         .and_then(|q| q.into_iter().next())
         .unwrap_or_default();
     let n = stamps.len();
-    let column =
-        |c: Option<Vec<Option<f64>>>, name: &str| -> Result<Vec<Option<f64>>, SourceError> {
-            let c = c.unwrap_or_else(|| vec![None; n]);
-            if c.len() == n {
-                Ok(c)
-            } else {
-                Err(malformed(
-                    symbol,
-                    format!("{name} has {} values for {n} timestamps", c.len()),
-                ))
-            }
-        };
-    let (open, high, low, close, volume) = (
-        column(columns.open, "open")?,
-        column(columns.high, "high")?,
-        column(columns.low, "low")?,
-        column(columns.close, "close")?,
-        column(columns.volume, "volume")?,
-    );
-    let mut bars = Vec::with_capacity(n);
-    for i in 0..n {
-        let (Some(t), Some(o), Some(h), Some(l), Some(c)) =
-            (stamps[i], open[i], high[i], low[i], close[i])
-        else {
-            continue;
-        };
-        let mut ts = http::secs_to_ms(t, "timestamp").map_err(|r| malformed(symbol, r))?;
-        if step_ms >= 86_400_000 {
-            ts = http::local_day_start(ts, offset_ms);
-        }
-        bars.push(Bar {
-            ts,
-            open: o,
-            high: h,
-            low: l,
-            close: c,
-            volume: volume[i].unwrap_or(0.0),
-        });
-    }
-    Ok(bars)
+    let column = |c: Option<Vec<Option<f64>>>, name: &str| {
+        shape::column(c.unwrap_or_else(|| vec![None; n]), n, name).map_err(|r| malformed(symbol, r))
+    };
+    let chart = shape::Columns {
+        open: column(columns.open, "open")?,
+        high: column(columns.high, "high")?,
+        low: column(columns.low, "low")?,
+        close: column(columns.close, "close")?,
+        volume: column(columns.volume, "volume")?,
+        starts: stamps,
+    };
+    chart
+        .rows("timestamp", (step_ms >= 86_400_000).then_some(offset_ms))
+        .map_err(|r| malformed(symbol, r))
 }

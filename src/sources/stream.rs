@@ -1,0 +1,253 @@
+/*!
+Push streams: [`run_stream`], the one reconnect loop behind every WebSocket source. It connects,
+lets the provider's [`Session`] subscribe, reads with a silence timeout, reconnects with
+exponential backoff and jitter, reports `Reconnected { since_ms }` and stops on the shutdown
+token. The provider's protocol lives in its `Session`; this loop knows none by name.
+*/
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::StreamEvent;
+use super::http::{error_chain, scrub, wall_ms};
+use super::settings::{ApiKey, StreamSettings};
+
+/// One WebSocket connection's worth of a provider's protocol. A fresh session is made for every
+/// connection, so per-connection state (authenticated yet? last kline volume) starts clean.
+pub trait Session: Send {
+    /// Frames to send as soon as the connection is open (subscribe, or auth).
+    fn open(&mut self) -> Vec<String>;
+
+    /// Handles one text frame: data goes to `events`, answers (e.g. subscribe after auth) to
+    /// `replies`.
+    ///
+    /// # Errors
+    /// A condition that makes this connection useless (auth refused): the loop reconnects after
+    /// a backoff. A frame that merely fails to parse is logged by the session, not an error.
+    fn on_text(
+        &mut self,
+        text: &str,
+        events: &mut Vec<StreamEvent>,
+        replies: &mut Vec<String>,
+    ) -> Result<(), String>;
+}
+
+/// Where and how to connect. No `Debug`: the URL may carry the key.
+#[derive(Clone)]
+pub struct StreamPlan {
+    pub source_name: &'static str,
+    /// May carry the key (Finnhub `?token=`): never logged.
+    pub url: String,
+    pub key: Option<ApiKey>,
+    pub timing: StreamSettings,
+}
+
+/// Why one connection ended.
+enum Ended {
+    /// Shutdown, or nobody listens any more: the stream is over.
+    Stop,
+    /// The connection is gone; `delivered` says whether it carried any data (only then does
+    /// the backoff start over, so a server that accepts and then refuses us is not hammered).
+    Lost { reason: String, delivered: bool },
+}
+
+/// Runs a push stream until `shutdown` (or until `out` is closed): connects, subscribes via the
+/// session, forwards events, and reconnects with exponential backoff and jitter whenever the
+/// connection drops, errs or stays silent for `timing.silence_timeout_ms`. After every
+/// reconnect it sends `Reconnected { since_ms }` with the wall time of the last frame received
+/// before the outage, so the collector can backfill the gap.
+pub async fn run_stream<S: Session>(
+    plan: StreamPlan,
+    mut new_session: impl FnMut() -> S + Send,
+    out: mpsc::Sender<StreamEvent>,
+    shutdown: CancellationToken,
+) {
+    let source_name = plan.source_name;
+    let silence = Duration::from_millis(plan.timing.silence_timeout_ms);
+    let seed = u64::try_from(wall_ms()).unwrap_or_default() ^ (source_name.len() as u64) << 32;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut attempt: u32 = 0;
+    // Wall time of the last frame received on any connection so far (None before the first).
+    let mut last_alive_ms: Option<i64> = None;
+    loop {
+        if shutdown.is_cancelled() || out.is_closed() {
+            return;
+        }
+        let connect =
+            tokio::time::timeout(silence, tokio_tungstenite::connect_async(plan.url.as_str()));
+        let connected = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = connect => r,
+        };
+        match connected {
+            Ok(Ok((ws, _response))) => {
+                let reconnect_since = last_alive_ms;
+                if last_alive_ms.is_none() {
+                    last_alive_ms = Some(wall_ms());
+                }
+                let ended = pump(
+                    ws,
+                    new_session(),
+                    reconnect_since,
+                    &mut last_alive_ms,
+                    silence,
+                    &out,
+                    &shutdown,
+                )
+                .await;
+                match ended {
+                    Ended::Stop => return,
+                    Ended::Lost { reason, delivered } => {
+                        if delivered {
+                            attempt = 0;
+                        }
+                        tracing::warn!(source = source_name, reason = %scrub(&reason, plan.key.as_ref()), "stream lost; reconnecting");
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(source = source_name, error = %scrub(&error_chain(&e), plan.key.as_ref()), "stream connect failed");
+            }
+            Err(_) => tracing::warn!(source = source_name, "stream connect timed out"),
+        }
+        let delay = backoff(attempt, &plan.timing, &mut rng);
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// `min · 2^attempt`, capped at `max`, then a uniformly random share between half and all of it
+/// (jitter keeps many sidecars from reconnecting in lockstep).
+fn backoff(attempt: u32, timing: &StreamSettings, rng: &mut impl Rng) -> Duration {
+    let exp = timing
+        .reconnect_min_ms
+        .saturating_mul(1_u64 << attempt.min(20))
+        .min(timing.reconnect_max_ms)
+        .max(1);
+    Duration::from_millis(rng.random_range(exp.div_ceil(2)..=exp))
+}
+
+/// Drives one connection until it ends.
+async fn pump<S: Session>(
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    mut session: S,
+    reconnect_since: Option<i64>,
+    last_alive_ms: &mut Option<i64>,
+    silence: Duration,
+    out: &mpsc::Sender<StreamEvent>,
+    shutdown: &CancellationToken,
+) -> Ended {
+    let (mut sink, mut stream) = ws.split();
+    let mut delivered = false;
+    let lost = |reason: String, delivered: bool| Ended::Lost { reason, delivered };
+    for frame in session.open() {
+        if let Err(e) = sink.send(Message::text(frame)).await {
+            return lost(format!("subscribe failed: {e}"), false);
+        }
+    }
+    if let Some(since_ms) = reconnect_since
+        && !deliver(out, StreamEvent::Reconnected { since_ms }, shutdown).await
+    {
+        return Ended::Stop;
+    }
+    let mut events = Vec::new();
+    let mut replies = Vec::new();
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => {
+                // Best effort: say goodbye, but never let a dead peer delay shutdown.
+                let _ = tokio::time::timeout(Duration::from_millis(250), sink.send(Message::Close(None))).await;
+                return Ended::Stop;
+            }
+            next = tokio::time::timeout(silence, stream.next()) => next,
+        };
+        let message = match next {
+            Err(_) => return lost(format!("no frame for {silence:?}"), delivered),
+            Ok(None) => return lost("connection closed".into(), delivered),
+            Ok(Some(Err(e))) => return lost(e.to_string(), delivered),
+            Ok(Some(Ok(message))) => message,
+        };
+        *last_alive_ms = Some(wall_ms());
+        let text = match &message {
+            Message::Text(t) => t.as_str(),
+            Message::Binary(b) => match std::str::from_utf8(b) {
+                Ok(t) => t,
+                Err(_) => continue,
+            },
+            Message::Close(frame) => {
+                return lost(
+                    format!(
+                        "closed by the server{}",
+                        frame
+                            .as_ref()
+                            .map(|f| format!(": {} {}", f.code, f.reason))
+                            .unwrap_or_default()
+                    ),
+                    delivered,
+                );
+            }
+            // Pings are answered by tungstenite itself on the next read.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+        };
+        let verdict = session.on_text(text, &mut events, &mut replies);
+        for event in events.drain(..) {
+            if !deliver(out, event, shutdown).await {
+                return Ended::Stop;
+            }
+            delivered = true;
+        }
+        for reply in replies.drain(..) {
+            if let Err(e) = sink.send(Message::text(reply)).await {
+                return lost(format!("send failed: {e}"), delivered);
+            }
+        }
+        if let Err(reason) = verdict {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(250), sink.send(Message::Close(None)))
+                    .await;
+            return lost(reason, delivered);
+        }
+    }
+}
+
+/// Sends an event unless shutdown comes first or the receiver is gone; false = stop.
+async fn deliver(
+    out: &mpsc::Sender<StreamEvent>,
+    event: StreamEvent,
+    shutdown: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        sent = out.send(event) => sent.is_ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let timing = StreamSettings {
+            silence_timeout_ms: 1_000,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 1_000,
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        for attempt in 0..40 {
+            let d = backoff(attempt, &timing, &mut rng).as_millis() as u64;
+            let cap = (100_u64 << attempt.min(20)).min(1_000);
+            assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d}");
+        }
+    }
+}

@@ -657,15 +657,15 @@ impl RedisSink {
             let pipe = &mut pipes[self.conn_for(symbol)];
             if !w.bars.is_empty() {
                 let key = &self.slot_keys[slot].bars;
-                pipe.cmd("RPUSH").arg(&key).arg(&w.bars).ignore();
+                pipe.cmd("RPUSH").arg(key).arg(&w.bars).ignore();
                 pipe.cmd("LTRIM")
-                    .arg(&key)
+                    .arg(key)
                     .arg(-(self.config.max_bars as i64))
                     .arg(-1)
                     .ignore();
                 let channel = &self.slot_keys[slot].events;
                 for event in &w.events {
-                    pipe.cmd("PUBLISH").arg(&channel).arg(event).ignore();
+                    pipe.cmd("PUBLISH").arg(channel).arg(event).ignore();
                 }
                 updates += w.bars.len() as u64;
             }

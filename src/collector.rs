@@ -617,7 +617,8 @@ impl Collector {
     /// Breaker states and budgets into the metrics, for `/health` and `/metrics`.
     fn publish_source_states(&self) {
         let t = tokio::time::Instant::now();
-        for (guard, stats) in self.guards.iter().zip(&self.metrics.sources) {
+        let sources = self.guards.iter().zip(&self.sources);
+        for ((guard, source), stats) in sources.zip(&self.metrics.sources) {
             stats.breaker_state.set(guard.breaker.state(t) as i64);
             stats
                 .budget_minute
@@ -625,6 +626,9 @@ impl Collector {
             stats
                 .budget_day
                 .set(guard.budget.remaining_today().map_or(-1, i64::from));
+            if let Some(skew) = source.clock_skew_ms() {
+                stats.clock_skew_ms.set(skew);
+            }
         }
     }
 

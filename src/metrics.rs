@@ -128,7 +128,19 @@ pub struct SourceMetrics {
     /// Requests left in the per-minute bucket and today; −1 when unlimited.
     pub budget_minute: Gauge,
     pub budget_day: Gauge,
+    /// The provider's clock minus ours (ms); [`SourceMetrics::UNMEASURED`] until an answer
+    /// carried a `Date` header.
+    pub clock_skew_ms: Gauge,
     pub latency: Histogram,
+}
+
+impl SourceMetrics {
+    pub const UNMEASURED: i64 = i64::MIN;
+
+    pub fn clock_skew(&self) -> Option<i64> {
+        let v = self.clock_skew_ms.get();
+        (v != Self::UNMEASURED).then_some(v)
+    }
 }
 
 /// Everything barkeep counts.
@@ -220,6 +232,7 @@ impl Metrics {
                     breaker_state: Gauge::default(),
                     budget_minute: Gauge::default(),
                     budget_day: Gauge::default(),
+                    clock_skew_ms: Gauge(AtomicI64::new(SourceMetrics::UNMEASURED)),
                     latency: Histogram::default(),
                 })
                 .collect(),
@@ -467,6 +480,14 @@ impl Metrics {
                 &l,
                 s.budget_day.get(),
             );
+            if let Some(skew) = s.clock_skew() {
+                v.gauge(
+                    "source_clock_skew_ms",
+                    "The source's clock minus ours, from its Date headers (ms)",
+                    &l,
+                    skew,
+                );
+            }
             v.histogram(
                 "source_latency_seconds",
                 "Source request latency",

@@ -384,10 +384,23 @@ fn fallback_scenario(addr: SocketAddr, yahoo_failing: &AtomicBool, twelvedata_ca
     assert_eq!(h["sources"]["yahoo"]["state"], "closed", "{h}");
     assert_eq!(h["sources"]["twelvedata"]["state"], "closed", "{h}");
     assert_eq!(h["symbols"]["AAPL"]["source"], "yahoo", "{h}");
+    let skew = h["sources"]["yahoo"]["clock_skew_ms"].as_i64();
+    assert!(
+        skew.is_some_and(|s| s.abs() <= 1_000),
+        "fixture Date headers: {h}"
+    );
+    assert!(
+        h["sources"]["twelvedata"]["clock_skew_ms"].is_null(),
+        "never asked: {h}"
+    );
     let m = metrics(addr);
     assert_eq!(
         counter(&m, r#"source_breaker_opens_total{source="yahoo"}"#),
         Some(0),
+        "{m}"
+    );
+    assert!(
+        m["gauges"][r#"source_clock_skew_ms{source="yahoo"}"#].is_i64(),
         "{m}"
     );
 

@@ -65,6 +65,7 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
                     "budget_minute": (s.budget_minute.get() >= 0).then(|| s.budget_minute.get()),
                     "budget_day": (s.budget_day.get() >= 0).then(|| s.budget_day.get()),
                     "success_rate": success_rate,
+                    "clock_skew_ms": s.clock_skew(),
                 }),
             )
         })

@@ -6,6 +6,7 @@ with strictly encoded path segments; key-carrying headers marked sensitive. Erro
 query string never reaches an error or a log line.
 */
 
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,6 +39,8 @@ pub fn client(timeout_ms: u64) -> Result<reqwest::Client, reqwest::Error> {
 pub struct Fetched {
     pub status: u16,
     pub retry_after: Option<Duration>,
+    /// The provider's clock minus ours, from this answer's `Date` header (see [`ClockSkew`]).
+    pub skew_ms: Option<i64>,
     pub body: Bytes,
 }
 
@@ -67,13 +70,14 @@ pub async fn fetch(
             }
         }
     };
+    let sent_ms = wall_ms();
     let mut response = request.send().await.map_err(transport)?;
+    let received_ms = wall_ms();
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, chrono::Utc::now().timestamp_millis()));
+    let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok());
+    let retry_after =
+        header(reqwest::header::RETRY_AFTER).and_then(|v| parse_retry_after(v, received_ms));
+    let skew_ms = header(reqwest::header::DATE).and_then(|v| skew_sample(v, sent_ms, received_ms));
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(transport)? {
         if body.len() + chunk.len() > MAX_BODY_BYTES {
@@ -88,8 +92,52 @@ pub async fn fetch(
     Ok(Fetched {
         status,
         retry_after,
+        skew_ms,
         body: Bytes::from(body),
     })
+}
+
+/// One estimate of the provider's clock minus ours from a `Date` header: the server stamped it
+/// somewhere between sending and receiving, and HTTP dates are truncated to the second, so the
+/// server's time at our midpoint is taken as the header's second plus half a second.
+pub fn skew_sample(date: &str, sent_ms: i64, received_ms: i64) -> Option<i64> {
+    let server_ms = chrono::DateTime::parse_from_rfc2822(date.trim())
+        .ok()?
+        .timestamp_millis();
+    Some(server_ms + 500 - (sent_ms + (received_ms - sent_ms) / 2))
+}
+
+/// A provider's clock offset from ours (positive: the provider is ahead), smoothed over answers
+/// so one slow request or a second boundary does not swing it. Resolution is about half a
+/// second, the precision of an HTTP `Date`; it shows a provider (or this machine) whose clock
+/// has drifted, which would make fresh bars look stale or future-dated.
+#[derive(Debug)]
+pub struct ClockSkew(AtomicI64);
+
+impl Default for ClockSkew {
+    fn default() -> Self {
+        Self(AtomicI64::new(i64::MIN))
+    }
+}
+
+impl ClockSkew {
+    /// Folds in one sample: the first is taken as is, later ones move the estimate a fifth of
+    /// the way.
+    pub fn observe(&self, sample_ms: i64) {
+        let _ = self.0.fetch_update(Relaxed, Relaxed, |old| {
+            Some(if old == i64::MIN {
+                sample_ms
+            } else {
+                old + (sample_ms - old) / 5
+            })
+        });
+    }
+
+    /// The estimate, once an answer carried a `Date` header.
+    pub fn get(&self) -> Option<i64> {
+        let v = self.0.load(Relaxed);
+        (v != i64::MIN).then_some(v)
+    }
 }
 
 /// An error's message with its causes, e.g. "error sending request: connection refused".
@@ -250,6 +298,24 @@ mod tests {
             Some(Duration::from_secs(30))
         );
         assert_eq!(parse_retry_after("soon", 0), None);
+    }
+
+    #[test]
+    fn skew_comes_from_the_date_header() {
+        let date = "Wed, 21 Oct 2015 07:28:00 GMT";
+        let at = chrono::DateTime::parse_from_rfc2822(date)
+            .expect("date")
+            .timestamp_millis();
+        // Our clock 3 s behind, 100 ms round trip: server second + 0.5 s − our midpoint.
+        assert_eq!(skew_sample(date, at - 3_050, at - 2_950), Some(3_500));
+        assert_eq!(skew_sample(date, at + 400, at + 600), Some(0));
+        assert_eq!(skew_sample("yesterday", 0, 0), None);
+        let skew = ClockSkew::default();
+        assert_eq!(skew.get(), None);
+        skew.observe(1_000);
+        assert_eq!(skew.get(), Some(1_000));
+        skew.observe(0);
+        assert_eq!(skew.get(), Some(800));
     }
 
     #[test]

@@ -211,6 +211,11 @@ pub trait Source: Send + Sync {
         RateLimit::UNLIMITED
     }
 
+    /// The provider's clock minus ours in ms, once measured (from answers' `Date` headers).
+    fn clock_skew_ms(&self) -> Option<i64> {
+        None
+    }
+
     /// Whether this source can serve a symbol (by its generic name), e.g. Binance only crypto.
     fn supports(&self, _symbol: SymbolId) -> bool {
         true

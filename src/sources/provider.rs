@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use reqwest::header::HeaderName;
 
-use super::http::{self, Fetched};
+use super::http::{self, ClockSkew, Fetched};
 use super::settings::{ApiKey, ProviderSettings, StreamSettings, free_tier};
 use super::stream::StreamPlan;
 use super::symbols::{Provider, SymbolBook};
@@ -44,6 +44,7 @@ pub struct ProviderCore {
     rate: RateLimit,
     ws_url: Option<String>,
     stream_timing: StreamSettings,
+    skew: ClockSkew,
 }
 
 impl ProviderCore {
@@ -87,6 +88,7 @@ impl ProviderCore {
             rate: endpoint.rate.apply(free_tier(provider)),
             ws_url: endpoint.ws_url.clone(),
             stream_timing: settings.stream,
+            skew: ClockSkew::default(),
         })
     }
 
@@ -96,6 +98,11 @@ impl ProviderCore {
 
     pub fn rate(&self) -> RateLimit {
         self.rate
+    }
+
+    /// The provider's clock minus ours, measured from its answers' `Date` headers.
+    pub fn clock_skew_ms(&self) -> Option<i64> {
+        self.skew.get()
     }
 
     /// The API key, for the few places besides REST requests that need it (stream auth).
@@ -153,7 +160,11 @@ impl ProviderCore {
                 ),
             };
         }
-        http::fetch(self.name, request, self.key.as_ref()).await
+        let fetched = http::fetch(self.name, request, self.key.as_ref()).await?;
+        if let Some(sample) = fetched.skew_ms {
+            self.skew.observe(sample);
+        }
+        Ok(fetched)
     }
 }
 

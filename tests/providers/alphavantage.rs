@@ -192,8 +192,27 @@ fn new_york_time_follows_daylight_saving() {
         new_york_to_utc_ms(t("2006-03-15 12:00")),
         utc("2006-03-15 17:00")
     );
-    assert_eq!(Zone::parse("US/Eastern"), Ok(Zone::NewYork));
-    assert!(Zone::parse("Europe/Paris").is_err());
+    let summer = t("2024-07-15 09:30");
+    for name in ["US/Eastern", " America/New_York ", "EST5EDT"] {
+        let zone = Zone::parse(name).expect("New York");
+        assert_eq!(zone.to_utc_ms(summer), utc("2024-07-15 13:30"), "{name}");
+    }
+    // A spring-forward gap reads with the offset before it: 02:30 EST = 07:30 UTC.
+    assert_eq!(
+        new_york_to_utc_ms(t("2024-03-10 02:30")),
+        utc("2024-03-10 07:30")
+    );
+    let paris = Zone::parse("Europe/Paris").expect("IANA zone");
+    assert_eq!(
+        paris.to_utc_ms(t("2024-07-15 09:30")),
+        utc("2024-07-15 07:30")
+    );
+    let utc_zone = Zone::parse("UTC").expect("UTC");
+    assert_eq!(
+        utc_zone.to_utc_ms(t("2024-07-15 09:30")),
+        utc("2024-07-15 09:30")
+    );
+    assert!(Zone::parse("Mars/Olympus").is_err());
 }
 
 fn intraday(zone: &str, rows: &[(&str, &str)]) -> String {
@@ -282,8 +301,8 @@ async fn history_errors() {
             Expect::Unknown,
         ),
         (
-            "unsupported zone",
-            Reply::ok(intraday("Asia/Tokyo", &[("2024-01-15 09:30:00", "1")])),
+            "unknown zone",
+            Reply::ok(intraday("Mars/Olympus", &[("2024-01-15 09:30:00", "1")])),
             Expect::Malformed,
         ),
         (
@@ -310,4 +329,19 @@ async fn history_errors() {
             .expect("empty")
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn rows_in_any_iana_zone_are_read_in_that_zone() {
+    let body = intraday("Asia/Tokyo", &[("2024-01-15 09:30:00", "5")]);
+    let server = HttpFixture::always("", Reply::ok(body)).await;
+    let src = source(&settings(&[("ALPHAVANTAGE_BASE_URL", &server.base)]));
+    let from = utc("2024-01-15 00:00");
+    let bars = src
+        .history(0, tf("1m"), from, from + 3_600_000)
+        .await
+        .expect("bars");
+    // 09:30 in Tokyo (UTC+9, no daylight time) is 00:30 UTC.
+    assert_eq!(bars.len(), 1, "{bars:?}");
+    assert_eq!(bars[0].ts, utc("2024-01-15 00:30"));
 }

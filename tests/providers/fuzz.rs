@@ -11,6 +11,7 @@ fn fetched(status: u16, body: &[u8]) -> Fetched {
     Fetched {
         status,
         retry_after: None,
+        skew_ms: None,
         body: Bytes::copy_from_slice(body),
     }
 }

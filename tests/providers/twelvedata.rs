@@ -291,3 +291,34 @@ async fn a_request_carries_no_more_symbols_than_a_minute_of_credits() {
         Some(10)
     );
 }
+
+#[tokio::test]
+async fn clock_skew_is_measured_from_the_date_header() {
+    let body = quote("AAPL", "185.92", "40444300");
+    let ahead = chrono::Duration::seconds(90);
+    let server = HttpFixture::start("", move |_| {
+        let date = (chrono::Utc::now() + ahead)
+            .to_rfc2822()
+            .replace("+0000", "GMT");
+        Reply::ok(body.clone()).header("date", &date)
+    })
+    .await;
+    let src = source(&settings(&[("TWELVEDATA_BASE_URL", &server.base)]));
+    assert_eq!(
+        src.clock_skew_ms(),
+        None,
+        "nothing measured before an answer"
+    );
+    for _ in 0..3 {
+        src.quotes(&[0], now_ms()).await.expect("quote");
+    }
+    let skew = src.clock_skew_ms().expect("measured");
+    // An HTTP date carries whole seconds: 90 s ahead reads as 89.5–90.5 s, plus the round trip.
+    assert!((89_000..=91_000).contains(&skew), "skew {skew} ms");
+
+    let honest = HttpFixture::always("", Reply::ok(quote("AAPL", "185.92", "1"))).await;
+    let src = source(&settings(&[("TWELVEDATA_BASE_URL", &honest.base)]));
+    src.quotes(&[0], now_ms()).await.expect("quote");
+    let skew = src.clock_skew_ms().expect("hyper sends a Date header");
+    assert!(skew.abs() <= 1_000, "skew {skew} ms against our own clock");
+}

@@ -12,7 +12,7 @@ included.
   timeframes aggregated from 30 min) and `TIME_SERIES_DAILY` / `FX_DAILY` /
   `DIGITAL_CURRENCY_DAILY`; `compact` (100 rows) when that covers the range, else `full`. Rows
   are an object keyed by local time in the meta block's `Time Zone` (`US/Eastern` for
-  equities — converted with the US daylight-saving rules — or `UTC`), in no particular order.
+  equities, `UTC` for FX and crypto; any IANA zone is read with its own rules), in no particular order.
 - Errors in the body: `Error Message` (unknown symbol / function, or a bad `apikey`),
   `Information` / `Note` (rate limit "… 25 requests per day …", "… 5 calls per minute …", or a
   premium-only endpoint), `{"Global Quote": {}}` for an unknown symbol.
@@ -216,6 +216,10 @@ impl Source for AlphaVantageSource {
 
     fn rate_limit(&self) -> RateLimit {
         self.core.rate()
+    }
+
+    fn clock_skew_ms(&self) -> Option<i64> {
+        self.core.clock_skew_ms()
     }
 
     fn supports(&self, symbol: SymbolId) -> bool {

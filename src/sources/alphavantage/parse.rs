@@ -7,7 +7,7 @@ bytes.
 
 use std::time::Duration;
 
-use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Weekday};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use serde_json::{Map, Value};
 
 use crate::model::Bar;
@@ -201,7 +201,7 @@ pub fn series(fetched: &Fetched, symbol: &str, now_ms: i64) -> Result<Vec<Bar>, 
     let zone = match map.get("Meta Data") {
         Some(Value::Object(meta)) => match field(meta, "Time Zone").and_then(Value::as_str) {
             Some(z) => Zone::parse(z).map_err(|r| malformed(symbol, r))?,
-            None => Zone::Utc,
+            None => Zone::UTC,
         },
         _ => return Err(malformed(symbol, "no \"Meta Data\" object")),
     };
@@ -252,59 +252,40 @@ fn local_datetime(text: &str) -> Result<NaiveDateTime, String> {
         })
 }
 
-/// The zones Alpha Vantage reports: New York for US equities, UTC for FX and crypto.
+/// The zone a `Time Zone` field names (`US/Eastern` for US equities, `UTC` for FX and crypto
+/// in practice), from the IANA database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Zone {
-    Utc,
-    NewYork,
-}
+pub struct Zone(chrono_tz::Tz);
 
 impl Zone {
+    pub const UTC: Self = Self(chrono_tz::UTC);
+    pub const NEW_YORK: Self = Self(chrono_tz::America::New_York);
+
     /// # Errors
-    /// A zone other than UTC or US Eastern (the only ones Alpha Vantage uses).
+    /// A name the IANA time-zone database does not know.
     pub fn parse(name: &str) -> Result<Self, String> {
-        match name.trim() {
-            "UTC" | "GMT" | "Etc/UTC" => Ok(Self::Utc),
-            "US/Eastern" | "America/New_York" | "EST5EDT" => Ok(Self::NewYork),
-            other => Err(format!(
-                "time zone {other:?} is not supported (UTC or US/Eastern)"
-            )),
-        }
+        let name = name.trim();
+        name.parse::<chrono_tz::Tz>()
+            .map(Self)
+            .map_err(|_| format!("unknown time zone {name:?}"))
     }
 
+    /// Local time in this zone → Unix ms. In a repeated autumn hour the first reading is taken;
+    /// a time skipped by a spring change is read with the offset in force just before it.
     pub fn to_utc_ms(self, local: NaiveDateTime) -> i64 {
-        match self {
-            Self::Utc => local.and_utc().timestamp_millis(),
-            Self::NewYork => new_york_to_utc_ms(local),
+        use chrono::TimeZone as _;
+        let earliest = |t: NaiveDateTime| self.0.from_local_datetime(&t).earliest();
+        match earliest(local) {
+            Some(t) => t.timestamp_millis(),
+            None => earliest(local - chrono::TimeDelta::hours(1))
+                .map_or(local.and_utc().timestamp_millis(), |t| {
+                    t.timestamp_millis() + HOUR_MS
+                }),
         }
     }
 }
 
-/// New York local time → Unix ms, by the US daylight-saving rules (since 2007: second Sunday of
-/// March 02:00 to first Sunday of November 02:00; 1987–2006: first Sunday of April to last
-/// Sunday of October). In the repeated autumn hour the first (daylight) reading is taken.
+/// New York local time → Unix ms (US equities' session times).
 pub fn new_york_to_utc_ms(local: NaiveDateTime) -> i64 {
-    let year = local.year();
-    let (start, end) = if year >= 2007 {
-        (nth_sunday(year, 3, 2), nth_sunday(year, 11, 1))
-    } else {
-        (nth_sunday(year, 4, 1), last_sunday(year, 10))
-    };
-    let two = NaiveTime::from_hms_opt(2, 0, 0).unwrap_or(NaiveTime::MIN);
-    let dst = match (start, end) {
-        (Some(s), Some(e)) => local >= s.and_time(two) && local < e.and_time(two),
-        _ => false,
-    };
-    let offset_h: i64 = if dst { -4 } else { -5 };
-    local.and_utc().timestamp_millis() - offset_h * HOUR_MS
-}
-
-fn nth_sunday(year: i32, month: u32, n: u32) -> Option<NaiveDate> {
-    NaiveDate::from_weekday_of_month_opt(year, month, Weekday::Sun, u8::try_from(n).ok()?)
-}
-
-fn last_sunday(year: i32, month: u32) -> Option<NaiveDate> {
-    let last_day = NaiveDate::from_ymd_opt(year, month + 1, 1)?.pred_opt()?;
-    let back = last_day.weekday().num_days_from_sunday();
-    last_day.checked_sub_days(chrono::Days::new(u64::from(back)))
+    Zone::NEW_YORK.to_utc_ms(local)
 }

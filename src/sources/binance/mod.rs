@@ -237,6 +237,10 @@ impl Source for BinanceSource {
         self.core.rate()
     }
 
+    fn clock_skew_ms(&self) -> Option<i64> {
+        self.core.clock_skew_ms()
+    }
+
     fn supports(&self, symbol: SymbolId) -> bool {
         self.core.book().supports(symbol) && !self.invalid.lock().contains(&symbol)
     }

@@ -196,6 +196,10 @@ impl Source for TwelveDataSource {
         self.core.rate()
     }
 
+    fn clock_skew_ms(&self) -> Option<i64> {
+        self.core.clock_skew_ms()
+    }
+
     /// Twelve Data charges one credit per symbol, batched or not.
     fn request_cost(&self, symbols: usize) -> u32 {
         u32::try_from(symbols).unwrap_or(u32::MAX)

@@ -159,6 +159,10 @@ impl Source for YahooSource {
         self.core.rate()
     }
 
+    fn clock_skew_ms(&self) -> Option<i64> {
+        self.core.clock_skew_ms()
+    }
+
     fn supports(&self, symbol: SymbolId) -> bool {
         self.core.book().supports(symbol)
     }

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, ApiState};
 use crate::clock::Clock;
 use crate::collector::Collector;
-use crate::config::Config;
+use crate::config::{BootstrapOnStart, Config};
 use crate::indicators::IndicatorSet;
 use crate::metrics::Metrics;
 use crate::model::SymbolTable;
@@ -83,17 +83,20 @@ pub async fn run_with(
         Arc::new(opened.map_err(|e| StoreError::Join(e.to_string()))??)
     };
     let sources = sources::build(&config, &symbols);
-    if config.bootstrap_on_start {
-        let stats =
-            crate::bootstrap::bootstrap(&config, &symbols, &sources, &store, clock.now_ms(), false)
-                .await?;
-        tracing::info!(
-            stored = stats.stored,
-            rejected = stats.rejected,
-            failed_windows = stats.failed_windows,
-            "bootstrap done"
-        );
+    if config.bootstrap_on_start == BootstrapOnStart::Before {
+        let stats = crate::bootstrap::bootstrap(
+            &config,
+            &symbols,
+            &sources,
+            &store,
+            clock.now_ms(),
+            false,
+            || {},
+        )
+        .await?;
+        log_bootstrap(stats);
     }
+    let history_sources = sources.clone();
     let source_names: Vec<&'static str> = sources.iter().map(|s| s.name()).collect();
     let metrics = Arc::new(Metrics::new(&source_names));
     let snapshot = Arc::new(Snapshot::new(
@@ -153,6 +156,36 @@ pub async fn run_with(
         "indicators warmed up"
     );
 
+    if config.bootstrap_on_start == BootstrapOnStart::Background {
+        let resync = downstream.as_ref().map(|d| Arc::clone(&d.resync));
+        let (config, symbols, store) = (config.clone(), symbols.clone(), Arc::clone(&store));
+        let token = token.clone();
+        tracker.spawn(async move {
+            let now = clock.now_ms();
+            // Bars among a series' newest belong in its Redis ring: reconcile the rings.
+            let reconcile = || {
+                if let Some(resync) = &resync {
+                    resync.store(true, std::sync::atomic::Ordering::Release);
+                }
+            };
+            let filled = crate::bootstrap::bootstrap(
+                &config,
+                &symbols,
+                &history_sources,
+                &store,
+                now,
+                false,
+                reconcile,
+            );
+            tokio::select! {
+                () = token.cancelled() => {}
+                done = filled => match done {
+                    Ok(stats) => log_bootstrap(stats),
+                    Err(e) => tracing::error!(error = %e, "background bootstrap failed"),
+                },
+            }
+        });
+    }
     // The writer stops when the collector drops its sender, after a final flush.
     tracker.spawn(sqlite::run_writer(
         Arc::clone(&store),
@@ -209,6 +242,15 @@ pub async fn run_with(
     Ok(())
 }
 
+fn log_bootstrap(stats: crate::bootstrap::BootstrapStats) {
+    tracing::info!(
+        stored = stats.stored,
+        rejected = stats.rejected,
+        failed_windows = stats.failed_windows,
+        "bootstrap done"
+    );
+}
+
 /// `barkeep bootstrap`: history for every symbol and timeframe into SQLite.
 ///
 /// # Errors
@@ -225,10 +267,16 @@ pub async fn bootstrap(
     };
     let sources = sources::build(&config, &symbols);
     let now = crate::clock::system_now_ms();
-    Ok(
-        crate::bootstrap::bootstrap(&config, &symbols, &sources, &store, now, show_progress)
-            .await?,
+    Ok(crate::bootstrap::bootstrap(
+        &config,
+        &symbols,
+        &sources,
+        &store,
+        now,
+        show_progress,
+        || {},
     )
+    .await?)
 }
 
 /// One line of `replay`'s output: the bar, its quality and every feature, flat.

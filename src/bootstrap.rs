@@ -1,26 +1,49 @@
 /*!
-`barkeep bootstrap`: download history into SQLite before running, with a progress bar.
+`barkeep bootstrap`: download history into SQLite, with a progress bar; also run at `barkeep run`
+start (in the background by default, `BOOTSTRAP_ON_START`).
 
-For every (symbol, timeframe) it asks the sources that serve history (in `SOURCES` order,
-falling back on error) for the bars between `HISTORY_DAYS` ago — or just after the newest bar
-already stored, so an interrupted bootstrap resumes where it stopped — and now, in windows of
-at most [`WINDOW_BARS`] bars. Every bar goes through the validator; accepted bars are upserted
-(running it twice changes nothing), rejected ones are counted. The next `barkeep run` warms its
-indicators from what is stored.
+For every (symbol, timeframe) it fills what SQLite lacks of the last `HISTORY_DAYS`: first the
+bars after the newest stored one (oldest first), then the bars before the oldest stored one
+(newest first), in windows of at most [`WINDOW_BARS`] bars. Either way what is stored stays one
+contiguous stretch that grows from the present into the past, so an interrupted bootstrap
+resumes where it stopped and running it twice changes nothing. A bar already stored is never
+overwritten, so a bootstrap running beside collection cannot replace what the collector wrote
+(and what the Redis rings hold).
+
+Each window is asked of the sources that serve history, in `SOURCES` order, each within its own
+request budget: the bootstrap waits for a source's per-minute bucket to refill (up to
+[`MAX_BUDGET_WAIT`]) rather than being refused, and moves on to the next source when that
+source's daily quota is spent or it keeps failing. Every bar goes through the validator;
+rejected ones are stored in `rejects` with their reason, as live ones are. Indicators are warmed from what is stored.
 */
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::model::{SymbolId, SymbolTable, Timeframe};
-use crate::sources::Source;
+use crate::model::{Bar, SymbolId, SymbolTable, Timeframe};
+use crate::pipeline::RejectRecord;
+use crate::sources::http::wall_ms;
+use crate::sources::ratelimit::RateBudget;
+use crate::sources::{ErrorKind, Source};
 use crate::store::sqlite::{SqliteStore, StoreError, StoredBar};
 use crate::validate::{Validator, Verdict};
 
 /// Bars asked for per request.
 pub const WINDOW_BARS: i64 = 1_000;
+
+/// At most this many bars per (symbol, timeframe): `HISTORY_DAYS` of 1m bars fit (90 days are
+/// 129 600), while 90 days of 1s bars (7.8 million per symbol) would not be what anyone wants.
+pub const MAX_SERIES_BARS: i64 = 200_000;
+
+/// The longest the bootstrap waits for a source's budget before asking the next source.
+pub const MAX_BUDGET_WAIT: Duration = Duration::from_secs(65);
+
+/// Rate-limit answers from one source for one window before the next source is asked.
+const RATE_LIMITED_TRIES: usize = 3;
 
 /// What a bootstrap did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -30,10 +53,28 @@ pub struct BootstrapStats {
     pub failed_windows: usize,
 }
 
-/// Downloads history for every configured symbol and timeframe.
+/// One request's worth of history: bars of `timeframe` opening in `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Window {
+    symbol: SymbolId,
+    timeframe: Timeframe,
+    from: i64,
+    to: i64,
+}
+
+/// A history source and the budget the bootstrap keeps for it.
+struct Paced {
+    source: Arc<dyn Source>,
+    budget: RateBudget,
+}
+
+/// Downloads what SQLite lacks of the configured history for every symbol and timeframe.
 ///
 /// # Errors
 /// A SQLite failure (source failures are counted and reported, not fatal).
+///
+/// `on_recent` is called after bars were stored among the newest `MAX_BARS_CACHE` of a series
+/// (while collecting, the Redis rings must then be reconciled with SQLite).
 pub async fn bootstrap(
     config: &Config,
     symbols: &SymbolTable,
@@ -41,24 +82,21 @@ pub async fn bootstrap(
     store: &Arc<SqliteStore>,
     now_ms: i64,
     show_progress: bool,
+    on_recent: impl Fn(),
 ) -> Result<BootstrapStats, StoreError> {
-    let history: Vec<&Arc<dyn Source>> = sources
+    let mut history: Vec<Paced> = sources
         .iter()
         .filter(|s| s.capabilities().history)
+        .map(|s| Paced {
+            source: Arc::clone(s),
+            budget: RateBudget::new(s.rate_limit(), Instant::now()),
+        })
         .collect();
-    let mut plan: Vec<(SymbolId, Timeframe, i64, i64)> = Vec::new();
+    let mut plan = Vec::new();
     for (symbol, _) in symbols.iter() {
         for &tf in &config.timeframes {
-            let to = tf.bucket(now_ms);
-            let oldest = to - config.history_days as i64 * 86_400_000;
-            let newest = newest_stored(store, symbol, tf).await?;
-            let from = newest.map_or(oldest, |t| (t + tf.ms()).max(oldest));
-            let mut start = from;
-            while start < to {
-                let end = (start + WINDOW_BARS * tf.ms()).min(to);
-                plan.push((symbol, tf, start, end));
-                start = end;
-            }
+            let span = stored_span(store, symbol, tf).await?;
+            plan.extend(windows(symbol, tf, now_ms, config.history_days, span));
         }
     }
     let bar = if show_progress {
@@ -74,46 +112,26 @@ pub async fn bootstrap(
         ProgressBar::hidden()
     };
     let mut stats = BootstrapStats::default();
-    let mut validators: Vec<Option<(SymbolId, Timeframe, Validator)>> = Vec::new();
-    for (symbol, tf, from, to) in plan {
-        bar.set_message(format!("{} {tf}", symbols.name(symbol)));
-        let mut fetched = None;
-        for source in history.iter().filter(|s| s.supports(symbol)) {
-            match source.history(symbol, tf, from, to).await {
-                Ok(bars) => {
-                    fetched = Some((source.name(), bars));
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(source = source.name(), symbol = %symbols.name(symbol), error = %e, "history window failed; trying the next source")
-                }
-            }
-        }
-        let Some((source, bars)) = fetched else {
+    for window in plan {
+        bar.set_message(format!(
+            "{} {}",
+            symbols.name(window.symbol),
+            window.timeframe
+        ));
+        let Some((source, bars)) = fetch(&mut history, symbols, window, &bar).await else {
             stats.failed_windows += 1;
             bar.inc(1);
             continue;
         };
-        let validator = match validators
-            .iter_mut()
-            .flatten()
-            .find(|(s, t, _)| *s == symbol && *t == tf)
-        {
-            Some((_, _, v)) => v,
-            None => {
-                validators.push(Some((
-                    symbol,
-                    tf,
-                    Validator::new(config.validation.clone()),
-                )));
-                match validators.last_mut().and_then(Option::as_mut) {
-                    Some((_, _, v)) => v,
-                    None => continue,
-                }
-            }
-        };
+        // Windows arrive out of time order (the past is filled newest first), so each is
+        // validated on its own.
+        let mut validator = Validator::new(config.validation.clone());
         let mut good = Vec::with_capacity(bars.len());
-        for b in bars.iter().filter(|b| b.ts >= from && b.ts < to) {
+        let mut rejects = Vec::new();
+        for b in bars
+            .iter()
+            .filter(|b| b.ts >= window.from && b.ts < window.to)
+        {
             match validator.check(b, None) {
                 Verdict::Accept { quality } => good.push(StoredBar {
                     bar: *b,
@@ -121,26 +139,182 @@ pub async fn bootstrap(
                     quality,
                 }),
                 Verdict::Duplicate => {}
-                Verdict::Reject(_) => stats.rejected += 1,
+                Verdict::Reject(reason) => rejects.push(RejectRecord {
+                    symbol: window.symbol,
+                    source,
+                    reason,
+                    input: *b,
+                    received_at_ms: now_ms,
+                }),
             }
         }
+        stats.rejected += rejects.len();
         let store = Arc::clone(store);
-        stats.stored += tokio::task::spawn_blocking(move || store.upsert_now(symbol, tf, &good))
-            .await
-            .map_err(|e| StoreError::Join(e.to_string()))??;
+        let (symbol, tf) = (window.symbol, window.timeframe);
+        let stored =
+            tokio::task::spawn_blocking(move || store.insert_missing(symbol, tf, &good, &rejects))
+                .await
+                .map_err(|e| StoreError::Join(e.to_string()))??;
+        stats.stored += stored;
+        let ring_reach = tf.bucket(now_ms) - config.max_bars_cache as i64 * tf.ms();
+        if stored > 0 && window.to > ring_reach {
+            on_recent();
+        }
         bar.inc(1);
     }
     bar.finish_with_message(format!("{} bars stored", stats.stored));
     Ok(stats)
 }
 
-async fn newest_stored(
+/// The windows that fill `[now − days, now)` around what is stored (`span`: oldest and newest
+/// stored open time): after the newest, oldest first; then before the oldest, newest first.
+fn windows(
+    symbol: SymbolId,
+    timeframe: Timeframe,
+    now_ms: i64,
+    days: u32,
+    span: Option<(i64, i64)>,
+) -> Vec<Window> {
+    let step = WINDOW_BARS * timeframe.ms();
+    let to = timeframe.bucket(now_ms);
+    let days_back = (i64::from(days) * 86_400_000).min(MAX_SERIES_BARS * timeframe.ms());
+    let oldest = timeframe.bucket(to - days_back);
+    let window = |from, to| Window {
+        symbol,
+        timeframe,
+        from,
+        to,
+    };
+    let mut plan = Vec::new();
+    let past_end = match span {
+        None => to,
+        Some((first, last)) => {
+            let mut start = (last + timeframe.ms()).max(oldest);
+            while start < to {
+                let end = (start + step).min(to);
+                plan.push(window(start, end));
+                start = end;
+            }
+            first.min(to)
+        }
+    };
+    let mut end = past_end;
+    while end > oldest {
+        let start = (end - step).max(oldest);
+        plan.push(window(start, end));
+        end = start;
+    }
+    plan
+}
+
+/// One window from the first source that answers it, each asked within its budget.
+async fn fetch(
+    history: &mut [Paced],
+    symbols: &SymbolTable,
+    w: Window,
+    progress: &ProgressBar,
+) -> Option<(&'static str, Vec<Bar>)> {
+    let symbol_name = symbols.name(w.symbol);
+    for paced in history.iter_mut().filter(|p| p.source.supports(w.symbol)) {
+        let name = paced.source.name();
+        let mut rate_limited = 0;
+        while rate_limited < RATE_LIMITED_TRIES {
+            match paced.budget.wait_for(Instant::now(), wall_ms(), 1) {
+                None => {
+                    tracing::debug!(source = name, "daily budget spent; asking the next source");
+                    break;
+                }
+                Some(wait) if wait > MAX_BUDGET_WAIT => break,
+                Some(wait) if !wait.is_zero() => {
+                    progress.set_message(format!(
+                        "{symbol_name} {}: waiting {wait:.0?} for {name}'s budget",
+                        w.timeframe
+                    ));
+                    tokio::time::sleep(wait).await;
+                }
+                Some(_) => {}
+            }
+            if !paced.budget.try_acquire(Instant::now(), wall_ms(), 1) {
+                continue;
+            }
+            match paced
+                .source
+                .history(w.symbol, w.timeframe, w.from, w.to)
+                .await
+            {
+                Ok(bars) => return Some((name, bars)),
+                Err(e) if e.kind() == ErrorKind::RateLimited => {
+                    paced
+                        .budget
+                        .on_rate_limited(Instant::now(), e.retry_after());
+                    rate_limited += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(source = name, symbol = %symbol_name, error = %e, "history window failed; trying the next source");
+                    break;
+                }
+            }
+        }
+    }
+    None
+}
+
+async fn stored_span(
     store: &Arc<SqliteStore>,
     symbol: SymbolId,
     tf: Timeframe,
-) -> Result<Option<i64>, StoreError> {
+) -> Result<Option<(i64, i64)>, StoreError> {
     let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || store.ring_summary(symbol, tf, 1).map(|s| s.last_ts))
+    tokio::task::spawn_blocking(move || store.stored_span(symbol, tf))
         .await
         .map_err(|e| StoreError::Join(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+    const DAY: i64 = 86_400_000;
+
+    fn spans(plan: &[Window]) -> Vec<(i64, i64)> {
+        plan.iter().map(|w| (w.from / MIN, w.to / MIN)).collect()
+    }
+
+    #[test]
+    fn the_present_is_filled_forward_and_the_past_backward() {
+        let tf: Timeframe = "1m".parse().expect("tf");
+        let now = 10 * DAY + 30 * MIN + 5_000;
+        let empty = windows(0, tf, now, 1, None);
+        let to = (10 * DAY + 30 * MIN) / MIN;
+        assert_eq!(spans(&empty)[0], (to - 1_000, to), "newest first");
+        assert_eq!(
+            spans(&empty)[1],
+            (to - 1_440, to - 1_000),
+            "down to a day ago"
+        );
+        assert_eq!(empty.last().map(|w| w.from), Some(9 * DAY + 30 * MIN));
+        assert_eq!(empty.iter().map(|w| w.to - w.from).sum::<i64>(), DAY);
+
+        // Stored: the last 100 minutes up to 10 minutes ago.
+        let (first, last) = (now - 110 * MIN, now - 11 * MIN);
+        let (first, last) = (tf.bucket(first), tf.bucket(last));
+        let plan = windows(0, tf, now, 1, Some((first, last)));
+        assert_eq!(spans(&plan)[0], (to - 10, to), "the present first");
+        assert_eq!(
+            spans(&plan)[1],
+            (first / MIN - 1_000, first / MIN),
+            "then the past"
+        );
+        let covered: i64 = plan.iter().map(|w| w.to - w.from).sum();
+        assert_eq!(covered + (last - first + MIN), DAY, "no gap, no overlap");
+
+        let full = windows(0, tf, now, 1, Some((9 * DAY + 30 * MIN, to * MIN - MIN)));
+        assert!(full.is_empty(), "{full:?}");
+
+        let second: Timeframe = "1s".parse().expect("tf");
+        let capped = windows(0, second, now, 90, None);
+        let bars: i64 = capped.iter().map(|w| (w.to - w.from) / 1_000).sum();
+        assert_eq!(bars, MAX_SERIES_BARS, "90 days of 1s bars are capped");
+    }
 }

@@ -24,6 +24,16 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// `BOOTSTRAP_ON_START`: what `run` does about history SQLite lacks (see `bootstrap.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootstrapOnStart {
+    /// Fill it while collecting (the default): the bot gets live data at once.
+    Background,
+    /// Fill it before collecting starts.
+    Before,
+    Off,
+}
+
 /// Output format of the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -56,8 +66,8 @@ pub struct Config {
     pub warmup_bars: usize,
     /// Days of history `barkeep bootstrap` downloads.
     pub history_days: u32,
-    /// Run the full bootstrap before `run` starts collecting.
-    pub bootstrap_on_start: bool,
+    /// Whether and how `run` fills missing history at start.
+    pub bootstrap_on_start: BootstrapOnStart,
     pub redis_url: Option<String>,
     pub redis_pool_size: usize,
     pub redis_key_prefix: String,
@@ -245,11 +255,12 @@ impl Config {
             shutdown_timeout_ms: env.duration_ms("SHUTDOWN_TIMEOUT", 10_000, 100, 600_000)?,
             warmup_bars: env.int("WARMUP_BARS", warmup_default, 0, 1_000_000)?,
             history_days: env.int("HISTORY_DAYS", 90, 1, 36_500)?,
-            bootstrap_on_start: env.parse("BOOTSTRAP_ON_START", "false", |s| {
+            bootstrap_on_start: env.parse("BOOTSTRAP_ON_START", "background", |s| {
                 match s.to_ascii_lowercase().as_str() {
-                    "1" | "true" | "yes" | "on" => Ok(true),
-                    "0" | "false" | "no" | "off" | "" => Ok(false),
-                    _ => Err("expected true or false".to_string()),
+                    "background" => Ok(BootstrapOnStart::Background),
+                    "1" | "true" | "yes" | "on" => Ok(BootstrapOnStart::Before),
+                    "0" | "false" | "no" | "off" | "" => Ok(BootstrapOnStart::Off),
+                    _ => Err("expected background, true or false".to_string()),
                 }
             })?,
             redis_url,

@@ -214,6 +214,19 @@ fn bootstrap_downloads_history_resumably_and_idempotently() {
         count,
         "an interrupted bootstrap resumes"
     );
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute(
+        "DELETE FROM bars WHERE timeframe = '1h' AND ts < (SELECT min(ts) + 36000000 FROM bars WHERE timeframe = '1h')",
+        [],
+    )
+    .expect("delete the oldest 10 hours");
+    drop(conn);
+    let again = run();
+    assert_eq!(
+        common::sql_u64(&db, "SELECT count(*) FROM bars"),
+        count,
+        "the past is filled back from the oldest stored bar: {again}"
+    );
     assert_eq!(
         common::sql_u64(
             &db,

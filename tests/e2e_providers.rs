@@ -258,6 +258,7 @@ fn fallback_config(db: &Path, yahoo: &str, twelvedata: &str) -> Config {
         ("BREAKER_FAILURES", "5".into()),
         ("BREAKER_OPEN", format!("{}ms", OPEN_FOR.as_millis())),
         ("WARMUP_BARS", "0".into()),
+        ("BOOTSTRAP_ON_START", "false".into()),
         ("BATCH_WRITE_INTERVAL", "100ms".into()),
         ("PROVIDER_HTTP_TIMEOUT", "2s".into()),
         ("YAHOO_BASE_URL", yahoo.into()),
@@ -556,6 +557,8 @@ fn websocket_drop_is_reconnected_resubscribed_and_backfilled_without_gap_or_dupl
             ("STREAM_RECONNECT_MAX", "100ms"),
             ("STREAM_SILENCE_TIMEOUT", "5s"),
             ("PROVIDER_HTTP_TIMEOUT", "2s"),
+            // Every stored bar here must come from the stream or its backfill.
+            ("BOOTSTRAP_ON_START", "false"),
         ],
     );
     let addr = sidecar.addr;

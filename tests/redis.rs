@@ -17,6 +17,8 @@ fn vars<'a>(db: &'a str, url: &'a str) -> Vec<(&'a str, &'a str)> {
         ("COLLECTION_INTERVAL", "100ms"),
         ("BATCH_WRITE_INTERVAL", "500ms"),
         ("SYNTHETIC_BAD_TICK_RATE", "0"),
+        // These tests follow rings bar by bar; the background bootstrap has its own test.
+        ("BOOTSTRAP_ON_START", "false"),
     ]
 }
 
@@ -360,4 +362,71 @@ fn the_readme_python_reader_works_when_python_has_redis_and_msgpack() {
     assert!(read["bars"][4]["close"].is_f64());
     assert!(read["features"]["rsi_14"].is_f64(), "{read}");
     assert_eq!(read["event"]["symbol"], "EURUSD");
+}
+
+/// Waits for a log line containing `marker`, keeping every line read.
+fn wait_for_log(sidecar: &mut Sidecar, marker: &str, timeout: Duration) -> Option<String> {
+    let until = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < until {
+        if let Ok(line) = sidecar.log.recv_timeout(Duration::from_millis(100)) {
+            sidecar.lines.push(line.clone());
+            if line.contains(marker) {
+                return Some(line);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn history_is_filled_in_the_background_and_the_ring_follows() {
+    let redis = RedisServer::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("b.db");
+    let (db_s, url) = (db.to_str().expect("utf-8").to_string(), redis.url());
+    let v = [
+        ("SQLITE_PATH", db_s.as_str()),
+        ("REDIS_URL", url.as_str()),
+        ("SYMBOLS", "EURUSD"),
+        ("TIMEFRAMES", "1m"),
+        ("COLLECTION_INTERVAL", "100ms"),
+        ("BATCH_WRITE_INTERVAL", "200ms"),
+        ("SYNTHETIC_BAD_TICK_RATE", "0"),
+        ("HISTORY_DAYS", "5"),
+    ];
+    let mut sidecar = Sidecar::start(dir.path(), &v);
+    // Serving starts before the history is complete.
+    assert_eq!(get_json(sidecar.addr, "/signals/EURUSD").0, 200);
+    let done = wait_for_log(&mut sidecar, "bootstrap done", Duration::from_secs(60))
+        .expect("the background bootstrap finishes");
+    assert!(
+        common::log_field(&[done], "bootstrap done", "stored").is_some_and(|n| n > 5_000),
+        "{}",
+        sidecar.lines.join("\n")
+    );
+    let key = "barkeep:bars:EURUSD:1m";
+    let mut conn = redis.client();
+    wait_for(Duration::from_secs(10), || {
+        let ring = ring(&mut conn, key);
+        (ring.len() == 5_000 && ring == sqlite_newest(&db, "EURUSD", "1m", 5_000)).then_some(())
+    })
+    .expect("the ring holds SQLite's newest 5000 bars, older history included");
+    let (count, first, last) = (
+        sql_u64(&db, "SELECT count(*) FROM bars WHERE symbol = 'EURUSD'"),
+        sql_u64(&db, "SELECT min(ts) FROM bars WHERE symbol = 'EURUSD'"),
+        sql_u64(&db, "SELECT max(ts) FROM bars WHERE symbol = 'EURUSD'"),
+    );
+    assert!(count >= 5 * 1_440, "five days of minutes: {count}");
+    assert_eq!(count, (last - first) / 60_000 + 1, "one stretch, no hole");
+    let (code, log) = sidecar.terminate();
+    assert_eq!(code, 0, "{}", log.join("\n"));
+
+    // The next start finds the history there: at most the minutes it was down are fetched.
+    let mut sidecar = Sidecar::start(dir.path(), &v);
+    let done = wait_for_log(&mut sidecar, "bootstrap done", Duration::from_secs(30))
+        .expect("bootstrap done");
+    let stored = common::log_field(&[done], "bootstrap done", "stored").expect("stored");
+    assert!(stored <= 2, "stored {stored} again");
+    let (code, _) = sidecar.terminate();
+    assert_eq!(code, 0);
 }

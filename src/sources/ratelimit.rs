@@ -86,6 +86,31 @@ impl RateBudget {
             .map(|q| q.saturating_sub(self.used_today))
     }
 
+    /// How long until `cost` can be acquired: zero when it can now, `None` when today's quota
+    /// is spent (it returns at the next UTC day). For batch work such as the bootstrap, which
+    /// waits for its budget instead of skipping a tick.
+    pub fn wait_for(&self, now: Instant, wall_ms: i64, cost: u32) -> Option<Duration> {
+        let spent_today = wall_ms.div_euclid(86_400_000) == self.day
+            && self
+                .limit
+                .per_day
+                .is_some_and(|quota| self.used_today >= quota);
+        if spent_today {
+            return None;
+        }
+        let blocked = self
+            .blocked_until
+            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
+        let refill = self.limit.per_minute.map_or(Duration::ZERO, |per_minute| {
+            let capacity = f64::from(per_minute);
+            let elapsed = now.duration_since(self.refilled_at).as_secs_f64();
+            let tokens = (self.tokens + elapsed * capacity / 60.0).min(capacity);
+            let missing = f64::from(cost).min(capacity) - tokens;
+            Duration::from_secs_f64((missing.max(0.0) * 60.0 / capacity).max(0.0))
+        });
+        Some(blocked.max(refill))
+    }
+
     pub fn blocked(&self, now: Instant) -> bool {
         self.blocked_until.is_some_and(|until| now < until)
     }
@@ -148,5 +173,34 @@ mod tests {
         );
         let mut free = RateBudget::new(RateLimit::UNLIMITED, t);
         assert!((0..1_000).all(|_| free.try_acquire(t, DAY, 1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_for_budget_is_the_refill_or_the_block_and_none_when_today_is_spent() {
+        let t = Instant::now();
+        let secs = Duration::from_secs;
+        let mut b = RateBudget::new(
+            RateLimit {
+                per_minute: Some(5),
+                per_day: Some(7),
+            },
+            t,
+        );
+        assert_eq!(b.wait_for(t, DAY, 1), Some(Duration::ZERO));
+        assert_eq!((0..5).filter(|_| b.try_acquire(t, DAY, 1)).count(), 5);
+        assert_eq!(b.wait_for(t, DAY, 1), Some(secs(12)), "one token per 12 s");
+        assert_eq!(b.wait_for(t + secs(3), DAY, 1), Some(secs(9)));
+        assert!(b.try_acquire(t + b.wait_for(t, DAY, 1).expect("wait"), DAY, 1));
+        b.on_rate_limited(t + secs(12), Some(secs(40)));
+        assert_eq!(b.wait_for(t + secs(12), DAY, 1), Some(secs(40)));
+        assert!(b.try_acquire(t + secs(52), DAY, 1), "7 used");
+        assert_eq!(b.wait_for(t + secs(600), DAY, 1), None, "today is spent");
+        assert_eq!(
+            b.wait_for(t + secs(600), 2 * DAY, 1),
+            Some(Duration::ZERO),
+            "a new UTC day"
+        );
+        let free = RateBudget::new(RateLimit::UNLIMITED, t);
+        assert_eq!(free.wait_for(t, DAY, 100), Some(Duration::ZERO));
     }
 }

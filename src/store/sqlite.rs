@@ -37,6 +37,11 @@ const UPSERT_BAR: &str =
        open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
        volume = excluded.volume, source = excluded.source, quality = excluded.quality";
 
+const INSERT_MISSING_BAR: &str =
+    "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume, source, quality)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+     ON CONFLICT (symbol, timeframe, ts) DO NOTHING";
+
 /// What a Redis ring of the newest bars should look like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingSummary {
@@ -242,31 +247,7 @@ impl SqliteStore {
                     r.quality
                 ])?;
             }
-            let mut reject = tx.prepare_cached(
-                "INSERT INTO rejects (symbol, source, reason, ts, received_at, open, high, low, close, volume, raw)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?;
-            for r in &b.rejects {
-                let i = &r.input;
-                let finite = |v: f64| v.is_finite().then_some(v);
-                let raw = format!(
-                    "o={} h={} l={} c={} v={} ts={}",
-                    i.open, i.high, i.low, i.close, i.volume, i.ts
-                );
-                reject.execute(params![
-                    &**self.symbols.name(r.symbol),
-                    r.source,
-                    r.reason.as_str(),
-                    i.ts,
-                    r.received_at_ms,
-                    finite(i.open),
-                    finite(i.high),
-                    finite(i.low),
-                    finite(i.close),
-                    finite(i.volume),
-                    raw
-                ])?;
-            }
+            self.insert_rejects(&tx, &b.rejects)?;
             let mut gap = tx.prepare_cached(
                 "INSERT INTO gaps (symbol, timeframe, from_ts, to_ts) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (symbol, timeframe, from_ts) DO UPDATE SET to_ts = max(to_ts, excluded.to_ts)",
@@ -348,6 +329,27 @@ impl SqliteStore {
         Ok(bars)
     }
 
+    /// Oldest and newest open time of the flushed bars of a series (the bootstrap's starting
+    /// points). Reads only the primary-key index.
+    ///
+    /// # Errors
+    /// A failed query.
+    pub fn stored_span(
+        &self,
+        symbol: SymbolId,
+        timeframe: Timeframe,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let conn = self.reader.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT min(ts), max(ts) FROM bars WHERE symbol = ?1 AND timeframe = ?2",
+        )?;
+        let span: (Option<i64>, Option<i64>) = stmt.query_row(
+            params![&**self.symbols.name(symbol), timeframe.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(span.0.zip(span.1))
+    }
+
     /// Length, oldest and newest open time of the newest `n` closed bars (flushed or not):
     /// what a Redis ring of capacity `n` must hold. Reads only the primary-key index.
     ///
@@ -403,21 +405,83 @@ impl SqliteStore {
         timeframe: Timeframe,
         bars: &[StoredBar],
     ) -> Result<usize, StoreError> {
+        self.write_now(UPSERT_BAR, symbol, timeframe, bars, &[])
+    }
+
+    /// Stores the bars whose open time is not stored yet (history downloaded while collecting
+    /// must never overwrite what collection stored) and the bars rejected on the way, in one
+    /// transaction; how many bars were new.
+    ///
+    /// # Errors
+    /// A failed transaction; nothing is written then.
+    pub fn insert_missing(
+        &self,
+        symbol: SymbolId,
+        timeframe: Timeframe,
+        bars: &[StoredBar],
+        rejects: &[RejectRecord],
+    ) -> Result<usize, StoreError> {
+        self.write_now(INSERT_MISSING_BAR, symbol, timeframe, bars, rejects)
+    }
+
+    fn write_now(
+        &self,
+        sql: &str,
+        symbol: SymbolId,
+        timeframe: Timeframe,
+        bars: &[StoredBar],
+        rejects: &[RejectRecord],
+    ) -> Result<usize, StoreError> {
         let mut conn = self.writer.lock();
         let tx = conn.transaction()?;
+        self.insert_rejects(&tx, rejects)?;
+        let mut written = 0;
         {
-            let mut upsert = tx.prepare_cached(UPSERT_BAR)?;
+            let mut insert = tx.prepare_cached(sql)?;
             let (name, tf) = (&**self.symbols.name(symbol), timeframe.to_string());
             for b in bars {
                 let bar = &b.bar;
-                upsert.execute(params![
+                written += insert.execute(params![
                     name, tf, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume, b.source,
                     b.quality
                 ])?;
             }
         }
         tx.commit()?;
-        Ok(bars.len())
+        Ok(written)
+    }
+
+    fn insert_rejects(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        rejects: &[RejectRecord],
+    ) -> Result<(), StoreError> {
+        let mut reject = tx.prepare_cached(
+        "INSERT INTO rejects (symbol, source, reason, ts, received_at, open, high, low, close, volume, raw)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+        for r in rejects {
+            let i = &r.input;
+            let finite = |v: f64| v.is_finite().then_some(v);
+            let raw = format!(
+                "o={} h={} l={} c={} v={} ts={}",
+                i.open, i.high, i.low, i.close, i.volume, i.ts
+            );
+            reject.execute(params![
+                &**self.symbols.name(r.symbol),
+                r.source,
+                r.reason.as_str(),
+                i.ts,
+                r.received_at_ms,
+                finite(i.open),
+                finite(i.high),
+                finite(i.low),
+                finite(i.close),
+                finite(i.volume),
+                raw
+            ])?;
+        }
+        Ok(())
     }
 
     /// Stored closed bars after `after_ts` (all when `None`), oldest first, at most `limit`

@@ -152,6 +152,14 @@ fn kline(open_ms: i64, close: &str) -> String {
 
 #[tokio::test]
 async fn klines_are_parsed_sorted_and_the_open_kline_dropped() {
+    // Not in a minute's last seconds: the open kline must still be open when it is parsed.
+    let into_minute = now_ms().rem_euclid(60_000);
+    if into_minute > 55_000 {
+        tokio::time::sleep(std::time::Duration::from_millis(
+            (60_100 - into_minute) as u64,
+        ))
+        .await;
+    }
     let now = now_ms();
     let minute = now - now.rem_euclid(60_000);
     let rows = [

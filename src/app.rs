@@ -213,12 +213,25 @@ pub async fn run_with(
         addr: config.http_addr,
         source,
     })?;
-    tracker.spawn(api::serve(
-        listener,
-        state,
-        config.http_pool_size,
-        token.clone(),
-    ));
+    match clock {
+        // A test's paused clock belongs to the test's runtime: serve there.
+        Clock::Tokio { .. } => {
+            tracker.spawn(api::serve(
+                listener,
+                state,
+                config.http_pool_size,
+                token.clone(),
+            ));
+        }
+        Clock::System => {
+            let served = serve_on_own_runtime(listener, state, config.http_pool_size, &token)
+                .map_err(|source| AppError::Bind {
+                    addr: config.http_addr,
+                    source,
+                })?;
+            tracker.spawn(served);
+        }
+    }
     tracker.close();
     tracing::info!(%addr, sources = ?config.sources, symbols = ?config.symbols, "barkeep running; HTTP API listening");
 
@@ -240,6 +253,43 @@ pub async fn run_with(
         "stopped cleanly"
     );
     Ok(())
+}
+
+/// Threads of the HTTP API's own runtime.
+const API_WORKERS: usize = 2;
+
+/// Runs the HTTP API on its own runtime and threads: a request never queues behind a collection
+/// tick or a Redis write holding a worker of the main runtime for tens of milliseconds at 10 000
+/// symbols; the OS shares the cores between them instead (BENCHMARKS.md has the p99 before and
+/// after). The returned future ends when the API has stopped.
+fn serve_on_own_runtime(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    pool_size: usize,
+    token: &CancellationToken,
+) -> std::io::Result<impl Future<Output = ()> + use<>> {
+    let listener = listener.into_std()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(API_WORKERS)
+        .thread_name("barkeep-http")
+        .enable_all()
+        .build()?;
+    let (done, stopped) = tokio::sync::oneshot::channel::<()>();
+    let token = token.clone();
+    std::thread::Builder::new()
+        .name("barkeep-http".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => api::serve(listener, state, pool_size, token).await,
+                    Err(e) => tracing::error!(error = %e, "the HTTP API could not start"),
+                }
+            });
+            drop(done);
+        })?;
+    Ok(async move {
+        let _ = stopped.await;
+    })
 }
 
 fn log_bootstrap(stats: crate::bootstrap::BootstrapStats) {

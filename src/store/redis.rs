@@ -47,6 +47,9 @@ use crate::store::sqlite::{SqliteStore, StoreError, StoredBar};
 /// Batches taken at once when the sink is behind.
 const MAX_COALESCE: usize = 64;
 
+/// Symbols per pipeline chunk of a tick's write (about 1 000 commands with two timeframes).
+const CHUNK_SYMBOLS: usize = 128;
+
 /// Why a Redis operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
@@ -646,92 +649,51 @@ impl RedisSink {
             }
         }
         touched.sort_unstable();
-        let mut pipes: Vec<redis::Pipeline> =
-            (0..self.conns.len()).map(|_| redis::pipe()).collect();
-        let ttl_ms = self.config.features_ttl_ms;
+        // The tick goes out in chunks, each sent as soon as it is encoded: Redis works on one
+        // chunk while the next is encoded, and the first symbols are visible after the first
+        // chunk instead of after the whole tick. A symbol's keys are all in one chunk, and a
+        // connection sends its chunks in order.
         let mut updates = 0u64;
-        for &slot in &touched {
-            let w = &mut work[slot];
-            let symbol = (slot / frames) as SymbolId;
-            let name = self.symbols.name(symbol);
-            let pipe = &mut pipes[self.conn_for(symbol)];
-            if !w.bars.is_empty() {
-                let key = &self.slot_keys[slot].bars;
-                pipe.cmd("RPUSH").arg(key).arg(&w.bars).ignore();
-                pipe.cmd("LTRIM")
-                    .arg(key)
-                    .arg(-(self.config.max_bars as i64))
-                    .arg(-1)
-                    .ignore();
-                let channel = &self.slot_keys[slot].events;
-                for event in &w.events {
-                    pipe.cmd("PUBLISH").arg(channel).arg(event).ignore();
+        let mut sends = Vec::new();
+        let chunk_of = |slot: &usize| slot / frames / CHUNK_SYMBOLS;
+        for chunk in touched.chunk_by(|a, b| chunk_of(a) == chunk_of(b)) {
+            let mut pipes: Vec<redis::Pipeline> =
+                (0..self.conns.len()).map(|_| redis::pipe()).collect();
+            for &slot in chunk {
+                let symbol = (slot / frames) as SymbolId;
+                let pipe = &mut pipes[self.conn_for(symbol)];
+                updates += self.queue_slot(slot, &work[slot], pipe, now);
+            }
+            for (pipe, mut conn) in pipes.into_iter().zip(self.conns.clone()) {
+                if pipe.cmd_iter().next().is_none() {
+                    continue;
                 }
-                updates += w.bars.len() as u64;
-            }
-            let latest = match (&w.forming, &w.closed) {
-                (Some(f), _) => Some((f, true)),
-                (None, Some(c)) => Some((c, false)),
-                (None, None) => None,
-            };
-            if let Some(((record, features, tick_ms), forming)) = latest {
-                let msg = FeaturesMsg {
-                    record,
-                    fields: NamedFeatures {
-                        names: &self.names,
-                        features,
-                    },
-                    forming,
-                    tick_ms: *tick_ms,
-                    age_ms: now - tick_ms,
-                };
-                pipe.cmd("SET")
-                    .arg(&self.slot_keys[slot].features)
-                    .arg(encode(&msg))
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .ignore();
-            }
-            if let Some((record, features, tick_ms)) = &w.forming {
-                let bar = BarMsg::new(&record.bar, record.source, record.quality);
-                pipe.cmd("SET")
-                    .arg(&self.slot_keys[slot].live)
-                    .arg(encode(&bar))
-                    .ignore();
-                let event = EventMsg {
-                    kind: "features",
-                    symbol: name,
-                    timeframe: &self.tf_names[slot % frames],
-                    ts: record.bar.ts,
-                    tick_ms: *tick_ms,
-                    forming: true,
-                    bar,
-                    features: NamedFeatures {
-                        names: &self.names,
-                        features,
-                    },
-                };
-                pipe.cmd("PUBLISH")
-                    .arg(&self.slot_keys[slot].events)
-                    .arg(encode(&event))
-                    .ignore();
-                updates += 1;
-            }
-        }
-        let sends = pipes
-            .iter()
-            .zip(self.conns.clone())
-            .filter(|(p, _)| p.cmd_iter().next().is_some())
-            .map(|(pipe, mut conn)| async move {
-                match pipe.exec_async(&mut conn).await {
-                    // A dropped connection is re-established by the manager: retry once.
-                    Err(e) if e.is_connection_dropped() || e.is_io_error() => {
-                        pipe.exec_async(&mut conn).await
+                sends.push(tokio::spawn(async move {
+                    match pipe.exec_async(&mut conn).await {
+                        // A dropped connection is re-established by the manager: retry once.
+                        Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                            pipe.exec_async(&mut conn).await
+                        }
+                        other => other,
                     }
-                    other => other,
-                }
-            });
-        let results = futures::future::join_all(sends).await;
+                }));
+            }
+            // Let the chunk reach the socket before encoding the next one.
+            tokio::task::yield_now().await;
+        }
+        let results: Vec<Result<(), redis::RedisError>> = futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .map(|joined| {
+                joined.unwrap_or_else(|e| {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "write task failed",
+                        e.to_string(),
+                    )))
+                })
+            })
+            .collect();
         let ok = results.iter().all(Result::is_ok);
         for &slot in &touched {
             let w = &mut work[slot];
@@ -752,6 +714,75 @@ impl RedisSink {
             .store(self.clock.now_ms(), Ordering::Relaxed);
         self.metrics.redis_write_latency.record(started.elapsed());
         Ok(())
+    }
+}
+
+impl RedisSink {
+    /// Queues one slot's writes (closed bars, features, live bar, events) on `pipe`; how many
+    /// updates that is.
+    fn queue_slot(&self, slot: usize, w: &SlotWork, pipe: &mut redis::Pipeline, now: i64) -> u64 {
+        let frames = self.timeframes.len();
+        let name = self.symbols.name((slot / frames) as SymbolId);
+        let keys = &self.slot_keys[slot];
+        let mut updates = 0;
+        if !w.bars.is_empty() {
+            pipe.cmd("RPUSH").arg(&keys.bars).arg(&w.bars).ignore();
+            pipe.cmd("LTRIM")
+                .arg(&keys.bars)
+                .arg(-(self.config.max_bars as i64))
+                .arg(-1)
+                .ignore();
+            for event in &w.events {
+                pipe.cmd("PUBLISH").arg(&keys.events).arg(event).ignore();
+            }
+            updates += w.bars.len() as u64;
+        }
+        let latest = match (&w.forming, &w.closed) {
+            (Some(f), _) => Some((f, true)),
+            (None, Some(c)) => Some((c, false)),
+            (None, None) => None,
+        };
+        if let Some(((record, features, tick_ms), forming)) = latest {
+            let msg = FeaturesMsg {
+                record,
+                fields: NamedFeatures {
+                    names: &self.names,
+                    features,
+                },
+                forming,
+                tick_ms: *tick_ms,
+                age_ms: now - tick_ms,
+            };
+            pipe.cmd("SET")
+                .arg(&keys.features)
+                .arg(encode(&msg))
+                .arg("PX")
+                .arg(self.config.features_ttl_ms)
+                .ignore();
+        }
+        if let Some((record, features, tick_ms)) = &w.forming {
+            let bar = BarMsg::new(&record.bar, record.source, record.quality);
+            pipe.cmd("SET").arg(&keys.live).arg(encode(&bar)).ignore();
+            let event = EventMsg {
+                kind: "features",
+                symbol: name,
+                timeframe: &self.tf_names[slot % frames],
+                ts: record.bar.ts,
+                tick_ms: *tick_ms,
+                forming: true,
+                bar,
+                features: NamedFeatures {
+                    names: &self.names,
+                    features,
+                },
+            };
+            pipe.cmd("PUBLISH")
+                .arg(&keys.events)
+                .arg(encode(&event))
+                .ignore();
+            updates += 1;
+        }
+        updates
     }
 }
 

@@ -6,6 +6,7 @@ symbol travels as a [`SymbolId`] (an index into the configured list); its name i
 at the edges (sinks, HTTP, logs).
 */
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -19,12 +20,23 @@ pub type SymbolId = u32;
 #[derive(Debug, Clone, Default)]
 pub struct SymbolTable {
     names: Vec<Arc<str>>,
+    /// Upper-cased name → id, for [`SymbolTable::id`] (a linear scan cost ~10 µs per HTTP
+    /// request at 10 000 symbols).
+    index: Arc<HashMap<Box<str>, SymbolId>>,
 }
 
 impl SymbolTable {
     pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(names: I) -> Self {
+        let names: Vec<Arc<str>> = names.into_iter().map(|s| Arc::from(s.as_ref())).collect();
+        let mut index = HashMap::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            index
+                .entry(name.to_ascii_uppercase().into_boxed_str())
+                .or_insert(i as SymbolId);
+        }
         Self {
-            names: names.into_iter().map(|s| Arc::from(s.as_ref())).collect(),
+            names,
+            index: Arc::new(index),
         }
     }
 
@@ -46,10 +58,11 @@ impl SymbolTable {
 
     /// Case-insensitive look-up, as users type symbols in URLs.
     pub fn id(&self, name: &str) -> Option<SymbolId> {
-        self.names
-            .iter()
-            .position(|n| n.eq_ignore_ascii_case(name))
-            .map(|i| i as SymbolId)
+        if name.bytes().any(|b| b.is_ascii_lowercase()) {
+            self.index.get(name.to_ascii_uppercase().as_str()).copied()
+        } else {
+            self.index.get(name).copied()
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (SymbolId, &Arc<str>)> {
@@ -168,5 +181,23 @@ impl Bar {
             close: price,
             volume,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbols_are_found_whatever_their_case() {
+        let table = SymbolTable::new(["NAS100", "EURUSD", "BTC-USD"]);
+        assert_eq!(table.id("EURUSD"), Some(1));
+        assert_eq!(table.id("eurusd"), Some(1));
+        assert_eq!(table.id("btc-Usd"), Some(2));
+        assert_eq!(table.id("EURUSD "), None);
+        assert_eq!(table.id("GBPUSD"), None);
+        let many = SymbolTable::new((0..10_000).map(|i| format!("S{i}")));
+        assert_eq!(many.id("s9999"), Some(9_999));
+        assert_eq!(&**many.name(many.id("S4321").expect("known")), "S4321");
     }
 }

@@ -225,7 +225,8 @@ fn latest(state: &ApiState, symbol: &str, query: &Query<'_>, with_signal: bool) 
         signal: with_signal
             .then(|| signals::evaluate(features, record.bar.close, age_ms, state.stale_after_ms)),
     };
-    let bytes = serde_json::to_vec(&body)
+    let mut bytes = Vec::with_capacity(1_024);
+    serde_json::to_writer(&mut bytes, &body)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     Ok(super::body(StatusCode::OK, "application/json", bytes))
 }

@@ -70,6 +70,9 @@ pub struct Collector {
     quotes: Vec<(Quote, &'static str)>,
     /// Which symbols got a quote this tick (indexed by symbol id).
     answered: Vec<bool>,
+    /// Which symbols' tick is finished (forming bars reported), so they are not again at the
+    /// end of the tick.
+    finished: Vec<bool>,
     /// Circuit breaker and request budget per source, in `sources` order.
     guards: Vec<SourceGuard>,
     /// Push streams and what they still owe.
@@ -164,6 +167,7 @@ impl Collector {
             clock,
             quotes: Vec::new(),
             answered: vec![false; symbol_count],
+            finished: vec![false; symbol_count],
             guards,
             streams: Vec::new(),
         }
@@ -326,18 +330,37 @@ impl Collector {
         }
     }
 
-    /// One collection tick: fetch, validate, build, compute, publish.
+    /// One collection tick: fetch, validate, build, compute, publish. The symbols of each
+    /// provider answer are processed and sent to the sinks as soon as it arrives (a slow
+    /// request delays only its own symbols); the returned batch holds the rest: streamed
+    /// quotes, provider bars, and the symbols no source answered this tick.
     pub async fn tick(&mut self) -> TickBatch {
         let now = self.clock.now_ms();
-        let mut events = Vec::with_capacity(self.pipelines.len() * (1 + self.timeframes.len()));
-        self.answered.iter_mut().for_each(|a| *a = false);
+        let mut events = Vec::new();
+        self.answered.fill(false);
+        self.finished.fill(false);
         self.drain_streams(now, &mut events).await;
         self.fetch(now).await;
+        self.take_quotes(now, &mut events);
+        for (pipeline, finished) in self.pipelines.iter_mut().zip(&self.finished) {
+            if !finished {
+                pipeline.finish_tick(now, &mut events);
+            }
+        }
+        self.apply_events(&events);
+        TickBatch::new(now, events)
+    }
+
+    /// Runs the quotes received so far through their pipelines, then finishes those symbols'
+    /// tick (clock-closed bars, forming bars with their features).
+    fn take_quotes(&mut self, now: i64, events: &mut Vec<Event>) {
+        let mut quoted = Vec::with_capacity(self.quotes.len());
         for (quote, source) in self.quotes.drain(..) {
             let Some(pipeline) = self.pipelines.get_mut(quote.symbol as usize) else {
                 continue;
             };
-            match pipeline.on_quote(&quote, source, now, &mut events) {
+            quoted.push(quote.symbol);
+            match pipeline.on_quote(&quote, source, now, events) {
                 Verdict::Accept { .. } => {
                     self.metrics.quotes_accepted.inc();
                     let view = &mut self.views[quote.symbol as usize];
@@ -349,11 +372,23 @@ impl Collector {
                 Verdict::Reject(_) => {}
             }
         }
-        for pipeline in &mut self.pipelines {
-            pipeline.finish_tick(now, &mut events);
+        for symbol in quoted {
+            let i = symbol as usize;
+            if !self.finished[i] {
+                self.finished[i] = true;
+                self.pipelines[i].finish_tick(now, events);
+            }
         }
-        self.apply_events(&events);
-        TickBatch::new(now, events)
+    }
+
+    /// Processes one provider answer's quotes and sends their events to the sinks at once.
+    fn publish_answer(&mut self, now: i64) {
+        let mut events = Vec::new();
+        self.take_quotes(now, &mut events);
+        if !events.is_empty() {
+            self.apply_events(&events);
+            self.emit(TickBatch::new(now, events));
+        }
     }
 
     /// Fetches quotes for every symbol into `self.quotes`, falling back source by source:
@@ -377,7 +412,8 @@ impl Collector {
             let (mine, mut failed): (Vec<SymbolId>, Vec<SymbolId>) =
                 pending.iter().partition(|&&id| source.supports(id));
             let guard = &mut self.guards[si];
-            let stats = &self.metrics.sources[si];
+            let metrics = Arc::clone(&self.metrics);
+            let stats = &metrics.sources[si];
             if mine.is_empty() {
                 pending = failed;
                 continue;
@@ -449,6 +485,7 @@ impl Collector {
                                 failed.extend(
                                     chunk.iter().filter(|&&id| !self.answered[id as usize]),
                                 );
+                                self.publish_answer(now);
                             }
                             Err(e) => {
                                 match e.kind() {

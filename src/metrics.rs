@@ -376,6 +376,12 @@ impl Metrics {
             &[],
             self.sqlite_pending_rows.get(),
         );
+        v.gauge(
+            "sqlite_last_flush_ms",
+            "Unix ms of the last successful SQLite flush (0 before the first)",
+            &[],
+            self.sqlite_last_flush_ms.get(),
+        );
         v.counter(
             "sqlite_bars_written_total",
             "Bars upserted into SQLite",
@@ -679,5 +685,49 @@ mod tests {
             text.matches("# TYPE barkeep_rejects_total counter").count(),
             1
         );
+    }
+}
+
+#[cfg(test)]
+mod export_tests {
+    use super::*;
+
+    /// Every counter, gauge and histogram field (found through `Debug`, so a field added later
+    /// is checked too) appears in the Prometheus text under its own name.
+    #[test]
+    fn every_field_is_exported() {
+        let m = Metrics::new(&["yahoo"]);
+        m.sources[0].clock_skew_ms.set(12);
+        let debug = format!("{m:?}");
+        let text = m.to_prometheus();
+        let mut fields = Vec::new();
+        for marker in [": Counter(", ": Gauge(", ": Histogram {"] {
+            for (at, _) in debug.match_indices(marker) {
+                let start = debug[..at]
+                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .map_or(0, |i| i + 1);
+                fields.push(debug[start..at].to_string());
+            }
+        }
+        assert!(fields.len() > 40, "fields found: {fields:?}");
+        let missing: Vec<&String> = fields
+            .iter()
+            .filter(|f| {
+                !["", "_total", "_seconds"].iter().any(|suffix| {
+                    [
+                        format!("barkeep_{f}{suffix}"),
+                        format!("barkeep_source_{f}{suffix}"),
+                    ]
+                    .iter()
+                    .any(|name| {
+                        text.lines().any(|l| {
+                            l.strip_prefix(name.as_str())
+                                .is_some_and(|rest| rest.starts_with([' ', '{', '_']))
+                        })
+                    })
+                })
+            })
+            .collect();
+        assert!(missing.is_empty(), "not exported: {missing:?}\n{text}");
     }
 }

@@ -25,6 +25,8 @@ struct Fixture {
     rate_limited: AtomicBool,
     calls: AtomicU32,
     limit: RateLimit,
+    /// One symbol per request, and this symbol's request answers only after the delay.
+    slow: Option<(SymbolId, Duration)>,
 }
 
 impl Fixture {
@@ -35,6 +37,7 @@ impl Fixture {
             rate_limited: AtomicBool::new(false),
             calls: AtomicU32::new(0),
             limit,
+            slow: None,
         })
     }
 }
@@ -45,8 +48,8 @@ impl Source for Fixture {
     }
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            batched_quotes: true,
-            max_batch: 100,
+            batched_quotes: self.slow.is_none(),
+            max_batch: if self.slow.is_some() { 1 } else { 100 },
             history: false,
             stream: false,
         }
@@ -83,7 +86,16 @@ impl Source for Fixture {
                 })
                 .collect())
         };
-        Box::pin(async move { result })
+        let delay = self
+            .slow
+            .filter(|(slow, _)| symbols.contains(slow))
+            .map(|(_, delay)| delay);
+        Box::pin(async move {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            result
+        })
     }
 }
 
@@ -99,12 +111,15 @@ fn config() -> Config {
 struct Harness {
     collector: Collector,
     metrics: Arc<Metrics>,
+    /// What the collector sends its sinks (each provider answer's events, as they arrive).
+    sink: tokio::sync::mpsc::Receiver<Arc<barkeep::store::TickBatch>>,
     closed: Vec<(i64, &'static str)>,
 }
 
 impl Harness {
     fn new(sources: Vec<Arc<dyn Source>>) -> Self {
         let config = config();
+        let (tx, sink) = tokio::sync::mpsc::channel(1_024);
         let symbols = SymbolTable::new(&config.symbols);
         let names: Vec<&'static str> = sources.iter().map(|s| s.name()).collect();
         let metrics = Arc::new(Metrics::new(&names));
@@ -119,20 +134,26 @@ impl Harness {
             sources,
             snapshot,
             Arc::clone(&metrics),
-            Vec::new(),
+            vec![tx],
             Clock::tokio(T0),
         );
         Self {
             collector,
             metrics,
+            sink,
             closed: Vec::new(),
         }
     }
 
     /// One tick, then one second.
     async fn tick(&mut self) {
-        let batch = self.collector.tick().await;
-        for e in &batch.events {
+        let last = Arc::new(self.collector.tick().await);
+        let mut batches = vec![];
+        while let Ok(batch) = self.sink.try_recv() {
+            batches.push(batch);
+        }
+        batches.push(last);
+        for e in batches.iter().flat_map(|b| &b.events) {
             if let Event::Closed { record, .. } = e
                 && record.symbol == 0
             {
@@ -241,4 +262,50 @@ async fn a_failed_trial_reopens_and_rate_limits_are_honoured() {
         h.closed.windows(2).all(|w| w[1].0 - w[0].0 == 1_000),
         "backup filled every second"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_answer_reaches_the_sinks_without_waiting_for_a_slower_request() {
+    let slow_for = Duration::from_millis(500);
+    let source = Arc::new(Fixture {
+        slow: Some((1, slow_for)), // XAUUSD
+        ..Arc::into_inner(Fixture::new("primary", RateLimit::UNLIMITED)).expect("fresh")
+    });
+    let mut h = Harness::new(vec![source]);
+    let started = tokio::time::Instant::now();
+    let symbols_of = |batch: &barkeep::store::TickBatch| -> Vec<SymbolId> {
+        let mut ids: Vec<SymbolId> = batch
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Closed { record, .. } | Event::Forming { record, .. } => Some(record.symbol),
+                _ => None,
+            })
+            .collect();
+        ids.dedup();
+        ids
+    };
+    let (last, (first, first_at)) = tokio::join!(h.collector.tick(), async {
+        let first = tokio::time::timeout(slow_for * 4, h.sink.recv())
+            .await
+            .expect("a batch reaches the sinks during the tick")
+            .expect("a batch");
+        (first, started.elapsed())
+    });
+    let tick_took = started.elapsed();
+    assert_eq!(symbols_of(&first), [0], "EURUSD's answer alone, at once");
+    assert!(
+        first_at < slow_for,
+        "sent after {first_at:?}, not after the slow request"
+    );
+    assert!(
+        tick_took >= slow_for,
+        "the tick waited for XAUUSD: {tick_took:?}"
+    );
+    let mut rest: Vec<SymbolId> = symbols_of(&last);
+    while let Ok(batch) = h.sink.try_recv() {
+        rest.extend(symbols_of(&batch));
+    }
+    assert!(rest.contains(&1), "XAUUSD follows: {rest:?}");
+    assert!(!rest.contains(&0), "EURUSD finished once: {rest:?}");
 }

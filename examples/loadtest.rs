@@ -286,6 +286,13 @@ async fn run(n: usize, seconds: u64, http_rate: u64, synthetic: bool) {
     let hello: SocketAddr = format!("127.0.0.1:{hello_port}").parse().expect("addr");
     let hello_fixed = http_load(hello, &["/".to_string()], Some(http_rate), 5).await;
     let hello_sat = http_load(hello, &["/".to_string()], None, 5).await;
+    let signals_bytes = HttpConn::connect(api)
+        .await
+        .get(&paths[0])
+        .await
+        .map_or(0, |b| b.len());
+    let sized = [format!("/bytes/{signals_bytes}")];
+    let hello_sized_sat = http_load(hello, &sized, None, 5).await;
     drop(barkeep);
 
     // Raw limits.
@@ -362,6 +369,12 @@ async fn run(n: usize, seconds: u64, http_rate: u64, synthetic: bool) {
         signals_sat.rate / hello_sat.rate
     );
     println!(
+        "| /signals saturation vs a hello-world answering the same {signals_bytes} bytes | {:.0} | {:.0} | {:.2} |",
+        signals_sat.rate,
+        hello_sized_sat.rate,
+        signals_sat.rate / hello_sized_sat.rate
+    );
+    println!(
         "| /health saturation req/s, p99 (ms) | {:.0}, {:.3} | {:.0} (hello) | {:.2} |",
         health_sat.rate,
         health_sat.p99,
@@ -375,7 +388,7 @@ async fn run(n: usize, seconds: u64, http_rate: u64, synthetic: bool) {
             "visible_p50_ms": pct(&lat, 0.5), "visible_p99_ms": pct(&lat, 0.99), "redis_updates_per_s": redis_bars, "raw_redis_per_s": raw_redis,
             "sqlite_rows_per_s": sqlite_flush_rate, "raw_sqlite_per_s": raw_sqlite, "cpu_percent": cpu, "peak_rss_mb": rss,
             "missed_ticks": delta("missed_ticks_total"), "signals_fixed": signals_fixed.rate, "signals_fixed_p99_ms": signals_fixed.p99,
-            "signals_sat": signals_sat.rate, "hello_sat": hello_sat.rate, "provider_requests": served.load(Ordering::Relaxed),
+            "signals_sat": signals_sat.rate, "hello_sat": hello_sat.rate, "hello_sized_sat": hello_sized_sat.rate, "provider_requests": served.load(Ordering::Relaxed),
         })
     );
 }
@@ -466,10 +479,19 @@ async fn hello_server(port: u16) {
         };
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
-            let service = service_fn(|_req: Request<hyper::body::Incoming>| async {
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
-                    b"{\"hello\":\"world\"}",
-                ))))
+            // `/bytes/N` answers N bytes: the same body size as another endpoint, so the cost
+            // of moving the bytes is separated from the cost of producing them.
+            let service = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                let sized = req
+                    .uri()
+                    .path()
+                    .strip_prefix("/bytes/")
+                    .and_then(|n| n.parse::<usize>().ok());
+                let body = match sized {
+                    Some(n) => Bytes::from(vec![b'x'; n]),
+                    None => Bytes::from_static(b"{\"hello\":\"world\"}"),
+                };
+                Ok::<_, Infallible>(Response::new(Full::new(body)))
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

@@ -86,13 +86,18 @@ pub fn evaluate(features: &Features, close: f64, age_ms: i64, stale_after_ms: i6
         s if s <= -2 => Direction::Sell,
         _ => Direction::Neutral,
     };
-    let freshness = 1.0 - (age_ms.max(0) as f64 / stale_after_ms.max(1) as f64).min(1.0);
     Signal {
         signal,
         score,
-        confidence: f64::from(score.abs()) / 5.0 * freshness,
+        confidence: confidence(score, age_ms, stale_after_ms),
         reasons,
     }
+}
+
+/// |score| / 5, lowered linearly to 0 as the data ages to `stale_after_ms`.
+pub fn confidence(score: i32, age_ms: i64, stale_after_ms: i64) -> f64 {
+    let freshness = 1.0 - (age_ms.max(0) as f64 / stale_after_ms.max(1) as f64).min(1.0);
+    f64::from(score.abs()) / 5.0 * freshness
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 /*! The JSON bodies of the endpoints. */
 
+use std::io::Write as _;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
@@ -9,7 +11,7 @@ use super::{ApiError, ApiState, Query, Reply, json};
 use crate::model::{SymbolId, Timeframe};
 use crate::signals;
 use crate::store::redis::RedisState;
-use crate::store::snapshot::{FrameView, NamedFeatures};
+use crate::store::snapshot::{NamedFeatures, SplicedBody};
 
 /// Symbols listed one by one in `/health`; above this only stale ones are.
 const HEALTH_DETAIL: usize = 100;
@@ -189,7 +191,13 @@ struct LatestBody<'a> {
     signal: Option<signals::Signal>,
 }
 
-/// Answers `/features` or, with `with_signal`, `/signals`.
+/// Stand-ins serialised where the per-request values go, then cut out (see [`SplicedBody`]).
+const AGE_HOLE: i64 = -7_777_777_777_777_777_777;
+const CONFIDENCE_HOLE: f64 = -7_777_777.5;
+
+/// Answers `/features` or, with `with_signal`, `/signals`. The body of a published view is
+/// serialised once; each request splices in `age_ms` (and `confidence`), which depend on the
+/// time of the request.
 fn latest(state: &ApiState, symbol: &str, query: &Query<'_>, with_signal: bool) -> Reply {
     let id = symbol_id(state, symbol)?;
     let (frame, tf) = timeframe(state, query)?;
@@ -202,33 +210,76 @@ fn latest(state: &ApiState, symbol: &str, query: &Query<'_>, with_signal: bool) 
         )
     };
     let view = state.snapshot.get(id).ok_or_else(no_data)?;
-    let (record, features, forming) = view
-        .frames
-        .get(frame)
-        .and_then(FrameView::latest)
-        .ok_or_else(no_data)?;
+    let frame_view = view.frames.get(frame).ok_or_else(no_data)?;
+    let (record, features, forming) = frame_view.latest().ok_or_else(no_data)?;
+    let cell = if with_signal {
+        &frame_view.bodies.signals
+    } else {
+        &frame_view.bodies.features
+    };
+    let spliced = cell.get_or_init(|| {
+        let signal = with_signal.then(|| {
+            let mut s = signals::evaluate(features, record.bar.close, 0, state.stale_after_ms);
+            s.confidence = CONFIDENCE_HOLE;
+            s
+        });
+        let score = signal.as_ref().map_or(0, |s| s.score);
+        let body = LatestBody {
+            symbol: name,
+            timeframe: &state.snapshot.timeframe_names[frame],
+            ts: record.bar.ts,
+            age_ms: AGE_HOLE,
+            forming,
+            source: record.source,
+            quality: record.quality,
+            bar: &record.bar,
+            features: NamedFeatures {
+                names: &state.snapshot.feature_names,
+                features,
+            },
+            signal,
+        };
+        let mut text = Vec::with_capacity(1_024);
+        // Serialising numbers, strings and fixed maps into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut text, &body);
+        let mut holes = Vec::with_capacity(2);
+        for hole in [AGE_HOLE.to_string(), format!("{CONFIDENCE_HOLE:?}")] {
+            if let Some(at) = find(&text, hole.as_bytes()) {
+                text.drain(at..at + hole.len());
+                holes.push(at);
+            }
+        }
+        SplicedBody { text, holes, score }
+    });
+    let expected_holes = if with_signal { 2 } else { 1 };
+    if spliced.holes.len() != expected_holes {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the response body could not be prepared",
+        ));
+    }
     let now = state.clock.now_ms();
     let age_ms = view.last_data_ms.map_or(i64::MAX, |t| (now - t).max(0));
-    let body = LatestBody {
-        symbol: name,
-        timeframe: &state.snapshot.timeframe_names[frame],
-        ts: record.bar.ts,
-        age_ms,
-        forming,
-        source: record.source,
-        quality: record.quality,
-        bar: &record.bar,
-        features: NamedFeatures {
-            names: &state.snapshot.feature_names,
-            features,
-        },
-        signal: with_signal
-            .then(|| signals::evaluate(features, record.bar.close, age_ms, state.stale_after_ms)),
-    };
-    let mut bytes = Vec::with_capacity(1_024);
-    serde_json::to_writer(&mut bytes, &body)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let mut bytes = Vec::with_capacity(spliced.text.len() + 48);
+    let mut from = 0;
+    for (i, &hole) in spliced.holes.iter().enumerate() {
+        bytes.extend_from_slice(&spliced.text[from..hole]);
+        if i == 0 {
+            let _ = write!(bytes, "{age_ms}");
+        } else {
+            let confidence = signals::confidence(spliced.score, age_ms, state.stale_after_ms);
+            let _ = serde_json::to_writer(&mut bytes, &confidence);
+        }
+        from = hole;
+    }
+    bytes.extend_from_slice(&spliced.text[from..]);
     Ok(super::body(StatusCode::OK, "application/json", bytes))
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 pub(super) fn features(state: &ApiState, symbol: &str, query: &Query<'_>) -> Reply {
@@ -274,4 +325,105 @@ pub(super) async fn bars(state: &ApiState, symbol: &str, query: &Query<'_>) -> R
             "bars": bars,
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::indicators::{FEATURE_COUNT, Features, IndicatorParams};
+    use crate::metrics::Metrics;
+    use crate::model::{Bar, SymbolTable};
+    use crate::pipeline::BarRecord;
+    use crate::store::snapshot::{Snapshot, SymbolView};
+    use crate::store::sqlite::SqliteStore;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn body_of(reply: Reply) -> Value {
+        let response = reply.expect("200");
+        let bytes =
+            futures::executor::block_on(http_body_util::BodyExt::collect(response.into_body()))
+                .expect("body")
+                .to_bytes();
+        serde_json::from_slice(&bytes).expect("valid JSON")
+    }
+
+    /// The cached body with spliced `age_ms` and `confidence` equals a body serialised from
+    /// scratch at every request time, including after the data went stale.
+    #[tokio::test(start_paused = true)]
+    async fn spliced_bodies_equal_fresh_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let symbols = SymbolTable::new(["EURUSD"]);
+        let timeframes = vec!["1m".parse::<Timeframe>().expect("tf")];
+        let snapshot = Arc::new(Snapshot::new(
+            symbols.clone(),
+            timeframes.clone(),
+            &IndicatorParams::default(),
+        ));
+        let t0 = 1_700_000_000_000;
+        let state = ApiState {
+            snapshot: Arc::clone(&snapshot),
+            metrics: Arc::new(Metrics::new(&["synthetic"])),
+            store: Arc::new(SqliteStore::open(&dir.path().join("b.db"), symbols).expect("db")),
+            clock: Clock::tokio(t0),
+            started: std::time::Instant::now(),
+            stale_after_ms: 120_000,
+            max_bars_cache: 5_000,
+            batch_write_interval_ms: 1_000,
+            redis: None,
+        };
+        // A bullish set of features: EMA up, MACD up, RSI oversold, below the band.
+        let mut values = [0.5; FEATURE_COUNT];
+        let names = snapshot.feature_names.clone();
+        let mut set = |name: &str, v: f64| {
+            let i = names.iter().position(|n| n == name).expect(name);
+            values[i] = v;
+        };
+        set("ema_12", 1.2);
+        set("ema_26", 1.1);
+        set("macd_hist", 0.01);
+        set("rsi_14", 25.0);
+        set("bb_lower", 1.3);
+        set("bb_upper", 1.5);
+        set("stoch_k", 50.0);
+        set("stoch_d", 50.0);
+        let features = Features { values };
+        let record = BarRecord {
+            symbol: 0,
+            timeframe: timeframes[0],
+            bar: Bar::from_price(t0 - 60_000, 1.25, 10.0),
+            source: "synthetic",
+            quality: 1.0,
+        };
+        let mut view = SymbolView {
+            frames: vec![Default::default()],
+            last_data_ms: Some(t0 - 1_000),
+            source: Some("synthetic"),
+        };
+        view.frames[0].last_closed = Some((record, features));
+        snapshot.publish(0, Arc::new(view));
+        let query = Query::parse(None).expect("no query");
+        for step in [0, 30_000, 59_000, 200_000] {
+            tokio::time::advance(Duration::from_millis(step)).await;
+            let now = state.clock.now_ms();
+            let age = now - (t0 - 1_000);
+            let got = body_of(signals(&state, "eurusd", &query));
+            let expected = signals::evaluate(&features, 1.25, age, 120_000);
+            assert_eq!(got["age_ms"], age);
+            assert_eq!(got["score"], expected.score);
+            assert_eq!(got["signal"], "buy");
+            assert_eq!(
+                got["confidence"].as_f64(),
+                Some(expected.confidence),
+                "age {age}"
+            );
+            assert_eq!(got["reasons"], json!(expected.reasons));
+            assert_eq!(got["features"]["rsi_14"], 25.0);
+            assert_eq!(got["bar"]["close"], 1.25);
+            let plain = body_of(super::features(&state, "EURUSD", &query));
+            assert_eq!(plain["age_ms"], age);
+            assert!(plain.get("confidence").is_none(), "{plain}");
+        }
+    }
 }

@@ -6,7 +6,7 @@ consistent view without taking a lock or waiting for the collector.
 
 use arc_swap::ArcSwapOption;
 use serde::ser::{SerializeMap, Serializer};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::indicators::{FEATURE_COUNT, Features, IndicatorParams};
 use crate::model::{SymbolId, SymbolTable, Timeframe};
@@ -17,6 +17,33 @@ use crate::pipeline::BarRecord;
 pub struct FrameView {
     pub forming: Option<(BarRecord, Features)>,
     pub last_closed: Option<(BarRecord, Features)>,
+    /// The HTTP bodies of this view, made on first request.
+    pub bodies: BodyCache,
+}
+
+/// The `/features` and `/signals` bodies of a published view, serialised once by the first
+/// request that needs them (`api::handlers`); later requests only splice in what depends on
+/// the time of the request. A clone starts empty, so the collector's working copy, which is
+/// cloned into each published view, never carries a body of older data.
+#[derive(Debug, Default)]
+pub struct BodyCache {
+    pub features: OnceLock<SplicedBody>,
+    pub signals: OnceLock<SplicedBody>,
+}
+
+impl Clone for BodyCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+/// A serialised body with holes at byte offsets `holes` (ascending) for values filled per
+/// request, and the signal score the confidence is derived from.
+#[derive(Debug)]
+pub struct SplicedBody {
+    pub text: Vec<u8>,
+    pub holes: Vec<usize>,
+    pub score: i32,
 }
 
 impl FrameView {

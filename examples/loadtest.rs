@@ -161,7 +161,11 @@ async fn run(n: usize, seconds: u64, http_rate: u64, synthetic: bool) {
                 "no",
             ])
             // Extra server settings to compare, e.g. `LOADTEST_REDIS_ARGS="--io-threads 2"`.
-            .args(std::env::var("LOADTEST_REDIS_ARGS").unwrap_or_default().split_whitespace())
+            .args(
+                std::env::var("LOADTEST_REDIS_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server on PATH"),

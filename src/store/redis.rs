@@ -10,10 +10,10 @@ Keys (prefix `REDIS_KEY_PREFIX`, values MessagePack maps with named fields):
 - `PUBLISH {prefix}:events:{SYMBOL}` — `{type: "bar" | "features", symbol, timeframe, ts,
   tick_ms, forming, bar, features}` per closed bar and per forming-bar update.
 
-Each tick's batch becomes one pipeline per connection (`REDIS_POOL_SIZE` connections; a symbol
-always uses the same one, so its keys are written in order): one round trip for all symbols. When
-the sink falls behind it takes every queued batch at once and writes closed bars in full but only
-the newest live bar and features per key (coalescing, counted).
+Each batch is written as pipelines of up to 128 symbols, each sent as soon as it is encoded, on
+`REDIS_POOL_SIZE` connections (a symbol always uses the same one, so its keys are written in
+order). When the sink falls behind it takes every queued batch at once and writes closed bars in
+full but only the newest live bar and features per key (coalescing, counted).
 
 Nothing lost, nothing duplicated: batches reach this sink only after the SQLite writer holds
 them, so SQLite (flushed or buffered) is always a superset of what the rings should hold. After
@@ -582,7 +582,7 @@ impl RedisSink {
     /// the newest live bar and features. Public for the benches.
     ///
     /// # Errors
-    /// The Redis error of a pipeline that failed even after one retry.
+    /// The Redis error of a pipeline that failed (the sink then reconciles before writing on).
     pub async fn write(&mut self, batches: &[Arc<TickBatch>]) -> Result<(), RedisError> {
         let started = Instant::now();
         let now = self.clock.now_ms();
@@ -651,8 +651,8 @@ impl RedisSink {
         touched.sort_unstable();
         // The tick goes out in chunks, each sent as soon as it is encoded: Redis works on one
         // chunk while the next is encoded, and the first symbols are visible after the first
-        // chunk instead of after the whole tick. A symbol's keys are all in one chunk, and a
-        // connection sends its chunks in order.
+        // chunk instead of after the whole tick. A symbol's keys are all in one chunk, so the
+        // chunks need no order among themselves; the next write starts after all have answered.
         let mut updates = 0u64;
         let mut sends = Vec::new();
         let chunk_of = |slot: &usize| slot / frames / CHUNK_SYMBOLS;
@@ -668,15 +668,13 @@ impl RedisSink {
                 if pipe.cmd_iter().next().is_none() {
                     continue;
                 }
-                sends.push(tokio::spawn(async move {
-                    match pipe.exec_async(&mut conn).await {
-                        // A dropped connection is re-established by the manager: retry once.
-                        Err(e) if e.is_connection_dropped() || e.is_io_error() => {
-                            pipe.exec_async(&mut conn).await
-                        }
-                        other => other,
-                    }
-                }));
+                // No retry here: a pipeline that failed half-way may have been applied in part,
+                // and sending it again would push bars twice. A failure marks the sink out of
+                // sync, and the reconcile that follows (on the manager's new connection) rewrites
+                // what is wrong from SQLite.
+                sends.push(tokio::spawn(
+                    async move { pipe.exec_async(&mut conn).await },
+                ));
             }
             // Let the chunk reach the socket before encoding the next one.
             tokio::task::yield_now().await;

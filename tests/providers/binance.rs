@@ -273,3 +273,98 @@ async fn history_errors() {
         "{err:?}"
     );
 }
+
+/// Minute klines for whatever `startTime`..`endTime` is asked, alternating 100.0 / 100.1, except
+/// the row at `bad`: a well-formed bar at 150, which the validator rejects as a spike.
+fn klines_for(seen: &crate::fixture::Seen, bad: i64) -> Reply {
+    let arg = |name: &str| seen.q(name).and_then(|v| v.parse::<i64>().ok());
+    let (Some(start), Some(end)) = (arg("startTime"), arg("endTime")) else {
+        return Reply::json(
+            400,
+            r#"{"code":-1102,"msg":"Mandatory parameter was not sent."}"#,
+        );
+    };
+    let limit = arg("limit").unwrap_or(500);
+    let rows: Vec<String> = (0..limit)
+        .map(|i| start + i * 60_000)
+        .take_while(|&ts| ts <= end)
+        .map(|ts| {
+            let price = match ts {
+                _ if ts == bad => "150.0",
+                _ if ts.div_euclid(60_000) % 2 == 0 => "100.0",
+                _ => "100.1",
+            };
+            format!(
+                r#"[{ts},"{price}","{price}","{price}","{price}","1.5",{},"150.0",3,"1.0","100.0","0"]"#,
+                ts + 59_999
+            )
+        })
+        .collect();
+    Reply::ok(format!("[{}]", rows.join(",")))
+}
+
+#[tokio::test]
+async fn bootstrap_stores_history_keeps_rejected_rows_and_respects_the_daily_quota() {
+    let minute = now_ms() - now_ms().rem_euclid(60_000);
+    let bad = minute - 30 * 60_000;
+    let server = HttpFixture::start("", move |seen| klines_for(seen, bad)).await;
+    let run = |db: std::path::PathBuf, per_day: &'static str| {
+        let base = server.base.clone();
+        async move {
+            let config = barkeep::config::Config::from_lookup(|name| {
+                Some(match name {
+                    "SQLITE_PATH" => db.to_str()?.to_string(),
+                    "SYMBOLS" => "BTCUSD".into(),
+                    "SOURCES" => "binance".into(),
+                    "TIMEFRAMES" => "1m".into(),
+                    "HISTORY_DAYS" => "1".into(),
+                    "BINANCE_BASE_URL" => base.clone(),
+                    "BINANCE_RATE_PER_MINUTE" => "none".into(),
+                    "BINANCE_RATE_PER_DAY" => per_day.into(),
+                    _ => return None,
+                })
+            })
+            .expect("config");
+            let symbols = barkeep::model::SymbolTable::new(&config.symbols);
+            let sources = barkeep::sources::build(&config, &symbols);
+            let store = std::sync::Arc::new(
+                barkeep::store::sqlite::SqliteStore::open(&db, symbols.clone()).expect("db"),
+            );
+            let stats = barkeep::bootstrap::bootstrap(
+                &config,
+                &symbols,
+                &sources,
+                &store,
+                minute + 1_000,
+                false,
+                || {},
+            )
+            .await
+            .expect("bootstrap");
+            (stats, store)
+        }
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (stats, store) = run(dir.path().join("a.db"), "none").await;
+    assert_eq!(stats.failed_windows, 0);
+    assert_eq!(stats.rejected, 1, "{stats:?}");
+    assert_eq!(stats.stored, 1_440 - 1, "a day of minutes but the bad one");
+    assert_eq!(store.count("bars").expect("count"), 1_439);
+    assert_eq!(
+        store.count("rejects").expect("count"),
+        1,
+        "kept for inspection"
+    );
+
+    // One request a day: the first window is fetched, the second is not asked at all.
+    let asked = server.requests().len();
+    let (stats, store) = run(dir.path().join("b.db"), "1").await;
+    assert_eq!(
+        server.requests().len() - asked,
+        1,
+        "one request within the quota"
+    );
+    // The newest 1 000 minutes came (the spike among them rejected), the rest is for tomorrow.
+    assert_eq!((stats.stored, stats.failed_windows), (999, 1), "{stats:?}");
+    assert_eq!(store.count("bars").expect("count"), 999);
+}

@@ -83,20 +83,6 @@ pub async fn run_with(
         Arc::new(opened.map_err(|e| StoreError::Join(e.to_string()))??)
     };
     let sources = sources::build(&config, &symbols);
-    if config.bootstrap_on_start == BootstrapOnStart::Before {
-        let stats = crate::bootstrap::bootstrap(
-            &config,
-            &symbols,
-            &sources,
-            &store,
-            clock.now_ms(),
-            false,
-            || {},
-        )
-        .await?;
-        log_bootstrap(stats);
-    }
-    let history_sources = sources.clone();
     let source_names: Vec<&'static str> = sources.iter().map(|s| s.name()).collect();
     let metrics = Arc::new(Metrics::new(&source_names));
     let snapshot = Arc::new(Snapshot::new(
@@ -146,6 +132,29 @@ pub async fn run_with(
         vec![sqlite_tx],
         clock,
     );
+    // History requests spend the collector's budgets, which serve quotes first.
+    let history_sources = collector.budgets();
+    let resync = downstream.as_ref().map(|d| Arc::clone(&d.resync));
+    // Bars among a series' newest belong in its Redis ring: reconcile the rings.
+    let reconcile = move || {
+        if let Some(resync) = &resync {
+            resync.store(true, std::sync::atomic::Ordering::Release);
+        }
+    };
+    if config.bootstrap_on_start == BootstrapOnStart::Before {
+        let now = clock.now_ms();
+        let stats = crate::bootstrap::bootstrap(
+            &config,
+            &symbols,
+            &history_sources,
+            &store,
+            now,
+            false,
+            &reconcile,
+        )
+        .await?;
+        log_bootstrap(stats);
+    }
     let warm_started = Instant::now();
     collector.warm_up(&store).await?;
     tracing::info!(
@@ -157,17 +166,10 @@ pub async fn run_with(
     );
 
     if config.bootstrap_on_start == BootstrapOnStart::Background {
-        let resync = downstream.as_ref().map(|d| Arc::clone(&d.resync));
         let (config, symbols, store) = (config.clone(), symbols.clone(), Arc::clone(&store));
         let token = token.clone();
         tracker.spawn(async move {
             let now = clock.now_ms();
-            // Bars among a series' newest belong in its Redis ring: reconcile the rings.
-            let reconcile = || {
-                if let Some(resync) = &resync {
-                    resync.store(true, std::sync::atomic::Ordering::Release);
-                }
-            };
             let filled = crate::bootstrap::bootstrap(
                 &config,
                 &symbols,
@@ -315,7 +317,7 @@ pub async fn bootstrap(
         let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&path, symbols)).await;
         Arc::new(opened.map_err(|e| StoreError::Join(e.to_string()))??)
     };
-    let sources = sources::build(&config, &symbols);
+    let sources = crate::bootstrap::own_budgets(&sources::build(&config, &symbols));
     let now = crate::clock::system_now_ms();
     Ok(crate::bootstrap::bootstrap(
         &config,

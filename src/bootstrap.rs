@@ -21,13 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::model::{Bar, SymbolId, SymbolTable, Timeframe};
 use crate::pipeline::RejectRecord;
 use crate::sources::http::wall_ms;
-use crate::sources::ratelimit::RateBudget;
+use crate::sources::ratelimit::{RateBudget, SharedBudget};
 use crate::sources::{ErrorKind, Source};
 use crate::store::sqlite::{SqliteStore, StoreError, StoredBar};
 use crate::validate::{Validator, Verdict};
@@ -62,13 +63,22 @@ struct Window {
     to: i64,
 }
 
-/// A history source and the budget the bootstrap keeps for it.
-struct Paced {
-    source: Arc<dyn Source>,
-    budget: RateBudget,
+/// Each source with a budget of its own, for a bootstrap that runs alone (`barkeep bootstrap`,
+/// or before collecting starts).
+pub fn own_budgets(sources: &[Arc<dyn Source>]) -> Vec<(Arc<dyn Source>, SharedBudget)> {
+    sources
+        .iter()
+        .map(|s| {
+            let budget = RateBudget::new(s.rate_limit(), Instant::now());
+            (Arc::clone(s), Arc::new(Mutex::new(budget)))
+        })
+        .collect()
 }
 
 /// Downloads what SQLite lacks of the configured history for every symbol and timeframe.
+/// `sources` come with the budget to spend for each: their own ([`own_budgets`]), or the
+/// collector's when it runs beside collection, which then keeps the requests it needs for quotes
+/// (it takes first each tick; the bootstrap takes what is left).
 ///
 /// # Errors
 /// A SQLite failure (source failures are counted and reported, not fatal).
@@ -78,19 +88,15 @@ struct Paced {
 pub async fn bootstrap(
     config: &Config,
     symbols: &SymbolTable,
-    sources: &[Arc<dyn Source>],
+    sources: &[(Arc<dyn Source>, SharedBudget)],
     store: &Arc<SqliteStore>,
     now_ms: i64,
     show_progress: bool,
     on_recent: impl Fn(),
 ) -> Result<BootstrapStats, StoreError> {
-    let mut history: Vec<Paced> = sources
+    let history: Vec<&(Arc<dyn Source>, SharedBudget)> = sources
         .iter()
-        .filter(|s| s.capabilities().history)
-        .map(|s| Paced {
-            source: Arc::clone(s),
-            budget: RateBudget::new(s.rate_limit(), Instant::now()),
-        })
+        .filter(|(s, _)| s.capabilities().history)
         .collect();
     let mut plan = Vec::new();
     for (symbol, _) in symbols.iter() {
@@ -118,7 +124,7 @@ pub async fn bootstrap(
             symbols.name(window.symbol),
             window.timeframe
         ));
-        let Some((source, bars)) = fetch(&mut history, symbols, window, &bar).await else {
+        let Some((source, bars)) = fetch(&history, symbols, window, &bar).await else {
             stats.failed_windows += 1;
             bar.inc(1);
             continue;
@@ -209,17 +215,21 @@ fn windows(
 
 /// One window from the first source that answers it, each asked within its budget.
 async fn fetch(
-    history: &mut [Paced],
+    history: &[&(Arc<dyn Source>, SharedBudget)],
     symbols: &SymbolTable,
     w: Window,
     progress: &ProgressBar,
 ) -> Option<(&'static str, Vec<Bar>)> {
     let symbol_name = symbols.name(w.symbol);
-    for paced in history.iter_mut().filter(|p| p.source.supports(w.symbol)) {
-        let name = paced.source.name();
+    for (source, budget) in history.iter().map(|p| (&p.0, &p.1)) {
+        if !source.supports(w.symbol) {
+            continue;
+        }
+        let name = source.name();
         let mut rate_limited = 0;
         while rate_limited < RATE_LIMITED_TRIES {
-            match paced.budget.wait_for(Instant::now(), wall_ms(), 1) {
+            let wait = budget.lock().wait_for(Instant::now(), wall_ms(), 1);
+            match wait {
                 None => {
                     tracing::debug!(source = name, "daily budget spent; asking the next source");
                     break;
@@ -234,18 +244,14 @@ async fn fetch(
                 }
                 Some(_) => {}
             }
-            if !paced.budget.try_acquire(Instant::now(), wall_ms(), 1) {
+            if !budget.lock().try_acquire(Instant::now(), wall_ms(), 1) {
                 continue;
             }
-            match paced
-                .source
-                .history(w.symbol, w.timeframe, w.from, w.to)
-                .await
-            {
+            match source.history(w.symbol, w.timeframe, w.from, w.to).await {
                 Ok(bars) => return Some((name, bars)),
                 Err(e) if e.kind() == ErrorKind::RateLimited => {
-                    paced
-                        .budget
+                    budget
+                        .lock()
                         .on_rate_limited(Instant::now(), e.retry_after());
                     rate_limited += 1;
                 }

@@ -18,6 +18,8 @@ Everything per symbol lives in this one task, so the hot path takes no lock.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -31,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::model::{Quote, SymbolId, SymbolTable, Timeframe};
 use crate::pipeline::{BarRecord, Event, SymbolPipeline};
 use crate::sources::breaker::CircuitBreaker;
-use crate::sources::ratelimit::RateBudget;
+use crate::sources::ratelimit::{RateBudget, SharedBudget};
 use crate::sources::{ErrorKind, Source, StreamEvent};
 use crate::store::TickBatch;
 use crate::store::snapshot::{FrameView, Snapshot, SymbolView};
@@ -93,7 +95,7 @@ struct StreamLink {
 /// The health bookkeeping of one source.
 struct SourceGuard {
     breaker: CircuitBreaker,
-    budget: RateBudget,
+    budget: SharedBudget,
 }
 
 impl Collector {
@@ -126,13 +128,13 @@ impl Collector {
                     config.breaker_failures,
                     Duration::from_millis(config.breaker_open_ms),
                 ),
-                budget: RateBudget::new(
+                budget: Arc::new(Mutex::new(RateBudget::new(
                     config
                         .providers
                         .rate_limit(s.name())
                         .unwrap_or(s.rate_limit()),
                     now,
-                ),
+                ))),
             })
             .collect();
         let symbol_count = symbols.len();
@@ -222,6 +224,7 @@ impl Collector {
                         if let Some(guard) = guard
                             && !guard
                                 .budget
+                                .lock()
                                 .try_acquire(tokio::time::Instant::now(), now, 1)
                         {
                             continue;
@@ -436,6 +439,7 @@ impl Collector {
                 if (trial && !requests.is_empty())
                     || !guard
                         .budget
+                        .lock()
                         .try_acquire(t, now, source.request_cost(chunk.len()))
                 {
                     if !trial || !requests.is_empty() {
@@ -492,7 +496,7 @@ impl Collector {
                                     ErrorKind::NotServed => {}
                                     ErrorKind::RateLimited => {
                                         stats.rate_limited.inc();
-                                        guard.budget.on_rate_limited(t, e.retry_after());
+                                        guard.budget.lock().on_rate_limited(t, e.retry_after());
                                         // The trial did not get an answer either way.
                                         guard.breaker.on_success_pending();
                                     }
@@ -651,18 +655,32 @@ impl Collector {
         }
     }
 
+    /// Every source with the budget the collector spends for it, for a bootstrap running beside
+    /// it: history requests then come out of the same budget as quotes.
+    pub fn budgets(&self) -> Vec<(Arc<dyn Source>, SharedBudget)> {
+        self.sources
+            .iter()
+            .zip(&self.guards)
+            .map(|(s, g)| (Arc::clone(s), Arc::clone(&g.budget)))
+            .collect()
+    }
+
     /// Breaker states and budgets into the metrics, for `/health` and `/metrics`.
     fn publish_source_states(&self) {
         let t = tokio::time::Instant::now();
         let sources = self.guards.iter().zip(&self.sources);
         for ((guard, source), stats) in sources.zip(&self.metrics.sources) {
             stats.breaker_state.set(guard.breaker.state(t) as i64);
-            stats
-                .budget_minute
-                .set(guard.budget.remaining_this_minute().map_or(-1, i64::from));
+            stats.budget_minute.set(
+                guard
+                    .budget
+                    .lock()
+                    .remaining_this_minute()
+                    .map_or(-1, i64::from),
+            );
             stats
                 .budget_day
-                .set(guard.budget.remaining_today().map_or(-1, i64::from));
+                .set(guard.budget.lock().remaining_today().map_or(-1, i64::from));
             if let Some(skew) = source.clock_skew_ms() {
                 stats.clock_skew_ms.set(skew);
             }

@@ -309,3 +309,26 @@ async fn each_answer_reaches_the_sinks_without_waiting_for_a_slower_request() {
     assert!(rest.contains(&1), "XAUUSD follows: {rest:?}");
     assert!(!rest.contains(&0), "EURUSD finished once: {rest:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_spent_elsewhere_is_spent_for_the_collector_too() {
+    let limit = RateLimit {
+        per_minute: Some(10),
+        per_day: None,
+    };
+    let primary = Fixture::new("primary", limit);
+    let backup = Fixture::new("backup", RateLimit::UNLIMITED);
+    let mut h = Harness::new(vec![primary.clone(), backup.clone()]);
+    let budgets = h.collector.budgets();
+    let (source, budget) = &budgets[0];
+    assert_eq!(source.name(), "primary");
+    // What a bootstrap beside the collector does: spend the primary's minute.
+    while budget
+        .lock()
+        .try_acquire(tokio::time::Instant::now(), T0, 1)
+    {}
+    h.tick().await;
+    assert_eq!(primary.calls.load(Ordering::Relaxed), 0, "no budget left");
+    assert_eq!(h.metrics.sources[0].budget_skips.get(), 1);
+    assert_eq!(backup.calls.load(Ordering::Relaxed), 1, "the backup served");
+}

@@ -5,11 +5,17 @@ quota that resets at UTC midnight, and a block after the provider said "too many
 the wall clock for the day.
 */
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::RateLimit;
+
+/// One source's budget shared by everything that sends it requests (the collector and a
+/// bootstrap running beside it), so together they stay within the provider's limits.
+pub type SharedBudget = Arc<Mutex<RateBudget>>;
 
 /// How long to stay away after a rate-limit answer without `Retry-After`.
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(60);

@@ -326,7 +326,8 @@ async fn bootstrap_stores_history_keeps_rejected_rows_and_respects_the_daily_quo
             })
             .expect("config");
             let symbols = barkeep::model::SymbolTable::new(&config.symbols);
-            let sources = barkeep::sources::build(&config, &symbols);
+            let sources =
+                barkeep::bootstrap::own_budgets(&barkeep::sources::build(&config, &symbols));
             let store = std::sync::Arc::new(
                 barkeep::store::sqlite::SqliteStore::open(&db, symbols.clone()).expect("db"),
             );

@@ -18,11 +18,10 @@ Everything per symbol lives in this one task, so the hot path takes no lock.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use parking_lot::Mutex;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 

@@ -161,9 +161,14 @@ pub fn step_for(
 /// aggregated into `timeframe` bars. Returned: bars with open time in `[from_ms, to_ms)` that
 /// ended by `now_ms`, oldest first.
 ///
+/// An impossible row (a non-positive price, negative volume, or high/low that contradict
+/// open/close beyond float noise) is returned as it came when no aggregation is needed: every
+/// caller runs history through the validator, which rejects it with its reason and stores it,
+/// while the rest of the answer is kept.
+///
 /// # Errors
-/// A row with a non-positive price, negative volume or high/low that contradict open/close
-/// (beyond float noise): never a silently wrong bar.
+/// An impossible row that would have to be aggregated: it would hide inside a bar that looks
+/// right, so the whole answer is refused rather than one bar silently wrong.
 pub fn closed_bars(
     mut rows: Vec<Bar>,
     step_ms: i64,
@@ -172,8 +177,14 @@ pub fn closed_bars(
     to_ms: i64,
     now_ms: i64,
 ) -> Result<Vec<Bar>, String> {
+    let aggregated = timeframe.ms() != step_ms;
     for bar in &mut rows {
-        check_bar(bar)?;
+        if let Err(reason) = check_bar(bar) {
+            if aggregated {
+                return Err(reason);
+            }
+            tracing::debug!(%reason, "impossible row left for the validator to reject");
+        }
     }
     rows.sort_by_key(|b| b.ts);
     let mut unique: Vec<Bar> = Vec::with_capacity(rows.len());
@@ -322,11 +333,13 @@ mod tests {
     }
 
     #[test]
-    fn impossible_bars_are_errors() {
+    fn impossible_bars_go_to_the_validator_unless_they_would_be_aggregated() {
         let mut b = bar(0, 1.0);
         b.high = 0.5;
-        assert!(closed_bars(vec![b], 60_000, tf("1m"), 0, i64::MAX, i64::MAX).is_err());
-        assert!(closed_bars(vec![bar(0, -1.0)], 60_000, tf("1m"), 0, i64::MAX, i64::MAX).is_err());
+        let negative = bar(60_000, -1.0);
+        let out = closed_bars(vec![b, negative], 60_000, tf("1m"), 0, i64::MAX, i64::MAX);
+        assert_eq!(out.expect("kept"), [b, negative], "as they came");
+        assert!(closed_bars(vec![b], 60_000, tf("5m"), 0, i64::MAX, i64::MAX).is_err());
     }
 
     #[test]

@@ -275,7 +275,8 @@ async fn history_errors() {
 }
 
 /// Minute klines for whatever `startTime`..`endTime` is asked, alternating 100.0 / 100.1, except
-/// the row at `bad`: a well-formed bar at 150, which the validator rejects as a spike.
+/// the row at `bad`, a well-formed bar at 150 (a spike), and the one an hour before it, whose
+/// high is below its low.
 fn klines_for(seen: &crate::fixture::Seen, bad: i64) -> Reply {
     let arg = |name: &str| seen.q(name).and_then(|v| v.parse::<i64>().ok());
     let (Some(start), Some(end)) = (arg("startTime"), arg("endTime")) else {
@@ -289,6 +290,12 @@ fn klines_for(seen: &crate::fixture::Seen, bad: i64) -> Reply {
         .map(|i| start + i * 60_000)
         .take_while(|&ts| ts <= end)
         .map(|ts| {
+            if ts == bad - 3_600_000 {
+                return format!(
+                    r#"[{ts},"100.0","99.0","101.0","100.0","1.5",{},"150.0",3,"1.0","100.0","0"]"#,
+                    ts + 59_999
+                );
+            }
             let price = match ts {
                 _ if ts == bad => "150.0",
                 _ if ts.div_euclid(60_000) % 2 == 0 => "100.0",
@@ -348,12 +355,25 @@ async fn bootstrap_stores_history_keeps_rejected_rows_and_respects_the_daily_quo
     let dir = tempfile::tempdir().expect("tempdir");
     let (stats, store) = run(dir.path().join("a.db"), "none").await;
     assert_eq!(stats.failed_windows, 0);
-    assert_eq!(stats.rejected, 1, "{stats:?}");
-    assert_eq!(stats.stored, 1_440 - 1, "a day of minutes but the bad one");
-    assert_eq!(store.count("bars").expect("count"), 1_439);
+    assert_eq!(stats.rejected, 2, "{stats:?}");
     assert_eq!(
-        store.count("rejects").expect("count"),
-        1,
+        stats.stored,
+        1_440 - 2,
+        "a day of minutes but the two bad ones"
+    );
+    assert_eq!(store.count("bars").expect("count"), 1_438);
+    let conn = rusqlite::Connection::open(dir.path().join("a.db")).expect("open");
+    let mut reasons: Vec<String> = conn
+        .prepare("SELECT reason FROM rejects")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        ["ohlc_inconsistent", "spike"],
         "kept for inspection"
     );
 
@@ -365,7 +385,8 @@ async fn bootstrap_stores_history_keeps_rejected_rows_and_respects_the_daily_quo
         1,
         "one request within the quota"
     );
-    // The newest 1 000 minutes came (the spike among them rejected), the rest is for tomorrow.
-    assert_eq!((stats.stored, stats.failed_windows), (999, 1), "{stats:?}");
-    assert_eq!(store.count("bars").expect("count"), 999);
+    // The newest 1 000 minutes came (the two bad ones among them rejected), the rest is for
+    // tomorrow.
+    assert_eq!((stats.stored, stats.failed_windows), (998, 1), "{stats:?}");
+    assert_eq!(store.count("bars").expect("count"), 998);
 }

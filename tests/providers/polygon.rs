@@ -204,11 +204,6 @@ async fn history_empty_and_errors() {
             Expect::Malformed,
         ),
         (
-            "negative price",
-            Reply::ok(aggs(&[(utc("2024-01-15 14:31"), -1.0)], "OK")),
-            Expect::Malformed,
-        ),
-        (
             "rate limited in a 200",
             Reply::ok(
                 r#"{"status":"ERROR","error":"You've exceeded the maximum requests per minute"}"#,

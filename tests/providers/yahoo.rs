@@ -266,13 +266,6 @@ async fn history_empty_and_errors() {
             Expect::Malformed,
         ),
         (
-            "high below low",
-            Reply::ok(chart_rows(
-                r#","timestamp":[1705329000],"indicators":{"quote":[{"open":[1],"high":[0.5],"low":[2],"close":[1],"volume":[1]}]}"#,
-            )),
-            Expect::Malformed,
-        ),
-        (
             "range too wide",
             Reply::json(
                 422,
@@ -289,4 +282,38 @@ async fn history_empty_and_errors() {
     for (case, reply, expect) in cases {
         history_error_case(source, "YAHOO_BASE_URL", "", reply, expect, case).await;
     }
+}
+
+#[tokio::test]
+async fn an_impossible_row_is_left_for_the_validator_and_the_others_are_kept() {
+    // 14:30 is fine, 14:31 has its high below its low.
+    let body = chart_rows(
+        r#","timestamp":[1705329000,1705329060],"indicators":{"quote":[{"open":[1,1],"high":[1,0.5],"low":[1,2],"close":[1,1],"volume":[1,1]}]}"#,
+    );
+    let server = HttpFixture::always("", Reply::ok(body)).await;
+    let src = source(&settings(&[("YAHOO_BASE_URL", &server.base)]));
+    let from = utc("2024-01-15 14:30");
+    let bars = src
+        .history(0, tf("1m"), from, from + 10 * 60_000)
+        .await
+        .expect("the answer is kept");
+    assert_eq!(bars.len(), 2, "{bars:?}");
+    assert_eq!(
+        (bars[1].high, bars[1].low),
+        (0.5, 2.0),
+        "passed on as it came"
+    );
+    // Hour bars are built from half hours: there the row would hide inside a bar that looks
+    // right, so the answer is refused.
+    let halves = chart_rows(
+        r#","timestamp":[1705329000,1705330800],"indicators":{"quote":[{"open":[1,1],"high":[1,0.5],"low":[1,2],"close":[1,1],"volume":[1,1]}]}"#,
+    );
+    let server = HttpFixture::always("", Reply::ok(halves)).await;
+    let src = source(&settings(&[("YAHOO_BASE_URL", &server.base)]));
+    let hour = utc("2024-01-15 14:00");
+    let err = src
+        .history(0, tf("1h"), hour, hour + 3 * 3_600_000)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind(), barkeep::sources::ErrorKind::Failure, "{err}");
 }

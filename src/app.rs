@@ -299,6 +299,7 @@ fn log_bootstrap(stats: crate::bootstrap::BootstrapStats) {
         stored = stats.stored,
         rejected = stats.rejected,
         failed_windows = stats.failed_windows,
+        skipped_windows = stats.skipped_windows,
         "bootstrap done"
     );
 }

@@ -13,7 +13,9 @@ overwritten, so a bootstrap running beside collection cannot replace what the co
 Each window is asked of the sources that serve history, in `SOURCES` order, each within its own
 request budget: the bootstrap waits for a source's per-minute bucket to refill (up to
 [`MAX_BUDGET_WAIT`]) rather than being refused, and moves on to the next source when that
-source's daily quota is spent or it keeps failing. Every bar goes through the validator;
+source's daily quota is spent or it keeps failing. Going back in time, a series is given up
+after [`NO_HISTORY_SPAN_MS`] of empty or failed windows in a row: the sources keep no more, and
+asking for the rest would only spend the budget (the next start asks once more). Every bar goes through the validator;
 rejected ones are stored in `rejects` with their reason, as live ones are. Indicators are warmed from what is stored.
 */
 
@@ -52,6 +54,22 @@ pub struct BootstrapStats {
     pub stored: usize,
     pub rejected: usize,
     pub failed_windows: usize,
+    /// Windows of the past not asked for: the sources had nothing that far back.
+    pub skipped_windows: usize,
+}
+
+/// The past of a series is given up once this much of it in a row came back empty or failed:
+/// longer than any market closure (a weekend plus holidays), so what is left is beyond what the
+/// sources keep (Yahoo's 1-minute bars go back about 30 days).
+pub const NO_HISTORY_SPAN_MS: i64 = 7 * 86_400_000;
+
+/// The current run of empty windows going back in time in one series.
+#[derive(Debug, Clone, Copy)]
+struct EmptyPast {
+    series: (SymbolId, Timeframe),
+    /// End of the newest empty window of the run.
+    since: i64,
+    gave_up: bool,
 }
 
 /// One request's worth of history: bars of `timeframe` opening in `[from, to)`.
@@ -61,6 +79,8 @@ struct Window {
     timeframe: Timeframe,
     from: i64,
     to: i64,
+    /// Part of the past before the oldest stored bar (filled newest first).
+    backward: bool,
 }
 
 /// Each source with a budget of its own, for a bootstrap that runs alone (`barkeep bootstrap`,
@@ -118,13 +138,40 @@ pub async fn bootstrap(
         ProgressBar::hidden()
     };
     let mut stats = BootstrapStats::default();
+    let mut empty_past: Option<EmptyPast> = None;
     for window in plan {
+        let series = (window.symbol, window.timeframe);
+        let run = empty_past.filter(|e| e.series == series);
+        if window.backward && run.is_some_and(|e| e.gave_up) {
+            stats.skipped_windows += 1;
+            bar.inc(1);
+            continue;
+        }
         bar.set_message(format!(
             "{} {}",
             symbols.name(window.symbol),
             window.timeframe
         ));
-        let Some((source, bars)) = fetch(&history, symbols, window, &bar).await else {
+        let fetched = fetch(&history, symbols, window, &bar).await;
+        if window.backward {
+            let in_window =
+                |bars: &Vec<Bar>| bars.iter().any(|b| b.ts >= window.from && b.ts < window.to);
+            if fetched.as_ref().is_some_and(|(_, bars)| in_window(bars)) {
+                empty_past = None;
+            } else {
+                let since = run.map_or(window.to, |e| e.since);
+                let gave_up = since - window.from >= NO_HISTORY_SPAN_MS;
+                if gave_up {
+                    tracing::info!(symbol = %symbols.name(window.symbol), timeframe = %window.timeframe, before_ms = window.from, "no history that far back; the older past is skipped");
+                }
+                empty_past = Some(EmptyPast {
+                    series,
+                    since,
+                    gave_up,
+                });
+            }
+        }
+        let Some((source, bars)) = fetched else {
             stats.failed_windows += 1;
             bar.inc(1);
             continue;
@@ -185,11 +232,12 @@ fn windows(
     let to = timeframe.bucket(now_ms);
     let days_back = (i64::from(days) * 86_400_000).min(MAX_SERIES_BARS * timeframe.ms());
     let oldest = timeframe.bucket(to - days_back);
-    let window = |from, to| Window {
+    let window = |from, to, backward| Window {
         symbol,
         timeframe,
         from,
         to,
+        backward,
     };
     let mut plan = Vec::new();
     let past_end = match span {
@@ -198,7 +246,7 @@ fn windows(
             let mut start = (last + timeframe.ms()).max(oldest);
             while start < to {
                 let end = (start + step).min(to);
-                plan.push(window(start, end));
+                plan.push(window(start, end, false));
                 start = end;
             }
             first.min(to)
@@ -207,7 +255,7 @@ fn windows(
     let mut end = past_end;
     while end > oldest {
         let start = (end - step).max(oldest);
-        plan.push(window(start, end));
+        plan.push(window(start, end, true));
         end = start;
     }
     plan

@@ -85,8 +85,8 @@ fn bootstrap(config: Config) -> ExitCode {
     )) {
         Ok(stats) => {
             eprintln!(
-                "barkeep: bootstrap stored {} bars ({} rejected, {} windows failed)",
-                stats.stored, stats.rejected, stats.failed_windows
+                "barkeep: bootstrap stored {} bars ({} rejected, {} windows failed, {} windows of the past skipped: no source had history that far back)",
+                stats.stored, stats.rejected, stats.failed_windows, stats.skipped_windows
             );
             if stats.failed_windows > 0 {
                 ExitCode::FAILURE

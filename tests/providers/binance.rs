@@ -276,8 +276,8 @@ async fn history_errors() {
 
 /// Minute klines for whatever `startTime`..`endTime` is asked, alternating 100.0 / 100.1, except
 /// the row at `bad`, a well-formed bar at 150 (a spike), and the one an hour before it, whose
-/// high is below its low.
-fn klines_for(seen: &crate::fixture::Seen, bad: i64) -> Reply {
+/// high is below its low. Nothing before `floor` (how far back the exchange keeps them).
+fn klines_for(seen: &crate::fixture::Seen, bad: i64, floor: i64) -> Reply {
     let arg = |name: &str| seen.q(name).and_then(|v| v.parse::<i64>().ok());
     let (Some(start), Some(end)) = (arg("startTime"), arg("endTime")) else {
         return Reply::json(
@@ -289,6 +289,7 @@ fn klines_for(seen: &crate::fixture::Seen, bad: i64) -> Reply {
     let rows: Vec<String> = (0..limit)
         .map(|i| start + i * 60_000)
         .take_while(|&ts| ts <= end)
+        .filter(|&ts| ts >= floor)
         .map(|ts| {
             if ts == bad - 3_600_000 {
                 return format!(
@@ -314,7 +315,7 @@ fn klines_for(seen: &crate::fixture::Seen, bad: i64) -> Reply {
 async fn bootstrap_stores_history_keeps_rejected_rows_and_respects_the_daily_quota() {
     let minute = now_ms() - now_ms().rem_euclid(60_000);
     let bad = minute - 30 * 60_000;
-    let server = HttpFixture::start("", move |seen| klines_for(seen, bad)).await;
+    let server = HttpFixture::start("", move |seen| klines_for(seen, bad, i64::MIN)).await;
     let run = |db: std::path::PathBuf, per_day: &'static str| {
         let base = server.base.clone();
         async move {
@@ -389,4 +390,50 @@ async fn bootstrap_stores_history_keeps_rejected_rows_and_respects_the_daily_quo
     // tomorrow.
     assert_eq!((stats.stored, stats.failed_windows), (998, 1), "{stats:?}");
     assert_eq!(store.count("bars").expect("count"), 998);
+}
+
+#[tokio::test]
+async fn the_past_is_not_asked_for_beyond_what_the_exchange_keeps() {
+    let minute = now_ms() - now_ms().rem_euclid(60_000);
+    let floor = minute - 86_400_000;
+    let server = HttpFixture::start("", move |seen| klines_for(seen, 0, floor)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("b.db");
+    let base = server.base.clone();
+    let config = barkeep::config::Config::from_lookup(|name| {
+        Some(match name {
+            "SQLITE_PATH" => db.to_str()?.to_string(),
+            "SYMBOLS" => "BTCUSD".into(),
+            "SOURCES" => "binance".into(),
+            "TIMEFRAMES" => "1m".into(),
+            "HISTORY_DAYS" => "30".into(),
+            "BINANCE_BASE_URL" => base.clone(),
+            "BINANCE_RATE_PER_MINUTE" => "none".into(),
+            _ => return None,
+        })
+    })
+    .expect("config");
+    let symbols = barkeep::model::SymbolTable::new(&config.symbols);
+    let sources = barkeep::bootstrap::own_budgets(&barkeep::sources::build(&config, &symbols));
+    let store = std::sync::Arc::new(
+        barkeep::store::sqlite::SqliteStore::open(&db, symbols.clone()).expect("db"),
+    );
+    let stats = barkeep::bootstrap::bootstrap(
+        &config,
+        &symbols,
+        &sources,
+        &store,
+        minute + 1_000,
+        false,
+        || {},
+    )
+    .await
+    .expect("bootstrap");
+    assert_eq!(stats.stored, 1_440, "the day the exchange keeps: {stats:?}");
+    // 30 days are 44 windows of 1 000 minutes; after a week of empty answers the rest is
+    // skipped: 2 with data, 11 empty (7 days), 31 never asked.
+    let asked = server.requests().len();
+    assert_eq!(asked, 13, "{stats:?}");
+    assert_eq!(stats.skipped_windows, 44 - 13, "{stats:?}");
+    assert_eq!(stats.failed_windows, 0, "empty is not a failure");
 }

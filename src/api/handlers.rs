@@ -24,11 +24,8 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
     let mut symbols = Map::new();
     let mut fresh_count = 0;
     for (id, name) in snapshot.symbols.iter() {
-        let view = snapshot.get(id);
-        let age = view
-            .as_ref()
-            .and_then(|v| v.last_data_ms)
-            .map(|t| (now - t).max(0));
+        let (last_data_ms, source) = snapshot.freshness(id);
+        let age = last_data_ms.map(|t| (now - t).max(0));
         let fresh = age.is_some_and(|a| a <= state.stale_after_ms);
         fresh_count += usize::from(fresh);
         // Past HEALTH_DETAIL symbols, only the stale ones are listed (the counts say the rest),
@@ -43,7 +40,7 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
             json!({
                 "age_ms": age,
                 "fresh": fresh,
-                "source": view.as_ref().and_then(|v| v.source),
+                "source": source,
             }),
         );
     }

@@ -95,6 +95,19 @@ impl Snapshot {
             .and_then(ArcSwapOption::load_full)
     }
 
+    /// Provider time of a symbol's newest data and its source, read without taking a reference
+    /// to the view (what `/health` needs for every symbol).
+    pub fn freshness(&self, symbol: SymbolId) -> (Option<i64>, Option<&'static str>) {
+        self.views
+            .get(symbol as usize)
+            .map_or((None, None), |slot| {
+                let guard = slot.load();
+                guard
+                    .as_ref()
+                    .map_or((None, None), |v| (v.last_data_ms, v.source))
+            })
+    }
+
     pub fn publish(&self, symbol: SymbolId, view: Arc<SymbolView>) {
         if let Some(slot) = self.views.get(symbol as usize) {
             slot.store(Some(view));

@@ -98,13 +98,12 @@ pub fn own_budgets(sources: &[Arc<dyn Source>]) -> Vec<(Arc<dyn Source>, SharedB
 /// Downloads what SQLite lacks of the configured history for every symbol and timeframe.
 /// `sources` come with the budget to spend for each: their own ([`own_budgets`]), or the
 /// collector's when it runs beside collection, which then keeps the requests it needs for quotes
-/// (it takes first each tick; the bootstrap takes what is left).
+/// (it takes first each tick; the bootstrap takes what is left). `on_recent` is called after
+/// bars were stored among the newest `MAX_BARS_CACHE` of a series (while collecting, the Redis
+/// rings must then be reconciled with SQLite).
 ///
 /// # Errors
 /// A SQLite failure (source failures are counted and reported, not fatal).
-///
-/// `on_recent` is called after bars were stored among the newest `MAX_BARS_CACHE` of a series
-/// (while collecting, the Redis rings must then be reconciled with SQLite).
 pub async fn bootstrap(
     config: &Config,
     symbols: &SymbolTable,

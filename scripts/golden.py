@@ -4,7 +4,7 @@
 Reference: the TA-Lib C library bundled in the `ta-lib==0.8.2` wheel (`import talib`):
 
     pip install ta-lib==0.8.2 numpy
-    python3 scripts/golden.py [--data-dir ../shared/data] [--out tests/fixtures]
+    python3 scripts/golden.py [--data-dir tests/data] [--out tests/fixtures]
 
 Inputs: GOOG.csv and BTCUSD.csv (header `,Open,High,Low,Close,Volume`, first column a date),
 plus synthetic series generated here deterministically (fixed seeds): flat stretches, tiny
@@ -230,8 +230,8 @@ def write_fixture(out_dir, name, series, params, note):
 def main():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data-dir", default=os.path.join(repo, "..", "shared", "data"),
-                    help="directory with GOOG.csv and BTCUSD.csv (default: ../shared/data)")
+    ap.add_argument("--data-dir", default=os.path.join(repo, "tests", "data"),
+                    help="directory with GOOG.csv and BTCUSD.csv (default: tests/data)")
     ap.add_argument("--out", default=os.path.join(repo, "tests", "fixtures"),
                     help="output directory (default: tests/fixtures)")
     args = ap.parse_args()

@@ -56,9 +56,10 @@ fn an_unusable_sqlite_path_fails_start_up_clearly() {
     assert!(stderr.contains("barkeep.db"), "{stderr}");
 }
 
-fn shared_data(name: &str) -> PathBuf {
+/// Real market data committed in tests/data (tests/data/README.md).
+fn test_data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
+        .join("tests/data")
         .join(name)
 }
 
@@ -67,7 +68,7 @@ fn replay_prints_one_json_line_per_bar_with_every_feature() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = command(dir.path(), &[])
         .args(["replay", "--input"])
-        .arg(shared_data("GOOG.csv"))
+        .arg(test_data("GOOG.csv"))
         .args(["--symbol", "GOOG"])
         .output()
         .expect("run replay");

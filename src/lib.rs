@@ -31,6 +31,7 @@ pub mod api;
 pub mod app;
 pub mod bars;
 pub mod bootstrap;
+pub mod calendar;
 pub mod clock;
 pub mod collector;
 pub mod config;

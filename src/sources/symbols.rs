@@ -95,6 +95,13 @@ pub struct IndexNames {
     polygon: Option<&'static str>,
 }
 
+impl IndexNames {
+    /// Yahoo's name for the index, which also tells which market it is (`^GDAXI` …).
+    pub fn yahoo(&self) -> &'static str {
+        self.yahoo
+    }
+}
+
 const INDICES: &[IndexNames] = &[
     IndexNames {
         aliases: &["NAS100", "US100", "NDX"],

@@ -6,10 +6,11 @@ Reference: the TA-Lib C library bundled in the `ta-lib==0.8.2` wheel (`import ta
     pip install ta-lib==0.8.2 numpy
     python3 scripts/golden.py [--data-dir tests/data] [--out tests/fixtures]
 
-Inputs: GOOG.csv and BTCUSD.csv (header `,Open,High,Low,Close,Volume`, first column a date),
-plus synthetic series generated here deterministically (fixed seeds): flat stretches, tiny
-(~1e-4) and huge (~1e6) prices, and a 1-second random walk at 0.01 % volatility that crosses
-UTC midnight.
+Inputs: GOOG.csv, BTCUSD.csv and EURUSD.csv from tests/data (header `,Open,High,Low,Close,Volume`,
+first column a date or a date-time; tests/data/README.md says where they come from; of
+EURUSD.csv only the first 2000 hourly bars, which hold 17 weekend closures), plus synthetic
+series generated here deterministically (fixed seeds): flat stretches, tiny (~1e-4) and huge
+(~1e6) prices, and a 1-second random walk at 0.01 % volatility that crosses UTC midnight.
 
 Each fixture is a CSV file. Its first line is `# ` followed by a JSON object with the series
 name and the indicator parameters (barkeep's `IndicatorParams` field names); then a header and
@@ -79,17 +80,24 @@ OUTPUTS = [
 ]
 
 DAY_MS = 86_400_000
+# Bars of tests/data/EURUSD.csv in the eurusd_1h fixture (the file has 5000).
+EURUSD_BARS = 2000
 
 
-def load_csv(path):
-    """Bars from a `,Open,High,Low,Close,Volume` file; ts = the date's UTC midnight in ms."""
+def load_csv(path, limit=None):
+    """Bars from a `,Open,High,Low,Close,Volume` file, the first `limit` rows (all by default);
+    ts = the date's UTC midnight, or the date-time (`YYYY-MM-DD HH:MM:SS`, read as UTC like
+    `barkeep replay` does), in ms."""
     ts, o, h, l, c, v = [], [], [], [], [], []
     with open(path, newline="") as f:
         rows = csv.reader(f)
         next(rows)
         for row in rows:
-            day = dt.datetime.strptime(row[0][:10], "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
-            ts.append(int(day.timestamp()) * 1000)
+            if limit is not None and len(ts) == limit:
+                break
+            fmt = "%Y-%m-%d" if len(row[0]) == 10 else "%Y-%m-%d %H:%M:%S"
+            t = dt.datetime.strptime(row[0], fmt).replace(tzinfo=dt.timezone.utc)
+            ts.append(int(t.timestamp()) * 1000)
             o.append(float(row[1]))
             h.append(float(row[2]))
             l.append(float(row[3]))
@@ -231,7 +239,8 @@ def main():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", default=os.path.join(repo, "tests", "data"),
-                    help="directory with GOOG.csv and BTCUSD.csv (default: tests/data)")
+                    help="directory with GOOG.csv, BTCUSD.csv and EURUSD.csv "
+                    "(default: tests/data)")
     ap.add_argument("--out", default=os.path.join(repo, "tests", "fixtures"),
                     help="output directory (default: tests/fixtures)")
     args = ap.parse_args()
@@ -243,6 +252,9 @@ def main():
 
     goog = load_csv(os.path.join(args.data_dir, "GOOG.csv"))
     btc = load_csv(os.path.join(args.data_dir, "BTCUSD.csv"))
+    # EURUSD.csv has 5000 hourly bars (2017-04-19 .. 2018-02-07); the first 2000 keep the
+    # fixture modest and still hold 17 weekend closures (Friday 20:00 to Sunday 21:00, 49 h).
+    eurusd = load_csv(os.path.join(args.data_dir, "EURUSD.csv"), limit=EURUSD_BARS)
     fixtures = [
         ("goog", goog, DEFAULT_PARAMS, "GOOG daily 2004-2013"),
         ("btcusd", btc, DEFAULT_PARAMS, "BTCUSD monthly from 2012"),
@@ -255,6 +267,8 @@ def main():
          DEFAULT_PARAMS, "prices ~1e6, 0.3 % moves, hourly bars"),
         ("seconds", synthetic_seconds(), DEFAULT_PARAMS,
          "1-second random walk at 0.01 % volatility across UTC midnight"),
+        ("eurusd_1h", eurusd, DEFAULT_PARAMS,
+         f"EURUSD hourly from 2017-04-19, first {EURUSD_BARS} bars, weekend closures"),
     ]
     total = 0
     for name, series, params, note in fixtures:

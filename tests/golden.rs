@@ -5,7 +5,11 @@
 //! median |close| (INDICATORS.md). Missing values (not ready yet) must be missing on exactly
 //! the same bars; EMA, RSI and ATR, which use TA-Lib's exact arithmetic, must be bit-identical.
 //! `cargo test --test golden -- --nocapture` prints the worst error per output.
+//!
+//! The real series in [`REPLAYED`] are also replayed as `barkeep replay` does (validator, then
+//! indicators): every bar must be accepted and every output must match TA-Lib the same way.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +33,7 @@ const FIXTURES: &[&str] = &[
     "tiny",
     "huge",
     "seconds",
+    "eurusd_1h",
 ];
 
 struct Fixture {
@@ -114,12 +119,7 @@ fn check(fx: &Fixture) -> Report {
     let names = fx.params.feature_names();
     let floor = FLOOR_FRACTION_OF_MEDIAN_CLOSE * median_abs_close(&fx.bars);
     let mut set = IndicatorSet::new(&fx.params);
-    let mut report = Report {
-        mismatches: Vec::new(),
-        worst: [0.0; FEATURE_COUNT],
-        bit_equal: [0; FEATURE_COUNT],
-        present: [0; FEATURE_COUNT],
-    };
+    let mut report = Report::new();
     for (i, (bar, want)) in fx.bars.iter().zip(&fx.want).enumerate() {
         let peeked = set.peek(bar);
         let got = set.update(bar);
@@ -132,30 +132,59 @@ fn check(fx: &Fixture) -> Report {
                 fx.name,
                 names[k]
             );
-            if w.is_nan() || g.is_nan() {
-                if w.is_nan() != g.is_nan() {
-                    report.mismatches.push(format!(
-                        "{} bar {i} {}: got {g}, TA-Lib {w} (readiness differs)",
-                        fx.name, names[k]
-                    ));
-                }
-                continue;
-            }
-            report.present[k] += 1;
-            if g.to_bits() == w.to_bits() {
-                report.bit_equal[k] += 1;
-            }
-            let rel = (g - w).abs() / w.abs().max(floor);
-            report.worst[k] = report.worst[k].max(rel);
-            if rel > TOLERANCE || rel.is_nan() {
-                report.mismatches.push(format!(
-                    "{} bar {i} {}: got {g:e}, TA-Lib {w:e}, relative error {rel:e}",
-                    fx.name, names[k]
-                ));
-            }
+            report.compare(&fx.name, i, k, &names[k], g, w, floor);
         }
     }
     report
+}
+
+impl Report {
+    fn new() -> Self {
+        Self {
+            mismatches: Vec::new(),
+            worst: [0.0; FEATURE_COUNT],
+            bit_equal: [0; FEATURE_COUNT],
+            present: [0; FEATURE_COUNT],
+        }
+    }
+
+    /// Output `k` (`name`) at bar `i`: `got` against TA-Lib's `want`.
+    #[allow(clippy::too_many_arguments, reason = "one value and where it is")]
+    fn compare(&mut self, fx: &str, i: usize, k: usize, name: &str, g: f64, w: f64, floor: f64) {
+        if w.is_nan() || g.is_nan() {
+            if w.is_nan() != g.is_nan() {
+                self.mismatches.push(format!(
+                    "{fx} bar {i} {name}: got {g}, TA-Lib {w} (readiness differs)"
+                ));
+            }
+            return;
+        }
+        self.present[k] += 1;
+        if g.to_bits() == w.to_bits() {
+            self.bit_equal[k] += 1;
+        }
+        let rel = (g - w).abs() / w.abs().max(floor);
+        self.worst[k] = self.worst[k].max(rel);
+        if rel > TOLERANCE || rel.is_nan() {
+            self.mismatches.push(format!(
+                "{fx} bar {i} {name}: got {g:e}, TA-Lib {w:e}, relative error {rel:e}"
+            ));
+        }
+    }
+
+    /// The mismatches, and the bit-exact outputs that were not bit-identical everywhere.
+    fn failures(self, fx: &str, names: &[String]) -> Vec<String> {
+        let mut failures = self.mismatches;
+        for k in BIT_EXACT {
+            if self.bit_equal[k] != self.present[k] {
+                failures.push(format!(
+                    "{fx} {}: only {}/{} values bit-identical to TA-Lib",
+                    names[k], self.bit_equal[k], self.present[k]
+                ));
+            }
+        }
+        failures
+    }
 }
 
 #[test]
@@ -176,15 +205,7 @@ fn every_output_matches_talib_from_bar_zero() {
                 name, report.worst[k], report.bit_equal[k], report.present[k]
             );
         }
-        failures.extend(report.mismatches);
-        for k in BIT_EXACT {
-            if report.bit_equal[k] != report.present[k] {
-                failures.push(format!(
-                    "{name} {}: only {}/{} values bit-identical to TA-Lib",
-                    names[k], report.bit_equal[k], report.present[k]
-                ));
-            }
-        }
+        failures.extend(report.failures(name, &names));
     }
     assert!(
         failures.is_empty(),
@@ -209,4 +230,85 @@ fn fixtures_cover_the_warmup_and_every_output() {
             .expect("some bar has every output");
         assert_eq!(first_full + 1, warmup, "{name}: warmup_bars");
     }
+}
+
+/// Real series replayed the way `barkeep replay` does it: every bar through the validator, then
+/// the indicators. Each one is ordinary market data, so no bar may be rejected; EURUSD's hourly
+/// bars include weekend closures (Friday 20:00 to Sunday 21:00).
+/// The fields of one flat JSON object (`barkeep replay`'s line: no nesting, no commas or
+/// colons in strings), each as its JSON text. Numbers are parsed with `str::parse` afterwards,
+/// which is correctly rounded; serde_json's default float parser may be one ulp off, which the
+/// bit-exact outputs would not survive.
+fn flat_json(line: &str) -> HashMap<String, String> {
+    let inner = line
+        .trim()
+        .strip_prefix('{')
+        .and_then(|l| l.strip_suffix('}'))
+        .expect("a JSON object");
+    inner
+        .split(',')
+        .map(|field| {
+            let (key, value) = field.split_once(':').expect("key:value");
+            (key.trim_matches('"').to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+const REPLAYED: &[&str] = &["goog", "eurusd_1h"];
+
+#[test]
+fn real_series_replay_with_no_bar_rejected_and_match_talib_from_bar_zero() {
+    let mut failures = Vec::new();
+    for name in REPLAYED {
+        let fx = load(name);
+        let mut config = barkeep::config::Config::from_lookup(|_| None).expect("default config");
+        config.indicators = fx.params.clone();
+        let mut csv = String::from("ts,open,high,low,close,volume\n");
+        for b in &fx.bars {
+            csv.push_str(&format!(
+                "{},{},{},{},{},{}\n",
+                b.ts, b.open, b.high, b.low, b.close, b.volume
+            ));
+        }
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let stats = barkeep::app::replay(&config, csv.as_bytes(), Some(name), &mut out, &mut err)
+            .expect("replay");
+        let err = String::from_utf8(err).expect("utf-8");
+        failures.extend(err.lines().map(|l| format!("{name}: {l}")));
+        let lines: Vec<HashMap<String, String>> = String::from_utf8(out)
+            .expect("utf-8")
+            .lines()
+            .map(flat_json)
+            .collect();
+        assert_eq!(stats.printed, lines.len(), "{name}");
+        if stats.rejected > 0 || lines.len() != fx.bars.len() {
+            failures.push(format!(
+                "{name}: {} of {} bars printed, {} rejected",
+                lines.len(),
+                fx.bars.len(),
+                stats.rejected
+            ));
+            continue;
+        }
+        let names = fx.params.feature_names();
+        let floor = FLOOR_FRACTION_OF_MEDIAN_CLOSE * median_abs_close(&fx.bars);
+        let mut report = Report::new();
+        for (i, (line, want)) in lines.iter().zip(&fx.want).enumerate() {
+            assert_eq!(line["ts"], fx.bars[i].ts.to_string(), "{name} bar {i}");
+            for k in 0..FEATURE_COUNT {
+                let got = match line[&names[k]].as_str() {
+                    "null" => f64::NAN,
+                    text => text.parse().expect("a number"),
+                };
+                report.compare(name, i, k, &names[k], got, want[k], floor);
+            }
+        }
+        failures.extend(report.failures(name, &names));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures, first ones:\n{}",
+        failures.len(),
+        failures[..failures.len().min(40)].join("\n")
+    );
 }

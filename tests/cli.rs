@@ -3,8 +3,9 @@
 mod common;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use common::command;
+use common::{Sidecar, command, get, wait_for};
 
 #[test]
 fn bad_configuration_exits_with_a_message_naming_variable_and_value() {
@@ -235,4 +236,70 @@ fn bootstrap_downloads_history_resumably_and_idempotently() {
         ),
         0
     );
+}
+
+/// `.env.example`, which says to copy it to `.env`.
+fn env_example() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".env.example")
+}
+
+#[test]
+fn env_example_parses_to_the_documented_defaults() {
+    let vars: Vec<(String, String)> = dotenvy::from_path_iter(env_example())
+        .expect("open .env.example")
+        .collect::<Result<_, _>>()
+        .expect(".env.example is a valid .env");
+    let text = std::fs::read_to_string(env_example()).expect("read");
+    let assignments = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && l.contains('='))
+        .count();
+    assert_eq!(vars.len(), assignments, "every variable is read: {vars:?}");
+    let value = |name: &str| {
+        vars.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("{name} missing from .env.example"))
+    };
+    // BREAKER_FAILURES once had an apostrophe in its comment, which swallowed every line after
+    // it; the first variable, the one right after it and the last must be exactly their values.
+    for (name, want) in [
+        ("SYMBOLS", "NAS100,XAUUSD,EURUSD"),
+        ("HISTORY_DAYS", "90"),
+        ("BREAKER_FAILURES", "5"),
+        ("BREAKER_OPEN", "60s"),
+        ("SQLITE_PATH", "./data/barkeep.db"),
+        ("HTTP_ADDR", "127.0.0.1:8000"),
+        ("RUST_LOG", "info"),
+    ] {
+        assert_eq!(value(name), want, "{name}");
+    }
+    // "Every line shows the default": the configuration read from it is the built-in one.
+    let from_file = barkeep::config::Config::from_lookup(|name| {
+        vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    })
+    .expect(".env.example is a valid configuration");
+    let defaults = barkeep::config::Config::from_lookup(|_| None).expect("defaults");
+    assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+}
+
+#[test]
+fn env_example_copied_to_dot_env_starts_serves_health_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(env_example(), dir.path().join(".env")).expect("copy .env.example to .env");
+    let db = dir.path().join("db/barkeep.db");
+    // The environment overrides .env: a free port and a database in the temp directory.
+    let sidecar = Sidecar::start(dir.path(), &[("SQLITE_PATH", db.to_str().expect("utf-8"))]);
+    let addr = sidecar.addr;
+    let healthy = wait_for(Duration::from_secs(20), || {
+        (get(addr, "/health").0 == 200).then_some(())
+    });
+    let (code, log) = sidecar.terminate();
+    assert!(
+        healthy.is_some(),
+        "/health never answered 200; log:\n{}",
+        log.join("\n")
+    );
+    assert_eq!(code, 0, "log:\n{}", log.join("\n"));
+    assert!(db.exists(), "SQLITE_PATH from the environment is used");
 }

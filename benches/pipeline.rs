@@ -49,7 +49,14 @@ fn run(c: &mut Criterion, name: &str, tf: &str) {
         b.iter_batched_ref(
             || {
                 (
-                    SymbolPipeline::new(0, &validation, &timeframes, &params),
+                    SymbolPipeline::new(
+                        0,
+                        &validation,
+                        &timeframes,
+                        &params,
+                        barkeep::calendar::MarketCalendar::Always,
+                        1_000,
+                    ),
                     Vec::with_capacity(4 * N),
                 )
             },

@@ -251,6 +251,7 @@ pub async fn run_with(
         bars_closed = metrics.bars_closed.get(),
         bars_written = metrics.sqlite_bars_written.get(),
         rejects = metrics.rejects_total(),
+        rejects_repeated = metrics.rejects_repeated.get(),
         rejects_written = metrics.sqlite_rejects_written.get(),
         "stopped cleanly"
     );
@@ -344,6 +345,24 @@ struct ReplayLine<'a> {
     features: NamedFeatures<'a>,
 }
 
+/// The usual time between consecutive rows (the median of the first few hundred spacings), the
+/// validator's interval for a file whose bar length is not declared.
+fn typical_spacing_ms(rows: &[Result<crate::model::Bar, replay::ReplayError>]) -> i64 {
+    let times: Vec<i64> = rows
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|b| b.ts)
+        .take(501)
+        .collect();
+    let mut spacings: Vec<i64> = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|&d| d > 0)
+        .collect();
+    spacings.sort_unstable();
+    spacings.get(spacings.len() / 2).copied().unwrap_or(60_000)
+}
+
 /// Counts of a replay.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayStats {
@@ -365,7 +384,7 @@ pub fn replay(
     mut err: impl Write,
 ) -> Result<ReplayStats, AppError> {
     let rows = replay::read_bars(input)?;
-    let mut validator = Validator::new(config.validation.clone());
+    let mut validator = Validator::new(config.validation.clone(), typical_spacing_ms(&rows));
     let mut engine = IndicatorSet::new(&config.indicators);
     let names = config.indicators.feature_names();
     let mut stats = ReplayStats::default();

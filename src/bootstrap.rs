@@ -177,7 +177,7 @@ pub async fn bootstrap(
         };
         // Windows arrive out of time order (the past is filled newest first), so each is
         // validated on its own.
-        let mut validator = Validator::new(config.validation.clone());
+        let mut validator = Validator::new(config.validation.clone(), window.timeframe.ms());
         let mut good = Vec::with_capacity(bars.len());
         let mut rejects = Vec::new();
         for b in bars

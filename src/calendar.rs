@@ -341,7 +341,11 @@ mod tests {
         let before = c.session_at(utc("2026-03-08T20:59:00Z"));
         assert!(!before.open);
         assert_eq!(before.until_ms, utc("2026-03-08T21:00:00Z"), "17:00 EDT");
-        assert_eq!(before.since_ms, utc("2026-03-06T22:00:00Z"), "Friday 17:00 EST");
+        assert_eq!(
+            before.since_ms,
+            utc("2026-03-06T22:00:00Z"),
+            "Friday 17:00 EST"
+        );
         assert!(c.is_open(utc("2026-03-08T21:00:00Z")));
         // Winter (EST, UTC-5).
         assert!(!c.is_open(utc("2026-11-29T21:30:00Z")));
@@ -387,7 +391,10 @@ mod tests {
         ] {
             assert_eq!(MarketCalendar::for_symbol(symbol), calendar, "{symbol}");
         }
-        assert_eq!(MarketCalendar::parse("US_Equity"), Ok(MarketCalendar::UsEquity));
+        assert_eq!(
+            MarketCalendar::parse("US_Equity"),
+            Ok(MarketCalendar::UsEquity)
+        );
         assert!(
             MarketCalendar::parse("nasdaq")
                 .expect_err("unknown")
@@ -401,7 +408,11 @@ mod tests {
         let start = utc("2026-11-25T00:00:00Z");
         for minute in (0..7 * 24 * 60).step_by(7) {
             let ts = start + minute * 60_000;
-            assert_eq!(cache.at(ts).open, MarketCalendar::UsEquity.is_open(ts), "{ts}");
+            assert_eq!(
+                cache.at(ts).open,
+                MarketCalendar::UsEquity.is_open(ts),
+                "{ts}"
+            );
         }
     }
 }

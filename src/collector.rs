@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::indicators::IndicatorSet;
 use crate::metrics::Metrics;
 use crate::model::{Quote, SymbolId, SymbolTable, Timeframe};
-use crate::pipeline::{BarRecord, Event, SymbolPipeline};
+use crate::pipeline::{BarRecord, Event, QuoteOutcome, SymbolPipeline};
 use crate::sources::breaker::CircuitBreaker;
 use crate::sources::ratelimit::{RateBudget, SharedBudget};
 use crate::sources::{ErrorKind, Source, StreamEvent};
@@ -78,6 +78,8 @@ pub struct Collector {
     guards: Vec<SourceGuard>,
     /// Push streams and what they still owe.
     streams: Vec<StreamLink>,
+    /// Symbols whose market session changed this tick, to publish with the touched ones.
+    session_changed: Vec<SymbolId>,
 }
 
 /// One running push stream.
@@ -116,6 +118,12 @@ impl Collector {
                     &config.validation,
                     &config.timeframes,
                     &config.indicators,
+                    config
+                        .calendars
+                        .get(id as usize)
+                        .copied()
+                        .unwrap_or(crate::calendar::MarketCalendar::Always),
+                    config.collection_interval_ms as i64,
                 )
             })
             .collect();
@@ -171,6 +179,7 @@ impl Collector {
             finished: vec![false; symbol_count],
             guards,
             streams: Vec::new(),
+            session_changed: Vec::new(),
         }
     }
 
@@ -204,6 +213,12 @@ impl Collector {
                     self.pipelines[sym].set_engine(frame, engine);
                 }
                 self.pipelines[sym].warm(frame, &bars);
+                if frame == 0 {
+                    // The validator's reference: the newest stored bars, whatever the
+                    // checkpoint covered, so the first live quote is judged against them.
+                    let reference = newest_bars(store, symbol, tf, 30).await?;
+                    self.pipelines[sym].seed_validator(&reference);
+                }
                 let stored_last = self.pipelines[sym].engine(frame).last_ts();
                 let have = self.pipelines[sym].engine(frame).bars_seen() as usize;
                 if have < self.warmup_bars {
@@ -271,6 +286,7 @@ impl Collector {
                 }
             }
         }
+        self.update_sessions(now);
         self.apply_events(&events);
         for sym in 0..self.views.len() {
             self.snapshot
@@ -349,6 +365,7 @@ impl Collector {
                 pipeline.finish_tick(now, &mut events);
             }
         }
+        self.update_sessions(now);
         self.apply_events(&events);
         TickBatch::new(now, events)
     }
@@ -363,15 +380,21 @@ impl Collector {
             };
             quoted.push(quote.symbol);
             match pipeline.on_quote(&quote, source, now, events) {
-                Verdict::Accept { .. } => {
+                QuoteOutcome::Judged(Verdict::Accept { .. }) => {
                     self.metrics.quotes_accepted.inc();
                     let view = &mut self.views[quote.symbol as usize];
                     view.last_data_ms =
                         Some(view.last_data_ms.map_or(quote.ts, |t| t.max(quote.ts)));
                     view.source = Some(source);
                 }
-                Verdict::Duplicate => self.metrics.quotes_duplicate.inc(),
-                Verdict::Reject(_) => {}
+                QuoteOutcome::Judged(Verdict::Duplicate) => self.metrics.quotes_duplicate.inc(),
+                QuoteOutcome::Closed => self.metrics.quotes_closed.inc(),
+                // Stored once already; counted each time, like the first.
+                QuoteOutcome::RepeatedReject(reason) => {
+                    self.metrics.reject(reason);
+                    self.metrics.rejects_repeated.inc();
+                }
+                QuoteOutcome::Judged(Verdict::Reject(_)) => {}
             }
         }
         for symbol in quoted {
@@ -686,10 +709,22 @@ impl Collector {
         }
     }
 
+    /// Notes each symbol's market session in its view; the ones that changed are published
+    /// with the next events.
+    fn update_sessions(&mut self, now: i64) {
+        for (pipeline, view) in self.pipelines.iter_mut().zip(&mut self.views) {
+            let session = pipeline.session(now);
+            if view.session != Some(session) {
+                view.session = Some(session);
+                self.session_changed.push(pipeline.symbol());
+            }
+        }
+    }
+
     /// Keeps the per-symbol views and counters in step with a batch of events, and publishes
     /// the views that changed.
     fn apply_events(&mut self, events: &[Event]) {
-        let mut touched: Vec<SymbolId> = Vec::new();
+        let mut touched: Vec<SymbolId> = std::mem::take(&mut self.session_changed);
         for event in events {
             match event {
                 Event::Closed { record, features } => {
@@ -771,6 +806,19 @@ impl Collector {
             }
         }
     }
+}
+
+/// The newest `n` stored closed bars of a series, oldest first.
+async fn newest_bars(
+    store: &Arc<SqliteStore>,
+    symbol: SymbolId,
+    tf: Timeframe,
+    n: usize,
+) -> Result<Vec<crate::model::Bar>, StoreError> {
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || store.bars_after(symbol, tf, None, n))
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
 }
 
 /// Loads the checkpoint (if it matches the configured parameters) and the stored bars after

@@ -12,6 +12,7 @@ the original design documented plain seconds.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::calendar::MarketCalendar;
 use crate::indicators::IndicatorParams;
 use crate::model::Timeframe;
 
@@ -45,6 +46,10 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub symbols: Vec<String>,
+    /// Each symbol's trading calendar, in `symbols` order (`MARKET_HOURS`, else the symbol's
+    /// own; `always` for every symbol when the simulated market is the only source and
+    /// `SYNTHETIC_SESSIONS=always`).
+    pub calendars: Vec<MarketCalendar>,
     /// Source names in priority order.
     pub sources: Vec<String>,
     pub timeframes: Vec<Timeframe>,
@@ -111,6 +116,9 @@ pub struct SyntheticConfig {
     pub seed: u64,
     /// Probability that a quote is deliberately broken (NaN, negative, spike, stale …).
     pub bad_tick_rate: f64,
+    /// `SYNTHETIC_SESSIONS=calendar`: the simulated market keeps each symbol's calendar and,
+    /// while closed, answers the session's last trade as real providers do.
+    pub follow_calendars: bool,
 }
 
 impl Config {
@@ -150,6 +158,21 @@ impl Config {
                 ))
             }
         })?;
+        let follow_calendars = env.parse("SYNTHETIC_SESSIONS", "always", |s| {
+            match s.to_ascii_lowercase().as_str() {
+                "always" => Ok(false),
+                "calendar" => Ok(true),
+                _ => Err(
+                    "expected `always` (the simulated market never closes) or `calendar`".into(),
+                ),
+            }
+        })?;
+        let only_synthetic = sources.iter().all(|s| s == "synthetic");
+        let calendars = market_hours(
+            &symbols,
+            env.get("MARKET_HOURS").unwrap_or_default(),
+            only_synthetic && !follow_calendars,
+        )?;
         let timeframes = env.list("TIMEFRAMES", "1m", |s| s.parse::<Timeframe>())?;
         let collection_interval_ms =
             env.duration_ms("COLLECTION_INTERVAL", 1_000, 10, 3_600_000)?;
@@ -231,6 +254,7 @@ impl Config {
 
         Ok(Self {
             symbols,
+            calendars,
             sources,
             timeframes,
             collection_interval_ms,
@@ -286,11 +310,53 @@ impl Config {
             synthetic: SyntheticConfig {
                 seed: env.int("SYNTHETIC_SEED", 42_u64, 0, u64::MAX)?,
                 bad_tick_rate: env.float("SYNTHETIC_BAD_TICK_RATE", 0.001, 0.0, 1.0)?,
+                follow_calendars,
             },
             indicators,
             providers: crate::sources::settings::ProviderSettings::from_lookup(&get)?,
         })
     }
+}
+
+/// `MARKET_HOURS=SYMBOL:CALENDAR,…` (`*:CALENDAR` for every symbol) over each symbol's own
+/// calendar, or over `always` when `all_open` (the simulated market alone, never closing).
+fn market_hours(
+    symbols: &[String],
+    raw: String,
+    all_open: bool,
+) -> Result<Vec<MarketCalendar>, ConfigError> {
+    let mut calendars: Vec<MarketCalendar> = symbols
+        .iter()
+        .map(|s| {
+            if all_open {
+                MarketCalendar::Always
+            } else {
+                MarketCalendar::for_symbol(s)
+            }
+        })
+        .collect();
+    let error = |reason: String| ConfigError {
+        var: "MARKET_HOURS",
+        value: raw.clone(),
+        reason,
+    };
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (symbol, name) = item
+            .rsplit_once(':')
+            .ok_or_else(|| error(format!("`{item}` is not SYMBOL:CALENDAR")))?;
+        let calendar = MarketCalendar::parse(name).map_err(error)?;
+        let symbol = symbol.trim().to_ascii_uppercase();
+        if symbol == "*" {
+            calendars.fill(calendar);
+            continue;
+        }
+        let i = symbols
+            .iter()
+            .position(|s| *s == symbol)
+            .ok_or_else(|| error(format!("`{symbol}` is not one of SYMBOLS")))?;
+        calendars[i] = calendar;
+    }
+    Ok(calendars)
 }
 
 /// Typed readers over a variable look-up, each producing a [`ConfigError`] that names the variable.

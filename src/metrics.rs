@@ -151,6 +151,10 @@ pub struct Metrics {
     pub tick_deadline_hits: Counter,
     pub quotes_accepted: Counter,
     pub quotes_duplicate: Counter,
+    /// Quotes while the symbol's market was closed (or from before its session).
+    pub quotes_closed: Counter,
+    /// Rejects of the same quote as the previous reject: in `rejects`, stored once.
+    pub rejects_repeated: Counter,
     pub rejects: [Counter; RejectReason::ALL.len()],
     pub bars_closed: Counter,
     pub gaps: Counter,
@@ -190,6 +194,8 @@ impl Metrics {
             tick_deadline_hits: Counter::default(),
             quotes_accepted: Counter::default(),
             quotes_duplicate: Counter::default(),
+            quotes_closed: Counter::default(),
+            rejects_repeated: Counter::default(),
             rejects: std::array::from_fn(|_| Counter::default()),
             bars_closed: Counter::default(),
             gaps: Counter::default(),
@@ -277,6 +283,18 @@ impl Metrics {
             "Exact re-deliveries of the last quote",
             &[],
             self.quotes_duplicate.get(),
+        );
+        v.counter(
+            "quotes_closed_total",
+            "Quotes while the market was closed: not judged, no bar",
+            &[],
+            self.quotes_closed.get(),
+        );
+        v.counter(
+            "rejects_repeated_total",
+            "Rejects of the same quote again (counted in rejects_total, stored once)",
+            &[],
+            self.rejects_repeated.get(),
         );
         for reason in RejectReason::ALL {
             v.counter(

@@ -1,12 +1,21 @@
 /*!
 The per-symbol hot path: validate → build bars → update indicators, emitting [`Event`]s.
 
-One [`SymbolPipeline`] per configured symbol owns that symbol's validator and, per timeframe, a
-bar builder and an indicator set. The collector owns all pipelines on one task, so nothing here
-locks; the only allocation is the caller's reusable event buffer growing to its steady size.
+One [`SymbolPipeline`] per configured symbol owns that symbol's validator, its market session
+and, per timeframe, a bar builder and an indicator set. The collector owns all pipelines on one
+task, so nothing here locks; the only allocation is the caller's reusable event buffer growing
+to its steady size.
+
+Sessions: while the symbol's market is closed, quotes build nothing and are not judged (a
+provider keeps answering the last trade of the session: that is neither stale nor a reject);
+they come back as [`QuoteOutcome::Closed`], counted. Time the market was closed is not a gap.
+A rejected quote is stored once, however many ticks repeat it (a stale last trade, or any
+broken quote a provider keeps answering): the repeats come back as
+[`QuoteOutcome::RepeatedReject`], counted like the first.
 */
 
 use crate::bars::{BarBuilder, Gap, ScoredBar};
+use crate::calendar::{MarketCalendar, Session, SessionCache};
 use crate::config::ValidationConfig;
 use crate::indicators::{Features, IndicatorParams, IndicatorSet};
 use crate::model::{Bar, Quote, SymbolId, Timeframe};
@@ -54,6 +63,17 @@ pub enum Event {
     },
 }
 
+/// What became of one quote.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum QuoteOutcome {
+    /// The validator's verdict (an accepted quote is in the bars).
+    Judged(Verdict),
+    /// The market is closed, or the quote predates the session: not judged, no bar.
+    Closed,
+    /// The same quote from the same source as the last reject: counted, not stored again.
+    RepeatedReject(RejectReason),
+}
+
 struct Frame {
     builder: BarBuilder,
     engine: IndicatorSet,
@@ -68,19 +88,27 @@ struct Frame {
 pub struct SymbolPipeline {
     symbol: SymbolId,
     validator: Validator,
+    session: SessionCache,
+    /// The last quote stored as a reject: (source, provider time, price bits).
+    last_reject: Option<(&'static str, i64, u64)>,
     frames: Vec<Frame>,
 }
 
 impl SymbolPipeline {
+    /// A pipeline for quotes arriving every `quote_interval_ms`, on `calendar`'s sessions.
     pub fn new(
         symbol: SymbolId,
         validation: &ValidationConfig,
         timeframes: &[Timeframe],
         params: &IndicatorParams,
+        calendar: MarketCalendar,
+        quote_interval_ms: i64,
     ) -> Self {
         Self {
             symbol,
-            validator: Validator::new(validation.clone()),
+            validator: Validator::new(validation.clone(), quote_interval_ms),
+            session: SessionCache::new(calendar),
+            last_reject: None,
             frames: timeframes
                 .iter()
                 .map(|&tf| Frame {
@@ -95,6 +123,26 @@ impl SymbolPipeline {
 
     pub fn symbol(&self) -> SymbolId {
         self.symbol
+    }
+
+    /// The symbol's market session at `ts_ms`.
+    pub fn session(&mut self, ts_ms: i64) -> Session {
+        self.session.at(ts_ms)
+    }
+
+    pub fn calendar(&self) -> MarketCalendar {
+        self.session.calendar()
+    }
+
+    /// Seeds the quote validator's reference from stored bars of the first timeframe (oldest
+    /// first), so the first quote after a restart is judged against the history.
+    pub fn seed_validator(&mut self, bars: &[Bar]) {
+        let tf = self
+            .frames
+            .first()
+            .map_or(60_000, |f| f.builder.timeframe().ms());
+        let tail = &bars[bars.len().saturating_sub(30)..];
+        self.validator.seed(tail, tf);
     }
 
     /// Replaces a frame's indicator state, e.g. with a restored checkpoint.
@@ -117,10 +165,6 @@ impl SymbolPipeline {
             }
             f.builder.resume_after(bar.ts);
         }
-        if frame == 0 {
-            let tail = &bars[bars.len().saturating_sub(30)..];
-            self.validator.seed(tail);
-        }
     }
 
     /// Validates closed history bars of one timeframe from a source (oldest first), commits the
@@ -133,9 +177,9 @@ impl SymbolPipeline {
         now_ms: i64,
         out: &mut Vec<Event>,
     ) {
-        let mut validator = Validator::new(self.validator.config().clone());
         let f = &mut self.frames[frame];
         let timeframe = f.builder.timeframe();
+        let mut validator = Validator::new(self.validator.config().clone(), timeframe.ms());
         let forming_ts = f.builder.forming().map(|b| b.bar.ts);
         for bar in bars {
             // Only what lies between the last closed bar and the forming one is history.
@@ -167,9 +211,8 @@ impl SymbolPipeline {
                 })),
             }
         }
-        if frame == 0 {
-            let tail = &bars[bars.len().saturating_sub(30)..];
-            self.validator.seed(tail);
+        if frame == 0 && !bars.is_empty() {
+            self.seed_validator(bars);
         }
     }
 
@@ -180,24 +223,36 @@ impl SymbolPipeline {
         source: &'static str,
         now_ms: i64,
         out: &mut Vec<Event>,
-    ) -> Verdict {
+    ) -> QuoteOutcome {
+        let session = self.session.at(now_ms);
+        // Closed now, or stamped before this session opened: the last trade of a session
+        // that is over (or a trade outside the session), which builds no bar.
+        if !session.open || quote.ts < session.since_ms {
+            return QuoteOutcome::Closed;
+        }
         let input = Bar::from_price(quote.ts, quote.price, quote.volume);
         let verdict = self.validator.check(&input, Some(now_ms));
         let quality = match verdict {
             Verdict::Accept { quality } => quality,
-            Verdict::Duplicate => return verdict,
             Verdict::Reject(reason) => {
+                let key = (source, quote.ts, quote.price.to_bits());
+                if self.last_reject == Some(key) {
+                    return QuoteOutcome::RepeatedReject(reason);
+                }
+                self.last_reject = Some(key);
                 out.push(self.reject(reason, input, source, now_ms));
-                return verdict;
+                return QuoteOutcome::Judged(verdict);
             }
+            Verdict::Duplicate => return QuoteOutcome::Judged(verdict),
         };
         let mut late = false;
+        let calendar = self.session.calendar();
         for f in &mut self.frames {
             let step = f.builder.add(&input, quality);
             if let Some(closed) = step.closed {
                 out.push(commit(self.symbol, f, closed));
             }
-            if let Some(gap) = step.gap {
+            if let Some(gap) = step.gap.and_then(|g| open_part(calendar, g)) {
                 out.push(Event::Gap {
                     symbol: self.symbol,
                     timeframe: f.builder.timeframe(),
@@ -212,7 +267,7 @@ impl SymbolPipeline {
         if late {
             out.push(self.reject(RejectReason::Late, input, source, now_ms));
         }
-        verdict
+        QuoteOutcome::Judged(verdict)
     }
 
     /// A provider's own bar (e.g. a 1-minute aggregate from a stream): validated against the
@@ -239,7 +294,7 @@ impl SymbolPipeline {
         };
         let verdict = f
             .bar_validator
-            .get_or_insert_with(|| Validator::new(config))
+            .get_or_insert_with(|| Validator::new(config, timeframe.ms()))
             .check(&probe, Some(now_ms));
         let quality = match verdict {
             Verdict::Accept { quality } => quality,
@@ -259,7 +314,7 @@ impl SymbolPipeline {
         if let Some(closed) = step.closed {
             out.push(commit(symbol, f, closed));
         }
-        if let Some(gap) = step.gap {
+        if let Some(gap) = step.gap.and_then(|g| open_part(self.session.calendar(), g)) {
             out.push(Event::Gap {
                 symbol,
                 timeframe,
@@ -313,6 +368,20 @@ impl SymbolPipeline {
     }
 }
 
+/// The part of a gap during which the market was open: closures at either end are no gap
+/// (a weekend between Friday's last bar and Monday's first is not missing data).
+fn open_part(calendar: MarketCalendar, gap: Gap) -> Option<Gap> {
+    let first = calendar.session_at(gap.from_ts);
+    let from_ts = if first.open {
+        gap.from_ts
+    } else {
+        first.until_ms
+    };
+    let last = calendar.session_at(gap.to_ts - 1);
+    let to_ts = if last.open { gap.to_ts } else { last.since_ms };
+    (from_ts < to_ts).then_some(Gap { from_ts, to_ts })
+}
+
 fn commit(symbol: SymbolId, f: &mut Frame, closed: ScoredBar) -> Event {
     let features = f.engine.update(&closed.bar);
     Event::Closed {
@@ -339,6 +408,8 @@ mod tests {
             &ValidationConfig::default(),
             &["1m".parse().expect("valid"), "5m".parse().expect("valid")],
             &IndicatorParams::default(),
+            MarketCalendar::Always,
+            1_000,
         )
     }
 
@@ -392,7 +463,10 @@ mod tests {
         let mut out = Vec::new();
         p.on_quote(&quote(T0, 100.0), "synthetic", T0, &mut out);
         let verdict = p.on_quote(&quote(T0 + 1_000, -3.0), "synthetic", T0 + 1_000, &mut out);
-        assert_eq!(verdict, Verdict::Reject(RejectReason::NonPositivePrice));
+        assert_eq!(
+            verdict,
+            QuoteOutcome::Judged(Verdict::Reject(RejectReason::NonPositivePrice))
+        );
         let Some(Event::Rejected(r)) = out.last() else {
             panic!("no reject event: {out:?}")
         };

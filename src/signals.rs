@@ -11,7 +11,8 @@ Five votes, each +1 (bullish), −1 (bearish) or 0:
 The score is the sum (−5 … +5): ≥ 2 is `buy`, ≤ −2 is `sell`, otherwise `neutral`. Confidence
 is |score| / 5, multiplied by a freshness factor that falls linearly from 1 (data just received)
 to 0 (data as old as `STALE_AFTER`). Until every input is ready the signal is `neutral` with
-confidence 0. These rules are a transparent default for bots that want one, not advice.
+confidence 0; while the symbol's market is closed it is `neutral` with confidence 0 and the
+reason `market_closed`. These rules are a transparent default for bots that want one, not advice.
 */
 
 use serde::Serialize;
@@ -91,6 +92,16 @@ pub fn evaluate(features: &Features, close: f64, age_ms: i64, stale_after_ms: i6
         score,
         confidence: confidence(score, age_ms, stale_after_ms),
         reasons,
+    }
+}
+
+/// The signal of a symbol whose market is closed: nothing to act on until it opens.
+pub fn market_closed() -> Signal {
+    Signal {
+        signal: Direction::Neutral,
+        score: 0,
+        confidence: 0.0,
+        reasons: vec!["market_closed"],
     }
 }
 

@@ -6,10 +6,19 @@ negative volume, broken OHLC relations, timestamps in the future (beyond `MAX_CL
 stale data (older than `STALE_AFTER`), data older than what was already accepted, and spikes (a
 move of more than `SPIKE_ATR_MULTIPLE` × the recent average true range of accepted data).
 
+The spike limit grows with the square root of the time since the last accepted input, counted
+in the validator's interval (the collection interval for quotes, the timeframe for bars): prices
+wander like a random walk, so the open after a weekend closure of 49 one-hour bars is judged
+against 7 × the hourly range, while the same move one second after the last tick is a spike.
+The reference can be seeded from stored bars of another length ([`Validator::seed`]); their
+range is converted to the validator's interval the same way.
+
 Everything that passes gets a quality score in [0, 1]: 1 for fresh data with an ordinary move,
 lowered by age and by the size of the move relative to the spike limit. Below `MIN_QUALITY` the
-input is rejected as `low_quality`. An exact re-delivery of the last accepted input is not an
-error: it is reported as [`Verdict::Duplicate`] and counted, not stored twice.
+input is rejected as `low_quality`. An exact re-delivery of the last accepted input (same time,
+same prices, no new volume) is not an error whatever its age: it is reported as
+[`Verdict::Duplicate`] and counted, not stored twice — a closed market's provider keeps
+answering its last trade, and that is neither stale nor new.
 
 A genuine jump (a gap on news) would look like a spike forever if the reference never moved, so
 after [`LEVEL_SHIFT_CONFIRMATIONS`] consecutive spikes that agree with each other the new level is
@@ -99,6 +108,8 @@ pub enum Verdict {
 #[derive(Debug, Clone)]
 pub struct Validator {
     config: ValidationConfig,
+    /// The usual spacing of inputs; the ATR is a range per this interval.
+    interval_ms: i64,
     last: Option<Bar>,
     atr: f64,
     accepted: u32,
@@ -107,9 +118,11 @@ pub struct Validator {
 }
 
 impl Validator {
-    pub fn new(config: ValidationConfig) -> Self {
+    /// A validator for inputs arriving about every `interval_ms` (at least 1 ms).
+    pub fn new(config: ValidationConfig, interval_ms: i64) -> Self {
         Self {
             config,
+            interval_ms: interval_ms.max(1),
             last: None,
             atr: 0.0,
             accepted: 0,
@@ -122,12 +135,27 @@ impl Validator {
         &self.config
     }
 
-    /// Seeds the reference from already-trusted history (e.g. bars loaded at start-up), so the
-    /// first live tick is judged against it.
-    pub fn seed(&mut self, history: &[Bar]) {
+    pub fn interval_ms(&self) -> i64 {
+        self.interval_ms
+    }
+
+    /// Seeds the reference from already-trusted bars of `bar_ms` length (e.g. stored bars at
+    /// start-up), so the first live input is judged against them. Their range is scaled to this
+    /// validator's interval (by the square root of the ratio), so 1-minute history gives a
+    /// per-second reference to a validator of 1-second quotes.
+    pub fn seed(&mut self, history: &[Bar], bar_ms: i64) {
+        if history.is_empty() {
+            return;
+        }
         for bar in history {
             self.accept(bar);
         }
+        self.atr *= (self.interval_ms as f64 / bar_ms.max(1) as f64).sqrt();
+    }
+
+    /// The last accepted input, if any.
+    pub fn last(&self) -> Option<&Bar> {
+        self.last.as_ref()
     }
 
     /// Judges `input` (a quote is a bar whose four prices are equal). `now_ms` is `None` for
@@ -159,6 +187,11 @@ impl Validator {
         if b.high < b.low || b.high < b.open.max(b.close) || b.low > b.open.min(b.close) {
             return Err(Some(OhlcInconsistent));
         }
+        if let Some(last) = &self.last
+            && is_repeat(b, last)
+        {
+            return Err(None);
+        }
         let mut quality = 1.0;
         if let Some(now) = now_ms {
             if b.ts > now + self.config.max_clock_skew_ms {
@@ -174,12 +207,10 @@ impl Validator {
             if b.ts < last.ts {
                 return Err(Some(OutOfOrder));
             }
-            if b == last {
-                return Err(None);
-            }
             if self.accepted >= ATR_WARMUP {
                 let reference = self.atr.max(last.close * MIN_RELATIVE_ATR);
-                let limit = self.config.spike_atr_multiple * reference;
+                let intervals = (b.ts - last.ts) as f64 / self.interval_ms as f64;
+                let limit = self.config.spike_atr_multiple * reference * intervals.max(1.0).sqrt();
                 let moved = (b.high - last.close).abs().max((b.low - last.close).abs());
                 if moved > limit {
                     let consistent = (b.close - self.last_spike).abs() <= limit;
@@ -202,10 +233,17 @@ impl Validator {
     }
 
     fn accept(&mut self, b: &Bar) {
+        if self.last.is_some_and(|last| is_repeat(b, &last)) {
+            return;
+        }
         let range = match &self.last {
-            Some(last) => (b.high - b.low)
-                .max((b.high - last.close).abs())
-                .max((b.low - last.close).abs()),
+            Some(last) => {
+                // A move across a closure counts as a move per interval, as the limit does.
+                let intervals = (b.ts - last.ts) as f64 / self.interval_ms as f64;
+                let across = (b.high - last.close).abs().max((b.low - last.close).abs())
+                    / intervals.max(1.0).sqrt();
+                (b.high - b.low).max(across)
+            }
             None => b.high - b.low,
         };
         self.atr = if self.accepted == 0 {
@@ -220,6 +258,17 @@ impl Validator {
     }
 }
 
+/// The same observation again: same time, same prices, and no volume beyond what it had (a
+/// repeated quote carries no new volume; a provider bar re-sent unchanged carries the same).
+fn is_repeat(b: &Bar, last: &Bar) -> bool {
+    b.ts == last.ts
+        && b.open == last.open
+        && b.high == last.high
+        && b.low == last.low
+        && b.close == last.close
+        && b.volume <= last.volume
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,11 +277,11 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000;
 
     fn warmed() -> Validator {
-        let mut v = Validator::new(ValidationConfig::default());
+        let mut v = Validator::new(ValidationConfig::default(), 1_000);
         let history: Vec<Bar> = (0..30)
             .map(|i| Bar::from_price(NOW - 30_000 + i * 1_000, 100.0 + (i % 3) as f64 * 0.01, 1.0))
             .collect();
-        v.seed(&history);
+        v.seed(&history, 1_000);
         v
     }
 
@@ -286,10 +335,13 @@ mod tests {
             panic!("old tick rejected")
         };
         assert!(fresh > 0.99 && old < fresh - 0.15, "{fresh} {old}");
-        let mut low = Validator::new(ValidationConfig {
-            min_quality: 0.9,
-            ..ValidationConfig::default()
-        });
+        let mut low = Validator::new(
+            ValidationConfig {
+                min_quality: 0.9,
+                ..ValidationConfig::default()
+            },
+            1_000,
+        );
         assert_eq!(
             low.check(&q(NOW, 100.0), Some(NOW + 60_000)),
             Verdict::Reject(LowQuality)
@@ -336,9 +388,85 @@ mod tests {
 
     #[test]
     fn historical_data_skips_clock_checks() {
-        let mut v = Validator::new(ValidationConfig::default());
+        let mut v = Validator::new(ValidationConfig::default(), 1_000);
         assert!(
             matches!(v.check(&q(0, 100.0), None), Verdict::Accept { quality } if quality == 1.0)
         );
+    }
+
+    #[test]
+    fn a_repeat_of_the_last_input_is_a_duplicate_whatever_its_age() {
+        let mut v = warmed();
+        let last = q(NOW, 100.01);
+        assert!(matches!(v.check(&last, Some(NOW)), Verdict::Accept { .. }));
+        // A closed market's provider answers the same last trade all weekend.
+        let repeat = Bar {
+            volume: 0.0,
+            ..last
+        };
+        assert_eq!(
+            v.check(&repeat, Some(NOW + 3 * 86_400_000)),
+            Verdict::Duplicate
+        );
+        // The same time with another price is not a repeat.
+        assert_eq!(
+            v.check(&q(NOW, 100.03), Some(NOW + 3 * 86_400_000)),
+            Verdict::Reject(Stale)
+        );
+    }
+
+    #[test]
+    fn the_spike_limit_grows_with_the_time_since_the_last_input() {
+        // Hourly bars moving ~0.1 %, then a weekend of 49 hours and an open 2 % away.
+        const HOUR: i64 = 3_600_000;
+        let mut v = Validator::new(ValidationConfig::default(), HOUR);
+        let mut price = 1.1;
+        for i in 0..40 {
+            price *= if i % 2 == 0 { 1.001 } else { 0.9995 };
+            let bar = Bar {
+                ts: i * HOUR,
+                open: price,
+                high: price * 1.0005,
+                low: price * 0.9995,
+                close: price,
+                volume: 1.0,
+            };
+            assert!(matches!(v.check(&bar, None), Verdict::Accept { .. }), "{i}");
+        }
+        let open = |ts| Bar::from_price(ts, price * 1.02, 1.0);
+        let mut same_hour = v.clone();
+        assert_eq!(
+            same_hour.check(&open(40 * HOUR), None),
+            Verdict::Reject(Spike)
+        );
+        assert!(matches!(
+            v.check(&open(39 * HOUR + 49 * HOUR), None),
+            Verdict::Accept { quality } if quality < 1.0
+        ));
+    }
+
+    #[test]
+    fn a_reference_seeded_from_longer_bars_is_scaled_to_the_interval() {
+        // Stored 1-minute bars around 100; the first live quote a minute later at 116.
+        let mut v = Validator::new(ValidationConfig::default(), 1_000);
+        let minutes: Vec<Bar> = (0..30)
+            .map(|i| Bar {
+                ts: NOW - 30 * 60_000 + i * 60_000,
+                open: 100.0,
+                high: 100.1,
+                low: 99.9,
+                close: 100.0 + (i % 2) as f64 * 0.05,
+                volume: 10.0,
+            })
+            .collect();
+        v.seed(&minutes, 60_000);
+        assert_eq!(
+            v.check(&q(NOW + 30_000, 116.0), Some(NOW + 30_000)),
+            Verdict::Reject(Spike)
+        );
+        assert!(matches!(
+            v.check(&q(NOW + 31_000, 100.1), Some(NOW + 31_000)),
+            Verdict::Accept { .. }
+        ));
     }
 }

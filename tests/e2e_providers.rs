@@ -252,6 +252,8 @@ fn fallback_config(db: &Path, yahoo: &str, twelvedata: &str) -> Config {
         ("SQLITE_PATH", db.to_str().expect("utf-8 path").to_string()),
         ("SYMBOLS", "AAPL".into()),
         ("SOURCES", "yahoo,twelvedata".into()),
+        // The fixture providers trade around the clock, whatever NYSE's hours.
+        ("MARKET_HOURS", "AAPL:always".into()),
         ("TIMEFRAMES", "1s".into()),
         ("COLLECTION_INTERVAL", "250ms".into()),
         ("TICK_DEADLINE", "250ms".into()),

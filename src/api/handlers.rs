@@ -22,16 +22,20 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
     let now = state.clock.now_ms();
     let snapshot = &state.snapshot;
     let mut symbols = Map::new();
-    let mut fresh_count = 0;
+    let (mut fresh_count, mut open_count, mut open_fresh) = (0, 0, 0);
     for (id, name) in snapshot.symbols.iter() {
-        let (last_data_ms, source) = snapshot.freshness(id);
-        let age = last_data_ms.map(|t| (now - t).max(0));
+        let seen = snapshot.freshness(id);
+        let age = seen.last_data_ms.map(|t| (now - t).max(0));
         let fresh = age.is_some_and(|a| a <= state.stale_after_ms);
+        // Before the first tick the session is not known yet: counted as open.
+        let open = seen.session.is_none_or(|s| s.open);
         fresh_count += usize::from(fresh);
-        // Past HEALTH_DETAIL symbols, only the stale ones are listed (the counts say the rest),
-        // so /health stays small and cheap at thousands of symbols.
-        let listed =
-            snapshot.symbols.len() <= HEALTH_DETAIL || (!fresh && symbols.len() < HEALTH_DETAIL);
+        open_count += usize::from(open);
+        open_fresh += usize::from(open && fresh);
+        // Past HEALTH_DETAIL symbols, only the stale ones of open markets are listed (the
+        // counts say the rest), so /health stays small and cheap at thousands of symbols.
+        let listed = snapshot.symbols.len() <= HEALTH_DETAIL
+            || (open && !fresh && symbols.len() < HEALTH_DETAIL);
         if !listed {
             continue;
         }
@@ -40,7 +44,9 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
             json!({
                 "age_ms": age,
                 "fresh": fresh,
-                "source": source,
+                "source": seen.source,
+                "session": seen.session.map(|s| s.label()),
+                "next_open_ms": seen.session.filter(|s| !s.open && s.until_ms < i64::MAX).map(|s| s.until_ms),
             }),
         );
     }
@@ -101,9 +107,10 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
             )
         }
     };
-    let (status, code) = if fresh_count == 0 {
+    // A closed market is not down: only symbols whose market is open must be fresh.
+    let (status, code) = if open_count > 0 && open_fresh == 0 {
         ("down", StatusCode::SERVICE_UNAVAILABLE)
-    } else if fresh_count < total
+    } else if open_fresh < open_count
         || sqlite_lagging
         || !redis_ok
         || m.sources.iter().any(|s| s.breaker_state.get() != 0)
@@ -119,6 +126,7 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
             "uptime_s": uptime_ms / 1_000,
             "now_ms": now,
             "symbols_fresh": fresh_count,
+            "symbols_open": open_count,
             "symbols_total": total,
             "symbols": symbols,
             "sources": sources,
@@ -180,6 +188,8 @@ struct LatestBody<'a> {
     ts: i64,
     age_ms: i64,
     forming: bool,
+    /// `open` or `closed` (the symbol's market, as of the last tick).
+    session: &'static str,
     source: &'a str,
     quality: f64,
     bar: &'a crate::model::Bar,
@@ -214,9 +224,14 @@ fn latest(state: &ApiState, symbol: &str, query: &Query<'_>, with_signal: bool) 
     } else {
         &frame_view.bodies.features
     };
+    let closed = view.session.is_some_and(|s| !s.open);
     let spliced = cell.get_or_init(|| {
         let signal = with_signal.then(|| {
-            let mut s = signals::evaluate(features, record.bar.close, 0, state.stale_after_ms);
+            let mut s = if closed {
+                signals::market_closed()
+            } else {
+                signals::evaluate(features, record.bar.close, 0, state.stale_after_ms)
+            };
             s.confidence = CONFIDENCE_HOLE;
             s
         });
@@ -227,6 +242,7 @@ fn latest(state: &ApiState, symbol: &str, query: &Query<'_>, with_signal: bool) 
             ts: record.bar.ts,
             age_ms: AGE_HOLE,
             forming,
+            session: if closed { "closed" } else { "open" },
             source: record.source,
             quality: record.quality,
             bar: &record.bar,
@@ -397,10 +413,28 @@ mod tests {
             frames: vec![Default::default()],
             last_data_ms: Some(t0 - 1_000),
             source: Some("synthetic"),
+            session: None,
         };
         view.frames[0].last_closed = Some((record, features));
-        snapshot.publish(0, Arc::new(view));
+        // The same view once the market has closed: no signal to act on.
+        let closed = SymbolView {
+            session: Some(crate::calendar::Session {
+                open: false,
+                since_ms: t0,
+                until_ms: t0 + 3_600_000,
+            }),
+            ..view.clone()
+        };
+        snapshot.publish(0, Arc::new(closed));
         let query = Query::parse(None).expect("no query");
+        let got = body_of(signals(&state, "EURUSD", &query));
+        assert_eq!(
+            (&got["signal"], &got["confidence"], &got["session"]),
+            (&json!("neutral"), &json!(0.0), &json!("closed")),
+            "{got}"
+        );
+        assert_eq!(got["reasons"], json!(["market_closed"]));
+        snapshot.publish(0, Arc::new(view));
         for step in [0, 30_000, 59_000, 200_000] {
             tokio::time::advance(Duration::from_millis(step)).await;
             let now = state.clock.now_ms();
@@ -421,6 +455,7 @@ mod tests {
             let plain = body_of(super::features(&state, "EURUSD", &query));
             assert_eq!(plain["age_ms"], age);
             assert!(plain.get("confidence").is_none(), "{plain}");
+            assert_eq!(plain["session"], "open");
         }
     }
 }

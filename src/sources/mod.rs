@@ -273,6 +273,7 @@ pub fn build(config: &Config, symbols: &SymbolTable) -> Vec<Arc<dyn Source>> {
                 "synthetic" => Some(Arc::new(synthetic::SyntheticSource::new(
                     symbols,
                     config.synthetic.clone(),
+                    &config.calendars,
                 ))),
                 "yahoo" => built(yahoo::YahooSource::new(symbols, providers)),
                 "alphavantage" => built(alphavantage::AlphaVantageSource::new(symbols, providers)),

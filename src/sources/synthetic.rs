@@ -1,31 +1,40 @@
 /*!
 A deterministic simulated market: the default source, needing no network and no keys.
 
-Each symbol follows a geometric random walk with a realistic level, volatility and volume (an
-index near 18 000, gold near 2 000, EURUSD near 1.08 …), driven by a ChaCha8 generator seeded
-from `SYNTHETIC_SEED` and the symbol's name, so the same seed and the same clock give the same
-market. With `SYNTHETIC_BAD_TICK_RATE` > 0 it also emits broken quotes (NaN, negative prices,
-spikes, stale, future and out-of-order timestamps, negative volume) so the validator is
-exercised in a normal run; a broken quote never moves the underlying walk.
+Each symbol's price is a function of time alone: the seed, the symbol's name and the second
+give the price, whatever was asked before. So history for any window, in any order, and the
+live quotes agree — across restarts and whichever windows a bootstrap fills first — and a bar
+built from live quotes equals the history bar of the same interval.
+
+The price is a geometric Brownian motion at one-second resolution with a realistic level,
+volatility and volume per symbol (an index near 18 000, gold near 2 000, EURUSD near 1.08 …).
+It is built as a Brownian bridge: anchor points every [`ANCHOR_S`] seconds take independent
+values around the symbol's level (so the market never wanders off), and each dyadic midpoint
+between two known points is their mean plus a normal step of the right variance. Every random
+number comes from a counter-based hash of (seed, symbol, position), so any second is reached
+in [`LEVELS`] steps and a run of seconds in about one step each.
+
+With `SYNTHETIC_BAD_TICK_RATE` > 0 some quotes are broken (NaN, negative prices, spikes, stale,
+future and out-of-order timestamps, negative volume) so the validator is exercised in a normal
+run; the underlying price is untouched. With `SYNTHETIC_SESSIONS=calendar` the market keeps each
+symbol's calendar: no bars while closed, and quotes then repeat the session's last trade, as
+real providers do.
 */
+
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
 
 use super::{Capabilities, Source, SourceError};
+use crate::calendar::{MarketCalendar, SessionCache};
 use crate::config::SyntheticConfig;
 use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
 
 const SECONDS_PER_YEAR: f64 = 365.0 * 86_400.0;
-
-/// The simulated market for all configured symbols.
-pub struct SyntheticSource {
-    markets: Vec<Mutex<Walk>>,
-    bad_tick_rate: f64,
-}
+/// Dyadic levels between two anchors: anchors are 2^22 s (about 48.5 days) apart.
+const LEVELS: u32 = 22;
+const ANCHOR_S: i64 = 1 << LEVELS;
 
 /// Price level, annualised volatility and mean volume per second of a well-known symbol.
 fn profile(name: &str, hash: u64) -> (f64, f64, f64) {
@@ -47,92 +56,256 @@ fn profile(name: &str, hash: u64) -> (f64, f64, f64) {
     }
 }
 
-struct Walk {
-    rng: ChaCha8Rng,
-    price: f64,
-    sigma_per_sqrt_s: f64,
+/// One symbol's simulated market: price and volume as functions of the second.
+struct Market {
+    key: u64,
+    level: f64,
+    /// Log-price standard deviation per √second.
+    sigma: f64,
     volume_per_s: f64,
-    last_ts: Option<i64>,
+    calendar: Option<MarketCalendar>,
+    /// The calendar's current session, for quotes (asked every tick).
+    session: Mutex<Option<SessionCache>>,
+    /// The second of the last quote answered, so a quote's volume covers the seconds since.
+    last_quote_s: AtomicI64,
 }
 
-impl Walk {
-    fn new(name: &str, seed: u64) -> Self {
+/// SplitMix64: a counter-based generator, so the n-th random number needs no state.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Streams of random numbers per purpose.
+#[derive(Clone, Copy)]
+enum Stream {
+    Anchor = 1,
+    Bridge = 2,
+    Volume = 3,
+    BadTick = 4,
+}
+
+impl Market {
+    fn new(name: &str, seed: u64, calendar: Option<MarketCalendar>) -> Self {
         // FNV-1a over the name: stable across runs and platforms, unlike `DefaultHasher`.
         let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
-        let (price, vol, volume_per_s) = profile(name, hash);
+        let (level, vol, volume_per_s) = profile(name, hash);
         Self {
-            rng: ChaCha8Rng::seed_from_u64(seed ^ hash),
-            price,
-            sigma_per_sqrt_s: vol / SECONDS_PER_YEAR.sqrt(),
+            key: mix(seed ^ hash),
+            level,
+            sigma: vol / SECONDS_PER_YEAR.sqrt(),
             volume_per_s,
-            last_ts: None,
+            calendar,
+            session: Mutex::new(calendar.map(SessionCache::new)),
+            last_quote_s: AtomicI64::new(i64::MIN),
         }
     }
 
-    /// Moves the price by a lognormal step for `dt_s` seconds.
-    fn step(&mut self, dt_s: f64) -> f64 {
-        let z: f64 = StandardNormal.sample(&mut self.rng);
-        let s = self.sigma_per_sqrt_s * dt_s.sqrt();
-        self.price *= (s * z - 0.5 * s * s).exp();
-        self.price
+    fn uniform(&self, stream: Stream, n: i64) -> f64 {
+        let h = mix(self.key ^ mix((n as u64).wrapping_mul(8).wrapping_add(stream as u64)));
+        ((h >> 11) as f64 + 0.5) / (1_u64 << 53) as f64
     }
 
-    fn volume(&mut self, dt_s: f64) -> f64 {
-        let z: f64 = StandardNormal.sample(&mut self.rng);
-        (self.volume_per_s * dt_s * (0.5 * z).exp())
-            .round()
-            .max(0.0)
+    /// A standard normal number (Box–Muller over two uniforms).
+    fn normal(&self, stream: Stream, n: i64) -> f64 {
+        let u1 = self.uniform(stream, n.wrapping_mul(2));
+        let u2 = self.uniform(stream, n.wrapping_mul(2).wrapping_add(1));
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 
-    fn quote(&mut self, symbol: SymbolId, now_ms: i64, bad_tick_rate: f64) -> Quote {
-        let dt_s = self
-            .last_ts
-            .map_or(1.0, |t| ((now_ms - t) as f64 / 1_000.0).max(0.001));
-        let price = self.step(dt_s);
-        let volume = self.volume(dt_s);
+    /// Log-price offset at an anchor second (a multiple of [`ANCHOR_S`]).
+    fn anchor(&self, at_s: i64) -> f64 {
+        // Anchors vary about the level by half of the walk's spread over one anchor period.
+        0.5 * self.sigma * (ANCHOR_S as f64).sqrt() * self.normal(Stream::Anchor, at_s)
+    }
+
+    /// Calls `visit(second, log-price offset)` for every second in `[from_s, to_s)`, in order.
+    fn walk(&self, from_s: i64, to_s: i64, visit: &mut impl FnMut(i64, f64)) {
+        let mut a = from_s.div_euclid(ANCHOR_S) * ANCHOR_S;
+        while a < to_s {
+            let b = a + ANCHOR_S;
+            self.bridge(a, self.anchor(a), b, self.anchor(b), from_s, to_s, visit);
+            a = b;
+        }
+    }
+
+    /// The bridge between known points `a` and `b`, visiting the seconds of `[lo, hi)` in it.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one recursive step of the bridge"
+    )]
+    fn bridge(
+        &self,
+        a: i64,
+        xa: f64,
+        b: i64,
+        xb: f64,
+        lo: i64,
+        hi: i64,
+        visit: &mut impl FnMut(i64, f64),
+    ) {
+        if b - a == 1 {
+            if lo <= a && a < hi {
+                visit(a, xa);
+            }
+            return;
+        }
+        let m = a + (b - a) / 2;
+        let sd = self.sigma * ((b - a) as f64 / 4.0).sqrt();
+        let xm = 0.5 * (xa + xb) + sd * self.normal(Stream::Bridge, m);
+        if lo < m {
+            self.bridge(a, xa, m, xm, lo, hi, visit);
+        }
+        if hi > m {
+            self.bridge(m, xm, b, xb, lo, hi, visit);
+        }
+    }
+
+    fn price(&self, x: f64) -> f64 {
+        self.level * x.exp()
+    }
+
+    /// Volume traded in one second.
+    fn volume(&self, second: i64) -> f64 {
+        let z = self.normal(Stream::Volume, second);
+        (self.volume_per_s * (0.5 * z - 0.125).exp()).round()
+    }
+
+    fn price_at(&self, second: i64) -> f64 {
+        let mut x = 0.0;
+        self.walk(second, second + 1, &mut |_, v| x = v);
+        self.price(x)
+    }
+
+    /// The quote of second `now_s`: its price, and the volume since the last quote.
+    fn quote(&self, symbol: SymbolId, now_s: i64, bad_tick_rate: f64) -> Quote {
+        let session = self.session.lock().as_mut().map(|s| s.at(now_s * 1_000));
+        if let Some(session) = session
+            && !session.open
+        {
+            // Closed: the session's last trade, again and again, with no new volume.
+            let last_s = (session.since_ms.div_euclid(1_000) - 1).min(now_s);
+            return Quote {
+                symbol,
+                ts: last_s * 1_000,
+                price: self.price_at(last_s),
+                volume: 0.0,
+            };
+        }
+        let previous = self.last_quote_s.swap(now_s, Ordering::Relaxed);
+        let first = if previous == i64::MIN || previous >= now_s {
+            now_s
+        } else {
+            (previous + 1).max(now_s - 3_600)
+        };
+        let volume = (first..=now_s).map(|s| self.volume(s)).sum();
         let good = Quote {
             symbol,
-            ts: now_ms,
-            price,
+            ts: now_s * 1_000,
+            price: self.price_at(now_s),
             volume,
         };
-        let prev_ts = self.last_ts.unwrap_or(now_ms);
-        self.last_ts = Some(now_ms);
-        if bad_tick_rate > 0.0 && self.rng.random::<f64>() < bad_tick_rate {
-            return self.corrupt(good, prev_ts);
+        if bad_tick_rate > 0.0 && self.uniform(Stream::BadTick, now_s) < bad_tick_rate {
+            return self.corrupt(good, now_s);
         }
         good
     }
 
-    /// One of the ways real feeds go wrong; the walk itself is left as it was.
-    fn corrupt(&mut self, mut q: Quote, prev_ts: i64) -> Quote {
-        match self.rng.random_range(0..7_u8) {
+    /// One of the ways real feeds go wrong; the price itself is left as it was.
+    fn corrupt(&self, mut q: Quote, now_s: i64) -> Quote {
+        let pick = self.uniform(Stream::BadTick, now_s.wrapping_add(1 << 40));
+        match (pick * 8.0) as u8 {
             0 => q.price = f64::NAN,
             1 => q.price = -q.price,
-            2 => q.price *= if self.rng.random::<bool>() { 1.25 } else { 0.8 },
-            3 => q.ts -= 3_600_000,          // stale: an hour old
-            4 => q.ts += 3_600_000,          // from the future
-            5 => q.ts = prev_ts - 1_500,     // older than the previous quote
+            2 => q.price *= 1.25,
+            3 => q.price *= 0.8,
+            4 => q.ts -= 3_600_000,          // stale: an hour old
+            5 => q.ts += 3_600_000,          // from the future
+            6 => q.ts -= 2_500,              // older than the previous quote
             _ => q.volume = -q.volume - 1.0, // negative volume
         }
         q
     }
+
+    /// Closed bars of `timeframe` opening in `[from_ms, to_ms)` whose whole interval has
+    /// passed by `to_ms`; only seconds in session count when the market keeps a calendar.
+    fn history(&self, timeframe: Timeframe, from_ms: i64, to_ms: i64) -> Vec<Bar> {
+        let tf = timeframe.ms();
+        let mut start = timeframe.bucket(from_ms);
+        if start < from_ms {
+            start += tf;
+        }
+        let end = timeframe.bucket(to_ms);
+        if end <= start {
+            return Vec::new();
+        }
+        let mut bars: Vec<Bar> = Vec::with_capacity(((end - start) / tf) as usize);
+        let mut sessions = self.calendar.map(SessionCache::new);
+        let (from_s, to_s) = (start.div_euclid(1_000), end.div_euclid(1_000));
+        self.walk(from_s, to_s, &mut |second, x| {
+            let ms = second * 1_000;
+            if let Some(sessions) = &mut sessions
+                && !sessions.at(ms).open
+            {
+                return;
+            }
+            let price = self.price(x);
+            let volume = self.volume(second);
+            let ts = timeframe.bucket(ms);
+            match bars.last_mut() {
+                Some(bar) if bar.ts == ts => {
+                    bar.high = bar.high.max(price);
+                    bar.low = bar.low.min(price);
+                    bar.close = price;
+                    bar.volume += volume;
+                }
+                _ => bars.push(Bar {
+                    ts,
+                    open: price,
+                    high: price,
+                    low: price,
+                    close: price,
+                    volume,
+                }),
+            }
+        });
+        bars
+    }
+}
+
+/// The simulated market for all configured symbols.
+pub struct SyntheticSource {
+    markets: Vec<Market>,
+    bad_tick_rate: f64,
 }
 
 impl SyntheticSource {
-    pub fn new(symbols: &SymbolTable, config: SyntheticConfig) -> Self {
+    /// `calendars` (one per symbol) are kept only with `follow_calendars`.
+    pub fn new(
+        symbols: &SymbolTable,
+        config: SyntheticConfig,
+        calendars: &[MarketCalendar],
+    ) -> Self {
         Self {
             markets: symbols
                 .iter()
-                .map(|(_, name)| Mutex::new(Walk::new(name, config.seed)))
+                .map(|(id, name)| {
+                    let calendar = calendars
+                        .get(id as usize)
+                        .copied()
+                        .filter(|_| config.follow_calendars);
+                    Market::new(name, config.seed, calendar)
+                })
                 .collect(),
             bad_tick_rate: config.bad_tick_rate,
         }
     }
 
-    fn walk(&self, symbol: SymbolId) -> Result<&Mutex<Walk>, SourceError> {
+    fn market(&self, symbol: SymbolId) -> Result<&Market, SourceError> {
         self.markets
             .get(symbol as usize)
             .ok_or_else(|| SourceError::UnsupportedSymbol {
@@ -156,20 +329,22 @@ impl Source for SyntheticSource {
         }
     }
 
+    /// The trade of the current second (stamped with it) for each symbol.
     fn quotes<'a>(
         &'a self,
         symbols: &'a [SymbolId],
         now_ms: i64,
     ) -> BoxFuture<'a, Result<Vec<Quote>, SourceError>> {
+        let now_s = now_ms.div_euclid(1_000);
         let result = symbols
             .iter()
-            .map(|&s| Ok(self.walk(s)?.lock().quote(s, now_ms, self.bad_tick_rate)))
+            .map(|&s| Ok(self.market(s)?.quote(s, now_s, self.bad_tick_rate)))
             .collect();
         Box::pin(async move { result })
     }
 
-    /// Simulated bars for `[from_ms, to_ms)`, walked forward from the current state; the live
-    /// quotes then continue from the last close, so history and live data join without a jump.
+    /// Bars of the same function of time the quotes come from, so history and live data join
+    /// without a jump.
     fn history(
         &self,
         symbol: SymbolId,
@@ -177,38 +352,9 @@ impl Source for SyntheticSource {
         from_ms: i64,
         to_ms: i64,
     ) -> BoxFuture<'_, Result<Vec<Bar>, SourceError>> {
-        let result = self.walk(symbol).map(|walk| {
-            let mut walk = walk.lock();
-            let tf = timeframe.ms();
-            let substeps = (tf / 1_000).clamp(1, 30);
-            let dt_s = tf as f64 / 1_000.0 / substeps as f64;
-            let mut bars = Vec::with_capacity(((to_ms - from_ms) / tf).max(0) as usize);
-            let mut ts = timeframe.bucket(from_ms);
-            if ts < from_ms {
-                ts += tf;
-            }
-            while ts + tf <= to_ms {
-                let open = walk.price;
-                let (mut high, mut low, mut volume) = (open, open, 0.0);
-                for _ in 0..substeps {
-                    let p = walk.step(dt_s);
-                    high = high.max(p);
-                    low = low.min(p);
-                    volume += walk.volume(dt_s);
-                }
-                bars.push(Bar {
-                    ts,
-                    open,
-                    high,
-                    low,
-                    close: walk.price,
-                    volume,
-                });
-                ts += tf;
-            }
-            walk.last_ts = Some(to_ms);
-            bars
-        });
+        let result = self
+            .market(symbol)
+            .map(|m| m.history(timeframe, from_ms, to_ms));
         Box::pin(async move { result })
     }
 }
@@ -216,6 +362,10 @@ impl Source for SyntheticSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bars::BarBuilder;
+    use proptest::prelude::*;
+
+    const T0: i64 = 1_700_000_040_000; // a minute boundary
 
     fn source(rate: f64) -> SyntheticSource {
         SyntheticSource::new(
@@ -223,19 +373,24 @@ mod tests {
             SyntheticConfig {
                 seed: 7,
                 bad_tick_rate: rate,
+                follow_calendars: false,
             },
+            &[],
         )
     }
 
     fn run(src: &SyntheticSource, n: i64) -> Vec<Quote> {
         let mut out = Vec::new();
         for i in 0..n {
-            let q = futures::executor::block_on(
-                src.quotes(&[0, 1, 2, 3], 1_700_000_000_000 + i * 1_000),
-            );
+            let q = futures::executor::block_on(src.quotes(&[0, 1, 2, 3], T0 + i * 1_000));
             out.extend(q.expect("synthetic never fails for configured symbols"));
         }
         out
+    }
+
+    fn history(src: &SyntheticSource, symbol: SymbolId, tf: &str, from: i64, to: i64) -> Vec<Bar> {
+        let tf: Timeframe = tf.parse().expect("valid");
+        futures::executor::block_on(src.history(symbol, tf, from, to)).expect("history")
     }
 
     #[test]
@@ -262,6 +417,32 @@ mod tests {
             q.iter()
                 .all(|q| q.price.is_finite() && q.price > 0.0 && q.volume >= 0.0)
         );
+        // A year later the level is still the symbol's, not wherever a random walk went.
+        let later = history(
+            &source(0.0),
+            0,
+            "1d",
+            T0 + 365 * 86_400_000,
+            T0 + 375 * 86_400_000,
+        );
+        assert!(
+            later
+                .iter()
+                .all(|b| (15_000.0..21_000.0).contains(&b.close)),
+            "{later:?}"
+        );
+    }
+
+    #[test]
+    fn one_second_moves_have_the_profile_volatility() {
+        let bars = history(&source(0.0), 0, "1s", T0, T0 + 20_000_000);
+        let returns: Vec<f64> = bars
+            .windows(2)
+            .map(|w| (w[1].close / w[0].close).ln())
+            .collect();
+        let var = returns.iter().map(|r| r * r).sum::<f64>() / returns.len() as f64;
+        let annual = (var * SECONDS_PER_YEAR).sqrt();
+        assert!((0.18..0.22).contains(&annual), "{annual}");
     }
 
     #[test]
@@ -273,29 +454,90 @@ mod tests {
                 !q.price.is_finite() || q.price <= 0.0 || q.volume < 0.0 || q.ts % 1_000 != 0
             })
             .count();
-        // Spikes and whole-second timestamp shifts are not caught by this filter, so it counts
-        // about 4/7 of the bad ticks: 8 000 quotes × 5 % × 4/7 ≈ 229.
-        assert!((150..320).contains(&bad), "{bad}");
+        // NaN, negative price, negative volume and the half-second shift are caught by this
+        // filter: 4/8 of the bad ticks, 8 000 quotes × 5 % × 1/2 = 200.
+        assert!((140..270).contains(&bad), "{bad}");
     }
 
     #[test]
-    fn history_is_aligned_and_joins_live_quotes() {
+    fn history_joins_live_quotes_exactly() {
         let src = source(0.0);
         let tf: Timeframe = "1m".parse().expect("valid");
-        let to = 1_700_000_040_000;
-        let bars = futures::executor::block_on(src.history(0, tf, to - 100 * 60_000, to))
-            .expect("history");
+        let bars = history(&src, 0, "1m", T0 - 100 * 60_000, T0);
         assert_eq!(bars.len(), 100);
-        assert!(
-            bars.windows(2)
-                .all(|w| w[1].ts == w[0].ts + 60_000 && w[1].open == w[0].close)
+        assert!(bars.windows(2).all(|w| w[1].ts == w[0].ts + 60_000));
+        assert!(bars.iter().all(|b| b.ts % 60_000 == 0 && b.high >= b.low));
+        // Ten minutes of live quotes, one per second, build the same bars as history.
+        let live = source(0.0);
+        let mut builder = BarBuilder::new(tf);
+        let mut built = Vec::new();
+        for s in 0..600 {
+            let q = futures::executor::block_on(live.quotes(&[0], T0 + s * 1_000 + 250))
+                .expect("quote")[0];
+            if let Some(closed) = builder
+                .add(&Bar::from_price(q.ts, q.price, q.volume), 1.0)
+                .closed
+            {
+                built.push(closed.bar);
+            }
+        }
+        assert_eq!(built.len(), 9);
+        assert_eq!(built, history(&src, 0, "1m", T0, T0 + 9 * 60_000));
+        // And the first live quote continues the history: one second's move, not a jump.
+        let first = history(&src, 0, "1s", T0, T0 + 1_000)[0].close;
+        assert!((first / bars[99].close - 1.0).abs() < 0.001);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn history_is_a_function_of_time(a in 0_i64..5_000, ab in 1_i64..3_000, bc in 1_i64..3_000, symbol in 0_u32..4) {
+            let (a, b, c) = (T0 + a * 1_000, T0 + (a + ab) * 1_000, T0 + (a + ab + bc) * 1_000);
+            let src = source(0.0);
+            // Asked in another order, by another instance: the same bars.
+            let whole = history(&src, symbol, "1s", a, c);
+            let other = source(0.0);
+            let late = history(&other, symbol, "1s", b, c);
+            let early = history(&other, symbol, "1s", a, b);
+            prop_assert_eq!(whole, [early, late].concat());
+            let minutes = history(&src, symbol, "1m", a, c);
+            let split = [history(&other, symbol, "1m", a, b), history(&other, symbol, "1m", b, c)].concat();
+            // Windows cut inside a minute drop that minute's partial bar on both sides.
+            prop_assert!(minutes.iter().all(|m| split.iter().all(|s| s.ts != m.ts || s == m)));
+        }
+    }
+
+    #[test]
+    fn a_closed_market_repeats_its_last_trade_and_has_no_bars() {
+        let src = SyntheticSource::new(
+            &SymbolTable::new(["EURUSD"]),
+            SyntheticConfig {
+                seed: 7,
+                bad_tick_rate: 0.0,
+                follow_calendars: true,
+            },
+            &[MarketCalendar::Fx],
         );
-        assert!(
-            bars.iter()
-                .all(|b| b.ts % 60_000 == 0 && b.high >= b.low && b.ts + 60_000 <= to)
-        );
-        let q = futures::executor::block_on(src.quotes(&[0], to + 1_000)).expect("quote");
-        let last = bars.last().expect("bars").close;
-        assert!((q[0].price / last - 1.0).abs() < 0.01);
+        // Friday 2026-12-04 17:00 New York = 22:00 UTC; Saturday noon is closed.
+        let close = "2026-12-04T22:00:00Z"
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .expect("instant")
+            .timestamp_millis();
+        let saturday = close + 14 * 3_600_000;
+        let a = futures::executor::block_on(src.quotes(&[0], saturday)).expect("quote")[0];
+        let b = futures::executor::block_on(src.quotes(&[0], saturday + 60_000)).expect("quote")[0];
+        assert_eq!((a.ts, a.price, b.volume), (close - 1_000, b.price, 0.0));
+        assert_eq!(a.ts, b.ts);
+        let tf: Timeframe = "1h".parse().expect("valid");
+        let bars = futures::executor::block_on(src.history(
+            0,
+            tf,
+            close - 3 * 3_600_000,
+            close + 48 * 3_600_000,
+        ))
+        .expect("history");
+        assert_eq!(bars.last().map(|b| b.ts), Some(close - 3_600_000));
+        assert_eq!(bars.last().map(|b| b.close), Some(a.price));
     }
 }

@@ -8,6 +8,7 @@ use arc_swap::ArcSwapOption;
 use serde::ser::{SerializeMap, Serializer};
 use std::sync::{Arc, OnceLock};
 
+use crate::calendar::Session;
 use crate::indicators::{FEATURE_COUNT, Features, IndicatorParams};
 use crate::model::{SymbolId, SymbolTable, Timeframe};
 use crate::pipeline::BarRecord;
@@ -66,6 +67,16 @@ pub struct SymbolView {
     pub last_data_ms: Option<i64>,
     /// Source of the newest accepted data.
     pub source: Option<&'static str>,
+    /// The market session as of the last tick (`None` before the first).
+    pub session: Option<Session>,
+}
+
+/// What `/health` reads of each symbol.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Freshness {
+    pub last_data_ms: Option<i64>,
+    pub source: Option<&'static str>,
+    pub session: Option<Session>,
 }
 
 /// All symbols' latest views plus what is needed to present them.
@@ -95,16 +106,18 @@ impl Snapshot {
             .and_then(ArcSwapOption::load_full)
     }
 
-    /// Provider time of a symbol's newest data and its source, read without taking a reference
-    /// to the view (what `/health` needs for every symbol).
-    pub fn freshness(&self, symbol: SymbolId) -> (Option<i64>, Option<&'static str>) {
+    /// Provider time of a symbol's newest data, its source and its market session, read
+    /// without taking a reference to the view (what `/health` needs for every symbol).
+    pub fn freshness(&self, symbol: SymbolId) -> Freshness {
         self.views
             .get(symbol as usize)
-            .map_or((None, None), |slot| {
+            .map_or(Freshness::default(), |slot| {
                 let guard = slot.load();
-                guard
-                    .as_ref()
-                    .map_or((None, None), |v| (v.last_data_ms, v.source))
+                guard.as_ref().map_or(Freshness::default(), |v| Freshness {
+                    last_data_ms: v.last_data_ms,
+                    source: v.source,
+                    session: v.session,
+                })
             })
     }
 

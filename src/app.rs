@@ -195,6 +195,7 @@ pub async fn run_with(
         Duration::from_millis(config.batch_write_interval_ms),
         Arc::clone(&metrics),
         downstream,
+        clock,
     ));
     if let Some((sink, rx)) = redis {
         tracker.spawn(sink.run(rx, token.clone()));

@@ -595,6 +595,7 @@ pub async fn run_writer(
     interval: Duration,
     metrics: Arc<Metrics>,
     downstream: Option<Downstream>,
+    clock: crate::clock::Clock,
 ) {
     let mut timer = tokio::time::interval(interval);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -626,7 +627,7 @@ pub async fn run_writer(
             }
             result = wait_flush(&mut flushing), if flushing.is_some() => {
                 flushing = None;
-                record_flush(result, &metrics);
+                record_flush(result, &metrics, clock);
             }
         }
     }
@@ -637,6 +638,7 @@ pub async fn run_writer(
                 .map_err(|e| StoreError::Join(e.to_string()))
                 .and_then(|r| r),
             &metrics,
+            clock,
         );
     }
     // Final flush: retry a few times, a locked database or a full disk can be transient.
@@ -648,6 +650,7 @@ pub async fn run_writer(
                 .map_err(|e| StoreError::Join(e.to_string()))
                 .and_then(|r| r),
             &metrics,
+            clock,
         );
         if store.pending_rows() == 0 {
             break;
@@ -680,7 +683,11 @@ fn timed_flush(store: &SqliteStore) -> Result<FlushStats, StoreError> {
     Ok(stats)
 }
 
-fn record_flush(result: Result<FlushStats, StoreError>, metrics: &Metrics) {
+fn record_flush(
+    result: Result<FlushStats, StoreError>,
+    metrics: &Metrics,
+    clock: crate::clock::Clock,
+) {
     match result {
         Ok(stats) => {
             metrics.sqlite_flush_duration.record(stats.took);
@@ -689,9 +696,7 @@ fn record_flush(result: Result<FlushStats, StoreError>, metrics: &Metrics) {
             metrics.sqlite_rejects_written.add(stats.rejects as u64);
             metrics.checkpoints_written.add(stats.checkpoints as u64);
             metrics.sqlite_pending_rows.set(0);
-            metrics
-                .sqlite_last_flush_ms
-                .set(chrono::Utc::now().timestamp_millis());
+            metrics.sqlite_last_flush_ms.set(clock.now_ms());
         }
         Err(e) => {
             metrics.sqlite_flush_errors.inc();

@@ -12,10 +12,12 @@
 //! - [`config`] — environment → validated [`config::Config`]; errors name the variable.
 //! - [`model`] — symbols, timeframes, quotes, bars: the plain data everything passes around.
 //! - [`clock`] — "now", injectable so tests control time.
+//! - [`calendar`] — each symbol's trading calendar: open or closed at an instant, until when.
 //! - [`sources`] — the [`sources::Source`] trait and the providers (`synthetic`, CSV `replay`).
 //! - [`collector`] — the tick loop: concurrent fetch with deadline and fallback, then the
 //!   pipelines, then the snapshot and the sink queues.
-//! - [`pipeline`] — per symbol: [`validate`] → [`bars`] → [`indicators`], emitting events.
+//! - [`pipeline`] — per symbol: its session, then [`validate`] → [`bars`] → [`indicators`],
+//!   emitting events.
 //! - [`validate`] — rules, quality score, reject reasons.
 //! - [`bars`] — quotes → OHLCV per timeframe, forming vs closed, gaps.
 //! - [`indicators`] — O(1) incremental indicators exact to TA-Lib, with forming-bar peeks and

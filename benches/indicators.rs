@@ -213,7 +213,7 @@ fn volatility_and_volume(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("vwap");
-    let mut ours = Vwap::new(86_400_000, 0);
+    let mut ours = Vwap::new(86_400_000, 0, None);
     per_update(&mut g, "barkeep", &inp.bars, |b| ours.update(b));
     g.finish();
 }

@@ -25,6 +25,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone, Utc, Weekday};
 use chrono_tz::America::New_York;
 use exchange_hours::{Exchange, ExchangeCalendar, MarketHoursKey, SessionKind};
 
+use crate::indicators::{DailyAnchor, Zone};
 use crate::sources::symbols::{Instrument, classify};
 
 /// One trading calendar.
@@ -161,6 +162,25 @@ impl MarketCalendar {
 
     pub fn is_open(self, ts_ms: i64) -> bool {
         self.session_at(ts_ms).open
+    }
+
+    /// Where this market's trading day starts, for session VWAP: the regular open for cash
+    /// markets, the day's first session for FX and futures; `None` (UTC midnight) for markets
+    /// that never close.
+    pub fn vwap_anchor(self) -> Option<DailyAnchor> {
+        let (zone, hour, minute) = match self {
+            Self::Always => return None,
+            Self::Fx => (Zone::NewYork, 17, 0),
+            Self::UsEquity => (Zone::NewYork, 9, 30),
+            Self::CmeIndex | Self::CmeMetals => (Zone::Chicago, 17, 0),
+            Self::Xetra => (Zone::Berlin, 9, 0),
+            Self::Lse => (Zone::London, 8, 0),
+            Self::Tse => (Zone::Tokyo, 9, 0),
+        };
+        Some(DailyAnchor {
+            zone,
+            start_min: hour * 60 + minute,
+        })
     }
 }
 

@@ -113,16 +113,17 @@ impl Collector {
         let pipelines = symbols
             .iter()
             .map(|(id, _)| {
+                let calendar = config
+                    .calendars
+                    .get(id as usize)
+                    .copied()
+                    .unwrap_or(crate::calendar::MarketCalendar::Always);
                 SymbolPipeline::new(
                     id,
                     &config.validation,
                     &config.timeframes,
-                    &config.indicators,
-                    config
-                        .calendars
-                        .get(id as usize)
-                        .copied()
-                        .unwrap_or(crate::calendar::MarketCalendar::Always),
+                    &config.indicators_for(calendar),
+                    calendar,
                     config.collection_interval_ms as i64,
                 )
             })

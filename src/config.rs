@@ -50,6 +50,9 @@ pub struct Config {
     /// own; `always` for every symbol when the simulated market is the only source and
     /// `SYNTHETIC_SESSIONS=always`).
     pub calendars: Vec<MarketCalendar>,
+    /// VWAP resets at each symbol's session open (neither `VWAP_SESSION` nor `VWAP_OFFSET`
+    /// given); otherwise at the fixed sessions they set.
+    pub vwap_by_calendar: bool,
     /// Source names in priority order.
     pub sources: Vec<String>,
     pub timeframes: Vec<Timeframe>,
@@ -205,7 +208,10 @@ impl Config {
             vwap_session_ms: env.duration_ms("VWAP_SESSION", 86_400_000, 1_000, 86_400_000 * 366)?
                 as i64,
             vwap_offset_ms: env.duration_ms("VWAP_OFFSET", 0, 0, 86_400_000 * 366)? as i64,
+            vwap_daily: None,
         };
+        let vwap_by_calendar =
+            env.get("VWAP_SESSION").is_none() && env.get("VWAP_OFFSET").is_none();
         if indicators.macd_fast >= indicators.macd_slow {
             return Err(ConfigError {
                 var: "MACD_FAST",
@@ -255,6 +261,7 @@ impl Config {
         Ok(Self {
             symbols,
             calendars,
+            vwap_by_calendar,
             sources,
             timeframes,
             collection_interval_ms,
@@ -315,6 +322,18 @@ impl Config {
             indicators,
             providers: crate::sources::settings::ProviderSettings::from_lookup(&get)?,
         })
+    }
+}
+
+impl Config {
+    /// The indicator parameters of a symbol on `calendar`: VWAP anchored at its session open
+    /// unless fixed sessions were configured.
+    pub fn indicators_for(&self, calendar: MarketCalendar) -> IndicatorParams {
+        let mut params = self.indicators.clone();
+        if self.vwap_by_calendar {
+            params.vwap_daily = calendar.vwap_anchor();
+        }
+        params
     }
 }
 

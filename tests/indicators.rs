@@ -103,6 +103,7 @@ fn short_params() -> IndicatorParams {
         stoch_d: 2,
         vwap_session_ms: 6 * 3_600_000,
         vwap_offset_ms: 3_600_000,
+        vwap_daily: None,
     }
 }
 
@@ -270,7 +271,7 @@ fn drift_stays_bounded_over_ten_million_one_second_bars() {
     let mut bb = Bollinger::new(PERIOD, 2.0);
     let mut moments = RollingMoments::new(PERIOD);
     let mut obv = Obv::new();
-    let mut vwap = Vwap::new(86_400_000, 0);
+    let mut vwap = Vwap::new(86_400_000, 0, None);
     let mut window = [0.0f64; PERIOD];
     let (mut naive_sum, mut naive_sq) = (0.0f64, 0.0f64);
     let mut obv_exact: i128 = 0;
@@ -643,7 +644,7 @@ fn every_indicator_peeks_without_mutating_and_resets_to_fresh() {
     let mut macd = Macd::new(3, 7, 3);
     let mut stoch = Stochastic::new(5, 3, 3);
     let mut obv = Obv::new();
-    let mut vwap = Vwap::new(6 * 3_600_000, 0);
+    let mut vwap = Vwap::new(6 * 3_600_000, 0, None);
     let run = |sma: &mut Sma,
                ema: &mut Ema,
                rsi: &mut Rsi,
@@ -714,7 +715,7 @@ fn every_indicator_peeks_without_mutating_and_resets_to_fresh() {
 fn vwap_resets_at_the_session_anchor() {
     let day = 86_400_000;
     let midnight = 1_700_006_400_000;
-    let mut vwap = Vwap::new(day, 0);
+    let mut vwap = Vwap::new(day, 0, None);
     let bar = |ts, price, volume| Bar::from_price(ts, price, volume);
     assert_eq!(vwap.update(&bar(midnight - 2_000, 10.0, 1.0)), Some(10.0));
     assert_eq!(vwap.update(&bar(midnight - 1_000, 20.0, 3.0)), Some(17.5));
@@ -726,11 +727,65 @@ fn vwap_resets_at_the_session_anchor() {
     assert_eq!(vwap.update(&bar(midnight + day, 50.0, 0.0)), None);
     assert!(!vwap.is_ready());
     // An anchor two hours after midnight.
-    let mut anchored = Vwap::new(day, 2 * 3_600_000);
+    let mut anchored = Vwap::new(day, 2 * 3_600_000, None);
     anchored.update(&bar(midnight + 3_600_000, 10.0, 1.0));
     assert_eq!(
         anchored.update(&bar(midnight + 7_200_000, 30.0, 1.0)),
         Some(30.0)
+    );
+}
+
+#[test]
+fn vwap_resets_at_a_market_session_open_across_dst() {
+    use barkeep::indicators::{DailyAnchor, Zone};
+    let utc = |s: &str| {
+        s.parse::<chrono::DateTime<chrono::Utc>>()
+            .expect("instant")
+            .timestamp_millis()
+    };
+    let bar = |ts, price, volume| Bar::from_price(ts, price, volume);
+    // US equities: the trading day starts 09:30 New York (14:30 UTC in winter, 13:30 in summer).
+    let nyse = DailyAnchor {
+        zone: Zone::NewYork,
+        start_min: 9 * 60 + 30,
+    };
+    let mut vwap = Vwap::new(86_400_000, 0, Some(nyse));
+    assert_eq!(
+        vwap.update(&bar(utc("2026-03-06T20:59:00Z"), 10.0, 1.0)),
+        Some(10.0)
+    );
+    // Friday after UTC midnight is still Friday's session in New York: no reset.
+    assert_eq!(
+        vwap.update(&bar(utc("2026-03-06T21:00:00Z"), 20.0, 1.0)),
+        Some(15.0)
+    );
+    // Monday 09:30 EST, then the DST change: Tuesday's 09:30 is 13:30 UTC.
+    assert_eq!(
+        vwap.update(&bar(utc("2026-03-09T13:30:00Z"), 30.0, 1.0)),
+        Some(30.0)
+    );
+    assert_eq!(
+        vwap.update(&bar(utc("2026-03-10T13:29:00Z"), 50.0, 1.0)),
+        Some(40.0)
+    );
+    assert_eq!(
+        vwap.peek(&bar(utc("2026-03-10T13:30:00Z"), 70.0, 1.0)),
+        Some(70.0)
+    );
+    // FX: the day rolls at 17:00 New York.
+    let fx = DailyAnchor {
+        zone: Zone::NewYork,
+        start_min: 17 * 60,
+    };
+    let mut vwap = Vwap::new(86_400_000, 0, Some(fx));
+    vwap.update(&bar(utc("2026-11-30T21:59:00Z"), 1.0, 1.0));
+    assert_eq!(
+        vwap.update(&bar(utc("2026-11-30T22:00:00Z"), 3.0, 1.0)),
+        Some(3.0)
+    );
+    assert_eq!(
+        vwap.update(&bar(utc("2026-12-01T21:59:00Z"), 5.0, 1.0)),
+        Some(4.0)
     );
 }
 

@@ -70,4 +70,4 @@ pub use set::{
 };
 pub use sma::Sma;
 pub use stoch::{StochValue, Stochastic};
-pub use vwap::Vwap;
+pub use vwap::{DailyAnchor, Vwap, Zone};

@@ -6,6 +6,7 @@ parameters, the fixed output order and names, forming-bar peeks and versioned ch
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
+use super::vwap::DailyAnchor;
 use super::{Atr, Bollinger, Ema, Macd, Obv, Rsi, Sma, Stochastic, Vwap};
 use crate::model::Bar;
 
@@ -42,6 +43,10 @@ pub struct IndicatorParams {
     pub vwap_session_ms: i64,
     /// Session start after the Unix epoch (modulo the session length); 0 = UTC midnight.
     pub vwap_offset_ms: i64,
+    /// VWAP sessions are the trading days of a market instead (set per symbol from its
+    /// calendar unless `VWAP_SESSION`/`VWAP_OFFSET` are given).
+    #[serde(default)]
+    pub vwap_daily: Option<DailyAnchor>,
 }
 
 impl Default for IndicatorParams {
@@ -62,6 +67,7 @@ impl Default for IndicatorParams {
             stoch_d: 3,
             vwap_session_ms: 86_400_000,
             vwap_offset_ms: 0,
+            vwap_daily: None,
         }
     }
 }
@@ -295,7 +301,7 @@ impl IndicatorSet {
             macd: Macd::new(p.macd_fast, p.macd_slow, p.macd_signal),
             stoch: Stochastic::new(p.stoch_k, p.stoch_slow_k, p.stoch_d),
             obv: Obv::new(),
-            vwap: Vwap::new(p.vwap_session_ms, p.vwap_offset_ms),
+            vwap: Vwap::new(p.vwap_session_ms, p.vwap_offset_ms, p.vwap_daily),
             bars_seen: 0,
             last_ts: None,
         }
@@ -437,7 +443,9 @@ impl IndicatorSet {
             && self
                 .stoch
                 .is_consistent(p.stoch_k, p.stoch_slow_k, p.stoch_d)
-            && self.vwap.is_consistent(p.vwap_session_ms, p.vwap_offset_ms)
+            && self
+                .vwap
+                .is_consistent(p.vwap_session_ms, p.vwap_offset_ms, p.vwap_daily)
     }
 
     /// Bytes this set occupies: the struct itself plus its window buffers.

@@ -164,6 +164,12 @@ impl MarketCalendar {
         self.session_at(ts_ms).open
     }
 
+    /// Whether the market was open at any time in `[from_ms, to_ms)`.
+    pub fn open_within(self, from_ms: i64, to_ms: i64) -> bool {
+        let first = self.session_at(from_ms);
+        first.open || first.until_ms < to_ms
+    }
+
     /// Where this market's trading day starts, for session VWAP: the regular open for cash
     /// markets, the day's first session for FX and futures; `None` (UTC midnight) for markets
     /// that never close.

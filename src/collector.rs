@@ -41,6 +41,10 @@ use crate::validate::Verdict;
 
 /// Symbols per request for sources that batch quotes.
 const BATCH_SIZE: usize = 200;
+/// At most this many bars since the last stored one are fetched again at start (a longer
+/// downtime is filled in SQLite by the bootstrap; the indicators then continue from the
+/// newest of them).
+const MAX_REPAIR_BARS: i64 = 5_000;
 /// Events a push stream may queue between two ticks.
 const STREAM_QUEUE: usize = 65_536;
 
@@ -222,12 +226,17 @@ impl Collector {
                 }
                 let stored_last = self.pipelines[sym].engine(frame).last_ts();
                 let have = self.pipelines[sym].engine(frame).bars_seen() as usize;
-                if have < self.warmup_bars {
-                    let to = tf.bucket(now);
-                    let missing = (self.warmup_bars - have) as i64;
-                    let from = stored_last.map_or(to - missing * tf.ms(), |t| {
-                        (t + tf.ms()).max(to - missing * tf.ms())
-                    });
+                // What history must fill before live bars: the warm-up bars still missing, and
+                // every bar since the last stored one (the downtime, and what a crash lost
+                // before it was flushed), so the indicators continue as if never interrupted.
+                let to = tf.bucket(now);
+                let missing = self.warmup_bars.saturating_sub(have) as i64;
+                let from = match stored_last {
+                    None => to - missing * tf.ms(),
+                    Some(t) => (t + tf.ms()).max(to - MAX_REPAIR_BARS.max(missing) * tf.ms()),
+                };
+                let calendar = self.pipelines[sym].calendar();
+                if from < to && calendar.open_within(from, to) {
                     // The first source that serves this symbol's history, falling back on error.
                     for src in history_sources.iter().filter(|s| s.supports(symbol)) {
                         // History requests spend the same budget as quotes.

@@ -13,6 +13,8 @@ fn config(db: &std::path::Path) -> Config {
     let db = db.to_str().expect("utf-8 path").to_string();
     Config::from_lookup(move |name| match name {
         "SQLITE_PATH" => Some(db.clone()),
+        // A symbol as providers spell it, with characters a URL carries percent-encoded.
+        "SYMBOLS" => Some("NAS100,XAUUSD,EURUSD,BTC/USD,^NDX".into()),
         "COLLECTION_INTERVAL" => Some("100ms".into()),
         "SYNTHETIC_BAD_TICK_RATE" => Some("0".into()),
         _ => None,
@@ -190,5 +192,26 @@ fn endpoints_follow_the_contract() {
         let (status, text) = request(addr, "GET", "/metrics");
         assert_eq!(status, 200);
         assert!(text.contains("# TYPE barkeep_http_latency_seconds histogram"));
+    });
+}
+
+#[test]
+fn percent_encoded_symbols_and_queries_are_decoded() {
+    with_sidecar(|addr| {
+        for (path, symbol) in [
+            ("/signals/BTC%2FUSD", "BTC/USD"),
+            ("/features/%5ENDX?tf=1%6D", "^NDX"),
+            ("/bars/btc%2fusd?limit=5", "BTC/USD"),
+        ] {
+            let (code, body) = wait_for(Duration::from_secs(10), || {
+                let (code, body) = get_json(addr, path);
+                (code == 200).then_some((code, body))
+            })
+            .unwrap_or_else(|| panic!("{path} never answered 200"));
+            assert_eq!(code, 200);
+            assert_eq!(body["symbol"], symbol, "{path}: {body}");
+        }
+        // Bytes that are not UTF-8 once decoded are a bad request, not a crash.
+        assert_error(addr, "GET", "/signals/%FF%FE", 400, "bad_request", "UTF-8");
     });
 }

@@ -10,9 +10,10 @@ blocking pool. Every error is a JSON body `{"error": kind, "message": …}` with
 
 mod handlers;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -29,6 +30,9 @@ use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::snapshot::Snapshot;
 use crate::store::sqlite::SqliteStore;
+
+/// How long the accept loop pauses after a failed accept (e.g. no file descriptor left).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What handlers read.
 pub struct ApiState {
@@ -111,7 +115,13 @@ pub async fn handle<B>(req: Request<B>, state: &ApiState) -> Response<Full<Bytes
 async fn route<B>(req: &Request<B>, state: &ApiState) -> Reply {
     let path = req.uri().path();
     let query = Query::parse(req.uri().query())?;
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Split first, then decode each segment: `BTC%2FUSD` is one segment, the symbol `BTC/USD`.
+    let decoded: Vec<Cow<'_, str>> = path
+        .trim_matches('/')
+        .split('/')
+        .map(|s| decode(s, false))
+        .collect::<Result<_, _>>()?;
+    let segments: Vec<&str> = decoded.iter().map(AsRef::as_ref).collect();
     let known = matches!(
         segments.as_slice(),
         ["health"]
@@ -164,16 +174,37 @@ async fn route<B>(req: &Request<B>, state: &ApiState) -> Reply {
     }
 }
 
-/// The query string as key/value pairs (no percent-decoding is needed for the values we take).
+/// A percent-decoded path segment or query part (`+` is a space in a query, as forms send it).
+///
+/// # Errors
+/// Bytes that are not UTF-8 once decoded: a 400.
+fn decode(raw: &str, query: bool) -> Result<Cow<'_, str>, ApiError> {
+    let plus = query && raw.contains('+');
+    let text: Cow<'_, str> = if plus {
+        Cow::Owned(raw.replace('+', " "))
+    } else {
+        Cow::Borrowed(raw)
+    };
+    if !text.contains('%') {
+        return Ok(text);
+    }
+    let decoded = percent_encoding::percent_decode_str(&text)
+        .decode_utf8()
+        .map_err(|_| ApiError::bad_request(format!("`{raw}` is not UTF-8 once percent-decoded")))?;
+    Ok(Cow::Owned(decoded.into_owned()))
+}
+
+/// The query string as percent-decoded key/value pairs.
 struct Query<'a> {
-    pairs: Vec<(&'a str, &'a str)>,
+    pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
 impl<'a> Query<'a> {
     fn parse(raw: Option<&'a str>) -> Result<Self, ApiError> {
-        let mut pairs = Vec::new();
+        let mut pairs: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
         for part in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            let (k, v) = (decode(k, true)?, decode(v, true)?);
             if pairs.iter().any(|(seen, _)| *seen == k) {
                 return Err(ApiError::bad_request(format!(
                     "query parameter `{k}` given twice"
@@ -185,7 +216,11 @@ impl<'a> Query<'a> {
     }
 
     fn allow(&self, names: &[&str]) -> Result<(), ApiError> {
-        match self.pairs.iter().find(|(k, _)| !names.contains(k)) {
+        match self
+            .pairs
+            .iter()
+            .find(|(k, _)| !names.contains(&k.as_ref()))
+        {
             Some((k, _)) if names.is_empty() => Err(ApiError::bad_request(format!(
                 "unknown query parameter `{k}`; this endpoint takes none"
             ))),
@@ -197,8 +232,11 @@ impl<'a> Query<'a> {
         }
     }
 
-    fn get(&self, name: &str) -> Option<&'a str> {
-        self.pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+    fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_ref())
     }
 }
 
@@ -225,7 +263,14 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    // Out of file descriptors (or another resource): retrying at once would
+                    // spin a core; give the system a moment to free some.
+                    tracing::warn!(error = %e, "accept failed; pausing before the next accept");
+                    drop(permit);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    }
                     continue;
                 }
             },

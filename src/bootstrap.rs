@@ -10,15 +10,23 @@ resumes where it stopped and running it twice changes nothing. A bar already sto
 overwritten, so a bootstrap running beside collection cannot replace what the collector wrote
 (and what the Redis rings hold).
 
-Each window is asked of the sources that serve history, in `SOURCES` order, each within its own
-request budget: the bootstrap waits for a source's per-minute bucket to refill (up to
-[`MAX_BUDGET_WAIT`]) rather than being refused, and moves on to the next source when that
-source's daily quota is spent or it keeps failing. Going back in time, a series is given up
-after [`NO_HISTORY_SPAN_MS`] of empty or failed windows in a row: the sources keep no more, and
-asking for the rest would only spend the budget (the next start asks once more). Every bar goes through the validator;
-rejected ones are stored in `rejects` with their reason, as live ones are. Indicators are warmed from what is stored.
+Each window is asked of the sources that serve its history, in `SOURCES` order, each within its
+own request budget: the bootstrap waits for a source's per-minute bucket to refill (up to
+[`MAX_BUDGET_WAIT`]) rather than being refused, takes one unit right before the request goes
+out, and moves on to the next source when that source's daily quota is spent or it keeps
+failing. A source is never asked — and nothing of its budget taken — for a timeframe its
+history does not serve ([`Source::serves_history`]; said once per source and timeframe), for a
+symbol it does not serve, or for a series it already answered "not served" this run
+([`ErrorKind::NotServed`]); a series no source can serve is not planned at all, and the windows
+of one whose every source has said "not served" are skipped.
+
+Going back in time, a series is given up after [`NO_HISTORY_SPAN_MS`] of empty or failed windows
+in a row: the sources keep no more, and asking for the rest would only spend the budget (the
+next start asks once more). Every bar goes through the validator; rejected ones are stored in
+`rejects` with their reason, as live ones are. Indicators are warmed from what is stored.
 */
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,7 +62,8 @@ pub struct BootstrapStats {
     pub stored: usize,
     pub rejected: usize,
     pub failed_windows: usize,
-    /// Windows of the past not asked for: the sources had nothing that far back.
+    /// Windows not asked for: the sources had nothing that far back, or every source that could
+    /// serve the series said it does not.
     pub skipped_windows: usize,
 }
 
@@ -117,9 +126,28 @@ pub async fn bootstrap(
         .iter()
         .filter(|(s, _)| s.capabilities().history)
         .collect();
+    for (source, _) in &history {
+        for &tf in &config.timeframes {
+            if !source.serves_history(tf) {
+                tracing::info!(
+                    source = source.name(),
+                    timeframe = %tf,
+                    "this source's history has no such bars; it is not asked for them"
+                );
+            }
+        }
+    }
+    let mut asked = Asked {
+        sources: history,
+        not_served: HashSet::new(),
+    };
     let mut plan = Vec::new();
     for (symbol, _) in symbols.iter() {
         for &tf in &config.timeframes {
+            if !asked.any_for(symbol, tf) {
+                tracing::debug!(symbol = %symbols.name(symbol), timeframe = %tf, "no source serves this history; not planned");
+                continue;
+            }
             let span = stored_span(store, symbol, tf).await?;
             plan.extend(windows(symbol, tf, now_ms, config.history_days, span));
         }
@@ -141,7 +169,9 @@ pub async fn bootstrap(
     for window in plan {
         let series = (window.symbol, window.timeframe);
         let run = empty_past.filter(|e| e.series == series);
-        if window.backward && run.is_some_and(|e| e.gave_up) {
+        if (window.backward && run.is_some_and(|e| e.gave_up))
+            || !asked.any_for(window.symbol, window.timeframe)
+        {
             stats.skipped_windows += 1;
             bar.inc(1);
             continue;
@@ -151,7 +181,7 @@ pub async fn bootstrap(
             symbols.name(window.symbol),
             window.timeframe
         ));
-        let fetched = fetch(&history, symbols, window, &bar).await;
+        let fetched = fetch(&mut asked, symbols, window, &bar).await;
         if window.backward {
             let in_window =
                 |bars: &Vec<Bar>| bars.iter().any(|b| b.ts >= window.from && b.ts < window.to);
@@ -260,18 +290,42 @@ fn windows(
     plan
 }
 
-/// One window from the first source that answers it, each asked within its budget.
+/// The sources that serve history, and what they said they do not serve.
+struct Asked<'a> {
+    sources: Vec<&'a (Arc<dyn Source>, SharedBudget)>,
+    /// (index in `sources`, symbol, timeframe) a source answered "not served" for this run.
+    not_served: HashSet<(usize, SymbolId, Timeframe)>,
+}
+
+impl Asked<'_> {
+    /// Whether source `i` may be asked for this series: it serves the symbol and the timeframe
+    /// and has not said otherwise. Checked before any budget is taken.
+    fn may_ask(&self, i: usize, symbol: SymbolId, tf: Timeframe) -> bool {
+        let source = &self.sources[i].0;
+        source.supports(symbol)
+            && source.serves_history(tf)
+            && !self.not_served.contains(&(i, symbol, tf))
+    }
+
+    fn any_for(&self, symbol: SymbolId, tf: Timeframe) -> bool {
+        (0..self.sources.len()).any(|i| self.may_ask(i, symbol, tf))
+    }
+}
+
+/// One window from the first source that answers it, each asked within its budget: a unit is
+/// taken right before the request goes out, and only of a source that may be asked.
 async fn fetch(
-    history: &[&(Arc<dyn Source>, SharedBudget)],
+    asked: &mut Asked<'_>,
     symbols: &SymbolTable,
     w: Window,
     progress: &ProgressBar,
 ) -> Option<(&'static str, Vec<Bar>)> {
     let symbol_name = symbols.name(w.symbol);
-    for (source, budget) in history.iter().map(|p| (&p.0, &p.1)) {
-        if !source.supports(w.symbol) {
+    for i in 0..asked.sources.len() {
+        if !asked.may_ask(i, w.symbol, w.timeframe) {
             continue;
         }
+        let (source, budget) = (&asked.sources[i].0, &asked.sources[i].1);
         let name = source.name();
         let mut rate_limited = 0;
         while rate_limited < RATE_LIMITED_TRIES {
@@ -301,6 +355,11 @@ async fn fetch(
                         .lock()
                         .on_rate_limited(Instant::now(), e.retry_after());
                     rate_limited += 1;
+                }
+                Err(e) if e.kind() == ErrorKind::NotServed => {
+                    tracing::info!(source = name, symbol = %symbol_name, timeframe = %w.timeframe, error = %e, "history not served; this source is not asked for this series again");
+                    asked.not_served.insert((i, w.symbol, w.timeframe));
+                    break;
                 }
                 Err(e) => {
                     tracing::warn!(source = name, symbol = %symbol_name, error = %e, "history window failed; trying the next source");

@@ -192,17 +192,34 @@ impl Collector {
     /// from the first source that serves it. History bars are sent to the sinks like any other
     /// closed bars. Blocking SQLite reads run on the blocking pool.
     ///
+    /// A source is asked only for a symbol it serves and a timeframe its history serves
+    /// ([`Source::serves_history`]; a pair it does not is said once and skipped), and a unit of
+    /// its budget is taken right before the request goes out.
+    ///
     /// # Errors
     /// A failed SQLite read.
     pub async fn warm_up(&mut self, store: &Arc<SqliteStore>) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let mut events = Vec::new();
-        let history_sources: Vec<Arc<dyn Source>> = self
+        // (index in `sources` and `guards`, source) of the sources that serve history.
+        let history_sources: Vec<(usize, Arc<dyn Source>)> = self
             .sources
             .iter()
-            .filter(|s| s.capabilities().history)
-            .cloned()
+            .enumerate()
+            .filter(|(_, s)| s.capabilities().history)
+            .map(|(i, s)| (i, Arc::clone(s)))
             .collect();
+        for (_, src) in &history_sources {
+            for &tf in &self.timeframes {
+                if !src.serves_history(tf) {
+                    tracing::info!(
+                        source = src.name(),
+                        timeframe = %tf,
+                        "this source's history has no such bars; warm-up does not ask it for them"
+                    );
+                }
+            }
+        }
         for sym in 0..self.pipelines.len() {
             for (frame, &tf) in self.timeframes.clone().iter().enumerate() {
                 let symbol = sym as SymbolId;
@@ -238,16 +255,15 @@ impl Collector {
                 let calendar = self.pipelines[sym].calendar();
                 if from < to && calendar.open_within(from, to) {
                     // The first source that serves this symbol's history, falling back on error.
-                    for src in history_sources.iter().filter(|s| s.supports(symbol)) {
-                        // History requests spend the same budget as quotes.
-                        let guard = self
-                            .sources
-                            .iter()
-                            .position(|s| Arc::ptr_eq(s, src))
-                            .and_then(|i| self.guards.get_mut(i));
-                        if let Some(guard) = guard
-                            && !guard
-                                .budget
+                    let serving = history_sources
+                        .iter()
+                        .filter(|(_, s)| s.supports(symbol) && s.serves_history(tf));
+                    for (si, src) in serving {
+                        // History requests spend the same budget as quotes, taken right before
+                        // the request.
+                        let budget = self.guards.get(*si).map(|g| Arc::clone(&g.budget));
+                        if let Some(budget) = &budget
+                            && !budget
                                 .lock()
                                 .try_acquire(tokio::time::Instant::now(), now, 1)
                         {
@@ -270,12 +286,29 @@ impl Collector {
                                 self.metrics.history_bars.add(added as u64);
                                 break;
                             }
-                            Err(e) => tracing::warn!(
+                            Err(e) if e.kind() == ErrorKind::NotServed => tracing::info!(
                                 source = src.name(),
                                 symbol = %self.symbols.name(symbol),
+                                timeframe = %tf,
                                 error = %e,
-                                "history unavailable; trying the next source"
+                                "history not served; trying the next source"
                             ),
+                            Err(e) => {
+                                if e.kind() == ErrorKind::RateLimited
+                                    && let Some(budget) = &budget
+                                {
+                                    budget.lock().on_rate_limited(
+                                        tokio::time::Instant::now(),
+                                        e.retry_after(),
+                                    );
+                                }
+                                tracing::warn!(
+                                    source = src.name(),
+                                    symbol = %self.symbols.name(symbol),
+                                    error = %e,
+                                    "history unavailable; trying the next source"
+                                );
+                            }
                         }
                     }
                 }

@@ -1,14 +1,17 @@
 /*!
 Market-data sources behind one trait.
 
-A source declares what it can do ([`Capabilities`]) and answers for the symbols it is asked.
-The collector knows sources only through [`Source`]; which one serves a symbol is decided by the
-configured priority order (`SOURCES`) and by each source's health, never by name.
+A source declares what it can do ([`Capabilities`], and which timeframes its history serves,
+[`Source::serves_history`]) and answers for the symbols it is asked. The collector and the
+bootstrap know sources only through [`Source`]; which one serves a symbol is decided by the
+configured priority order (`SOURCES`) and by each source's health, never by name. What a source
+declares it cannot serve is never asked of it, so it costs no request budget.
 
 - `synthetic.rs` — a deterministic simulated market, the default (no network, no keys).
 - `breaker.rs`, `ratelimit.rs` — per-source circuit breaker and request budget, generic.
 - `yahoo/`, `alphavantage/`, `twelvedata/`, `polygon/`, `binance/`, `finnhub/` — the real
-  providers, each `mod.rs` (requests, capabilities, budget) + `parse.rs` (pure parsers).
+  providers, each `mod.rs` (requests, capabilities and the history timeframes it serves,
+  budget) + `parse.rs` (pure parsers).
 - `provider.rs` — what every REST provider is made of (`ProviderCore`: client, base URL, key,
   symbol book, budget) and the request patterns they share (per-symbol fan-out, paged history).
 - `http.rs` — the shared HTTP client, URL building and error mapping (keys never in errors).
@@ -62,7 +65,8 @@ pub struct Capabilities {
     pub batched_quotes: bool,
     /// Most symbols one quotes request may carry (1 when not batched).
     pub max_batch: usize,
-    /// Historical bars for warm-up, bootstrap and backfill after a stream reconnect.
+    /// Historical bars for warm-up, bootstrap and backfill after a stream reconnect; of which
+    /// timeframes, [`Source::serves_history`] says.
     pub history: bool,
     /// A push stream (WebSocket) via [`Source::stream`].
     pub stream: bool,
@@ -229,7 +233,16 @@ pub trait Source: Send + Sync {
         now_ms: i64,
     ) -> BoxFuture<'a, Result<Vec<Quote>, SourceError>>;
 
-    /// Closed bars with open time in `[from_ms, to_ms)`, oldest first.
+    /// Whether [`Source::history`] serves bars of `timeframe`: one of the provider's documented
+    /// intervals, or a longer bar the provider code aggregates from one of them. Asked before
+    /// any request budget is spent; `history` refuses what this declines with
+    /// [`SourceError::Unsupported`] before sending anything. The default, every timeframe when
+    /// `capabilities().history`, suits a source that builds any bar length from its own data
+    /// (`synthetic`).
+    fn serves_history(&self, _timeframe: Timeframe) -> bool {
+        self.capabilities().history
+    }
+
     /// Starts the push stream for `symbols` (only when `capabilities().stream`).
     fn stream(
         self: Arc<Self>,
@@ -240,6 +253,7 @@ pub trait Source: Send + Sync {
         None
     }
 
+    /// Closed bars with open time in `[from_ms, to_ms)`, oldest first.
     fn history(
         &self,
         _symbol: SymbolId,

@@ -139,7 +139,8 @@ impl Columns {
 
 /// The provider interval a timeframe's bars are built from: of `intervals` (name and length,
 /// longest first), the longest that divides `timeframe` when it is shorter than a day, the one
-/// of the same length from a day up.
+/// of the same length from a day up. `None`: the provider's history does not serve `timeframe`,
+/// which the providers that use this declare in their `serves_history`.
 pub fn step_for(
     intervals: &[(&'static str, i64)],
     timeframe: Timeframe,

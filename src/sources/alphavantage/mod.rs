@@ -13,6 +13,8 @@ included.
   `DIGITAL_CURRENCY_DAILY`; `compact` (100 rows) when that covers the range, else `full`. Rows
   are an object keyed by local time in the meta block's `Time Zone` (`US/Eastern` for
   equities, `UTC` for FX and crypto; any IANA zone is read with its own rules), in no particular order.
+  Served timeframes (`serves_history`): whole minutes below a day, and 1d (1min is the
+  shortest interval).
 - Errors in the body: `Error Message` (unknown symbol / function, or a bad `apikey`),
   `Information` / `Note` (rate limit "… 25 requests per day …", "… 5 calls per minute …", or a
   premium-only endpoint), `{"Global Quote": {}}` for an unknown symbol.
@@ -224,6 +226,11 @@ impl Source for AlphaVantageSource {
 
     fn supports(&self, symbol: SymbolId) -> bool {
         self.core.book().supports(symbol)
+    }
+
+    /// Whole minutes below a day (from 1 … 30 min bars) and 1d.
+    fn serves_history(&self, timeframe: Timeframe) -> bool {
+        shape::step_for(INTERVALS, timeframe).is_some()
     }
 
     fn quotes<'a>(

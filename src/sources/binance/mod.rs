@@ -10,7 +10,8 @@ Binance spot: crypto only, no key for market data.
 - History: `/api/v3/klines` (max 1000 rows per call, paged), rows
   `[openTime, "o", "h", "l", "c", "v", closeTime, …]` with numbers as strings; the trailing
   still-open kline is dropped. Timeframes without a kline interval are aggregated from one that
-  divides them.
+  divides them. Served timeframes (`serves_history`): every whole second up to a day (1s
+  klines divide them all) and whole days (from 1d klines).
 - Stream: `{BINANCE_WS_URL}` (default `wss://stream.binance.com:9443/ws`), live `SUBSCRIBE` to
   `<symbol>@kline_1m`; every update is a quote (price `c`, volume = growth of the kline's `v`),
   and a kline with `x: true` is a closed 1m bar. Binance drops connections after 24 h and pings
@@ -177,15 +178,10 @@ impl BinanceSource {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Bar>, SourceError> {
-        let tf = timeframe.ms();
-        let (interval, step) = INTERVALS
-            .iter()
-            .copied()
-            .find(|(_, step)| tf % step == 0 && (tf <= 86_400_000 || *step == 86_400_000))
-            .ok_or(SourceError::Unsupported {
-                source_name: NAME,
-                what: "serve a timeframe that no kline interval divides",
-            })?;
+        let (interval, step) = interval_for(timeframe).ok_or(SourceError::Unsupported {
+            source_name: NAME,
+            what: "serve a timeframe that no kline interval divides",
+        })?;
         let symbol = self.core.symbol(id)?;
         let generic = &self.core.book().generic(id);
         let now = http::wall_ms();
@@ -219,6 +215,16 @@ impl BinanceSource {
     }
 }
 
+/// The kline interval a timeframe's bars are built from: the longest that divides it (only
+/// daily klines for timeframes longer than a day).
+fn interval_for(timeframe: Timeframe) -> Option<(&'static str, i64)> {
+    let tf = timeframe.ms();
+    INTERVALS
+        .iter()
+        .copied()
+        .find(|(_, step)| tf % step == 0 && (tf <= 86_400_000 || *step == 86_400_000))
+}
+
 impl Source for BinanceSource {
     fn name(&self) -> &'static str {
         NAME
@@ -243,6 +249,11 @@ impl Source for BinanceSource {
 
     fn supports(&self, symbol: SymbolId) -> bool {
         self.core.book().supports(symbol) && !self.invalid.lock().contains(&symbol)
+    }
+
+    /// Whole seconds up to a day and whole days: what [`interval_for`] finds.
+    fn serves_history(&self, timeframe: Timeframe) -> bool {
+        interval_for(timeframe).is_some()
     }
 
     fn quotes<'a>(

@@ -5,8 +5,11 @@ Finnhub: US equities, FX (`OANDA:EUR_USD`) and crypto (`BINANCE:BTCUSDT`); key i
 - Quotes: `/quote?symbol=` per symbol → `{"c":price,"t":unix_s,…}`; no volume (quotes carry 0).
   An unknown symbol is HTTP 200 with all zeros and `t: 0`.
 - History: `/stock|forex|crypto/candle` (`{"s":"ok","t":[…],"o":[…],…}`, `{"s":"no_data"}`), only
-  declared when `FINNHUB_CANDLES=true`, because free keys get 403 on candles. Hour and longer
-  intraday timeframes are aggregated from 30-minute candles (US equity hours start at :30).
+  declared when `FINNHUB_CANDLES=true`, because free keys get 403 on candles (without it,
+  `history` refuses before sending anything). Hour and longer intraday timeframes are
+  aggregated from 30-minute candles (US equity hours start at :30). Served timeframes
+  (`serves_history`, with candles on): whole minutes below a day, and 1d (resolution 1 is one
+  minute, the shortest).
 - Stream: `{FINNHUB_WS_URL}?token=KEY`, `{"type":"subscribe","symbol":…}` per symbol; trades
   arrive as `{"type":"trade","data":[{"s","p","t" (ms),"v"}]}` and are coalesced per symbol and
   frame into one quote (last price, summed volume); `{"type":"ping"}` keeps the connection alive.
@@ -102,6 +105,12 @@ impl FinnhubSource {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Bar>, SourceError> {
+        if !self.candles {
+            return Err(SourceError::Unsupported {
+                source_name: NAME,
+                what: "serve candles unless FINNHUB_CANDLES=true",
+            });
+        }
         let (resolution, step) =
             shape::step_for(RESOLUTIONS, timeframe).ok_or(SourceError::Unsupported {
                 source_name: NAME,
@@ -159,6 +168,11 @@ impl Source for FinnhubSource {
 
     fn supports(&self, symbol: SymbolId) -> bool {
         self.core.book().supports(symbol)
+    }
+
+    /// With candles on: whole minutes below a day (from 1 … 30 minute candles) and 1d.
+    fn serves_history(&self, timeframe: Timeframe) -> bool {
+        self.candles && shape::step_for(RESOLUTIONS, timeframe).is_some()
     }
 
     fn quotes<'a>(

@@ -10,7 +10,8 @@ Polygon.io (Massive since 2025): US equities, indices (`I:NDX`), FX (`C:EURUSD`)
 - History: `/v2/aggs/ticker/{T}/range/1/{second|minute|hour|day}/{from_ms}/{to_ms}` (`sort=asc`,
   `limit=50000`, paged); `t` is the window start in Unix ms, no `results` key = no data; day
   bars (midnight New York) move to UTC midnight of their date. Other timeframes are aggregated
-  from the longest of these that divides them.
+  from the longest of these that divides them. Served timeframes (`serves_history`): whole
+  seconds below a day, and 1d.
 - Stream: `{POLYGON_WS_URL}` (default the stocks cluster): wait for `connected`, send
   `{"action":"auth"}`, on `auth_success` subscribe `AM.T,A.T`; `AM` minute aggregates become 1m
   bars, `A` second aggregates become quotes. Frames are JSON arrays of events. Equities only
@@ -207,6 +208,11 @@ impl Source for PolygonSource {
 
     fn supports(&self, symbol: SymbolId) -> bool {
         self.core.book().supports(symbol)
+    }
+
+    /// Whole seconds below a day (from second … hour aggregates) and 1d.
+    fn serves_history(&self, timeframe: Timeframe) -> bool {
+        shape::step_for(SPANS, timeframe).is_some()
     }
 
     fn quotes<'a>(

@@ -12,7 +12,9 @@ the `Authorization: apikey …` header.
 - History: `/time_series?interval=…&timezone=UTC&order=ASC&start_date&end_date&outputsize=5000`
   (paged by `start_date`); values are strings, datetimes `YYYY-MM-DD HH:MM:SS` (or a date for
   daily bars) — asked in UTC so no exchange-zone conversion is needed. Hour and longer intraday
-  timeframes are aggregated from 30-minute bars (US equity hours start at :30).
+  timeframes are aggregated from 30-minute bars (US equity hours start at :30). Served
+  timeframes (`serves_history`): whole minutes below a day, and 1d (1min is the shortest
+  interval).
 - Errors: `{"code":…,"message":…,"status":"error"}` under HTTP 200 or the real status: 400/404
   unknown symbol, 401 bad key, 403 plan-gated, 429 out of credits ("for the current minute":
   retry at the next full minute). "No data is available …" is an empty result.
@@ -207,6 +209,11 @@ impl Source for TwelveDataSource {
 
     fn supports(&self, symbol: SymbolId) -> bool {
         self.core.book().supports(symbol)
+    }
+
+    /// Whole minutes below a day (from 1min … 30min bars) and 1d.
+    fn serves_history(&self, timeframe: Timeframe) -> bool {
+        shape::step_for(INTERVALS, timeframe).is_some()
     }
 
     fn quotes<'a>(

@@ -10,7 +10,9 @@ indices `^NDX`, FX `EURUSD=X`, futures `GC=F`, crypto `BTC-USD`).
   and may hold `null`s (skipped), come unsorted, or end with a live row (dropped). Timeframes
   above 30m and below 1d are aggregated from 30m (or finer) bars, because Yahoo's 60m bars for
   US equities start at :30 and would not sit on barkeep's UTC-aligned grid. Daily bars are
-  moved to UTC midnight of their exchange-local date (`meta.gmtoffset`).
+  moved to UTC midnight of their exchange-local date (`meta.gmtoffset`). Served timeframes
+  (`serves_history`): whole minutes below a day, and 1d — Yahoo has no second bars, so 1s (or
+  any timeframe not a whole minute) is declined before any request or budget is spent.
 - Errors: unknown symbol = HTTP 404 with `chart.error.code = "Not Found"`; rate limit = HTTP 429,
   often with a plain-text body; outages answer HTML.
 - No documented limit: a conservative 60 requests/minute by default.
@@ -165,6 +167,11 @@ impl Source for YahooSource {
 
     fn supports(&self, symbol: SymbolId) -> bool {
         self.core.book().supports(symbol)
+    }
+
+    /// Whole minutes below a day (from 1m … 30m bars) and 1d: what [`interval_for`] finds.
+    fn serves_history(&self, timeframe: Timeframe) -> bool {
+        interval_for(timeframe).is_some()
     }
 
     fn quotes<'a>(

@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS gaps (
     timeframe TEXT    NOT NULL,
     from_ts   INTEGER NOT NULL,
     to_ts     INTEGER NOT NULL,
+    -- open: not filled (yet); repaired: its bars were fetched again and stored; empty: the
+    -- provider confirmed no trades in it (not asked again).
+    status    TEXT    NOT NULL DEFAULT 'open',
     PRIMARY KEY (symbol, timeframe, from_ts)
 ) WITHOUT ROWID;
 

@@ -31,6 +31,7 @@ use crate::indicators::IndicatorSet;
 use crate::metrics::Metrics;
 use crate::model::{Quote, SymbolId, SymbolTable, Timeframe};
 use crate::pipeline::{BarRecord, Event, QuoteOutcome, SymbolPipeline};
+use crate::repair::{self, RepairJob, RepairOutcome};
 use crate::sources::breaker::CircuitBreaker;
 use crate::sources::ratelimit::{RateBudget, SharedBudget};
 use crate::sources::{ErrorKind, Source, StreamEvent};
@@ -84,6 +85,18 @@ pub struct Collector {
     streams: Vec<StreamLink>,
     /// Symbols whose market session changed this tick, to publish with the touched ones.
     session_changed: Vec<SymbolId>,
+    /// Gap repair off the tick (`repair.rs`); `None` until `run` starts the worker.
+    repair: Option<RepairLink>,
+    /// Gaps found by the events being applied, to hand to the repair worker.
+    new_gaps: Vec<RepairJob>,
+}
+
+/// The collector's end of the repair worker.
+struct RepairLink {
+    jobs: mpsc::Sender<RepairJob>,
+    outcomes: mpsc::Receiver<RepairOutcome>,
+    /// Jobs whose sources all failed, with when to ask again.
+    retries: Vec<(tokio::time::Instant, RepairJob)>,
 }
 
 /// One running push stream.
@@ -185,6 +198,8 @@ impl Collector {
             guards,
             streams: Vec::new(),
             session_changed: Vec::new(),
+            repair: None,
+            new_gaps: Vec::new(),
         }
     }
 
@@ -246,13 +261,19 @@ impl Collector {
                 // What history must fill before live bars: the warm-up bars still missing, and
                 // every bar since the last stored one (the downtime, and what a crash lost
                 // before it was flushed), so the indicators continue as if never interrupted.
-                let to = tf.bucket(now);
+                let calendar = self.pipelines[sym].calendar();
+                // A closed market's history ends at its last close, not now.
+                let session = calendar.session_at(now);
+                let to = if session.open || session.since_ms == i64::MIN {
+                    tf.bucket(now)
+                } else {
+                    tf.bucket(session.since_ms - 1) + tf.ms()
+                };
                 let missing = self.warmup_bars.saturating_sub(have) as i64;
                 let from = match stored_last {
                     None => to - missing * tf.ms(),
                     Some(t) => (t + tf.ms()).max(to - MAX_REPAIR_BARS.max(missing) * tf.ms()),
                 };
-                let calendar = self.pipelines[sym].calendar();
                 if from < to && calendar.open_within(from, to) {
                     // The first source that serves this symbol's history, falling back on error.
                     let serving = history_sources
@@ -329,7 +350,7 @@ impl Collector {
                 }
             }
         }
-        self.update_sessions(now);
+        self.update_sessions(now, &mut events);
         self.apply_events(&events);
         for sym in 0..self.views.len() {
             self.snapshot
@@ -343,7 +364,8 @@ impl Collector {
     /// batch to the sinks. Dropping the collector closes the sink channels, which tells the
     /// sinks to flush and stop.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let stream_tasks = self.start_streams(&shutdown);
+        let mut stream_tasks = self.start_streams(&shutdown);
+        stream_tasks.push(self.start_repairs(&shutdown));
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_tick: Option<tokio::time::Instant> = None;
@@ -401,6 +423,7 @@ impl Collector {
         self.answered.fill(false);
         self.finished.fill(false);
         self.drain_streams(now, &mut events).await;
+        self.take_repairs(now, &mut events);
         self.fetch(now).await;
         self.take_quotes(now, &mut events);
         for (pipeline, finished) in self.pipelines.iter_mut().zip(&self.finished) {
@@ -408,7 +431,7 @@ impl Collector {
                 pipeline.finish_tick(now, &mut events);
             }
         }
-        self.update_sessions(now);
+        self.update_sessions(now, &mut events);
         self.apply_events(&events);
         TickBatch::new(now, events)
     }
@@ -720,6 +743,93 @@ impl Collector {
         }
     }
 
+    /// Starts the gap-repair worker on the history sources, within the collector's budgets.
+    fn start_repairs(&mut self, shutdown: &CancellationToken) -> tokio::task::JoinHandle<()> {
+        let (jobs, job_rx) = mpsc::channel(repair::QUEUE);
+        let (outcome_tx, outcomes) = mpsc::channel(repair::QUEUE);
+        self.repair = Some(RepairLink {
+            jobs,
+            outcomes,
+            retries: Vec::new(),
+        });
+        let clock = self.clock;
+        tokio::spawn(repair::run_worker(
+            self.budgets(),
+            job_rx,
+            outcome_tx,
+            move || clock.now_ms(),
+            shutdown.child_token(),
+        ))
+    }
+
+    /// Takes what the repair worker fetched: each gap's bars go through their pipeline (stored,
+    /// indicators rewound and replayed); gaps no source could serve are asked again later, then
+    /// left recorded.
+    fn take_repairs(&mut self, now: i64, events: &mut Vec<Event>) {
+        let Some(link) = &mut self.repair else {
+            return;
+        };
+        while let Ok(outcome) = link.outcomes.try_recv() {
+            match outcome {
+                RepairOutcome::Fetched { job, source, bars } => {
+                    let sym = job.symbol as usize;
+                    let Some(p) = self.pipelines.get_mut(sym) else {
+                        continue;
+                    };
+                    if !p.repair(job.timeframe, job.gap, &bars, source, now, events) {
+                        continue;
+                    }
+                    // The newest closed bar's features after the replay.
+                    let frame = self.timeframes.iter().position(|&t| t == job.timeframe);
+                    if let Some(frame) = frame {
+                        let engine = p.engine(frame);
+                        let view = &mut self.views[sym].frames[frame];
+                        if let Some((record, features)) = &mut view.last_closed
+                            && engine.last_ts() == Some(record.bar.ts)
+                        {
+                            *features = engine.last();
+                        }
+                    }
+                }
+                RepairOutcome::Failed(mut job) => {
+                    job.tries += 1;
+                    if job.tries < repair::MAX_TRIES {
+                        let at = tokio::time::Instant::now() + repair::RETRY_AFTER;
+                        link.retries.push((at, job));
+                    } else if let Some(p) = self.pipelines.get_mut(job.symbol as usize) {
+                        tracing::info!(symbol = %self.symbols.name(job.symbol), timeframe = %job.timeframe, from_ms = job.gap.from_ts, to_ms = job.gap.to_ts, "no source could fill the gap; it stays recorded");
+                        p.abandon_repair(job.timeframe, job.gap);
+                    }
+                }
+            }
+        }
+        let pending: usize = self
+            .pipelines
+            .iter()
+            .map(|p| p.pending_repairs().count())
+            .sum();
+        self.metrics.gaps_pending.set(pending as i64);
+        let t = tokio::time::Instant::now();
+        let (due, waiting): (Vec<_>, Vec<_>) = link.retries.drain(..).partition(|(at, _)| *at <= t);
+        link.retries = waiting;
+        self.new_gaps.extend(due.into_iter().map(|(_, job)| job));
+        self.send_repairs();
+    }
+
+    /// Hands the gaps found (or due again) to the repair worker; without one, or with its queue
+    /// full, they stay recorded only.
+    fn send_repairs(&mut self) {
+        for job in self.new_gaps.drain(..) {
+            let sent = self
+                .repair
+                .as_ref()
+                .is_some_and(|link| link.jobs.try_send(job).is_ok());
+            if !sent && let Some(p) = self.pipelines.get_mut(job.symbol as usize) {
+                p.abandon_repair(job.timeframe, job.gap);
+            }
+        }
+    }
+
     /// Every source with the budget the collector spends for it, for a bootstrap running beside
     /// it: history requests then come out of the same budget as quotes.
     pub fn budgets(&self) -> Vec<(Arc<dyn Source>, SharedBudget)> {
@@ -752,11 +862,17 @@ impl Collector {
         }
     }
 
-    /// Notes each symbol's market session in its view; the ones that changed are published
-    /// with the next events.
-    fn update_sessions(&mut self, now: i64) {
+    /// Notes each symbol's market session in its view and tells the sinks when it changed;
+    /// the views that changed are published with the next events.
+    fn update_sessions(&mut self, now: i64, events: &mut Vec<Event>) {
         for (pipeline, view) in self.pipelines.iter_mut().zip(&mut self.views) {
             let session = pipeline.session(now);
+            if view.session.is_none_or(|s| s.open != session.open) {
+                events.push(Event::Session {
+                    symbol: pipeline.symbol(),
+                    session,
+                });
+            }
             if view.session != Some(session) {
                 view.session = Some(session);
                 self.session_changed.push(pipeline.symbol());
@@ -773,7 +889,14 @@ impl Collector {
                 Event::Closed { record, features } => {
                     self.metrics.bars_closed.inc();
                     if let Some(frame) = self.frame_view(record.symbol, record.timeframe) {
-                        frame.last_closed = Some((*record, *features));
+                        // A repaired bar is older than the newest: it does not replace it.
+                        if frame
+                            .last_closed
+                            .as_ref()
+                            .is_none_or(|(r, _)| r.bar.ts <= record.bar.ts)
+                        {
+                            frame.last_closed = Some((*record, *features));
+                        }
                         if frame
                             .forming
                             .as_ref()
@@ -791,9 +914,37 @@ impl Collector {
                     touched.push(record.symbol);
                 }
                 Event::Rejected(r) => self.metrics.reject(r.reason),
-                Event::Gap { .. } => self.metrics.gaps.inc(),
+                Event::Gap {
+                    symbol,
+                    timeframe,
+                    gap,
+                } => {
+                    self.metrics.gaps.inc();
+                    let tracked = self.pipelines.get(*symbol as usize).is_some_and(|p| {
+                        p.pending_repairs()
+                            .any(|(tf, g)| tf == *timeframe && g == *gap)
+                    });
+                    if tracked {
+                        self.new_gaps.push(RepairJob {
+                            symbol: *symbol,
+                            timeframe: *timeframe,
+                            gap: *gap,
+                            tries: 0,
+                        });
+                    }
+                }
+                Event::Session { .. } => {}
+                Event::Revision { bars, .. } => {
+                    if *bars == 0 {
+                        self.metrics.gaps_empty.inc();
+                    } else {
+                        self.metrics.gaps_repaired.inc();
+                        self.metrics.repaired_bars.add(u64::from(*bars));
+                    }
+                }
             }
         }
+        self.send_repairs();
         touched.sort_unstable();
         touched.dedup();
         for symbol in touched {

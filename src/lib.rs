@@ -26,6 +26,7 @@
 //! - [`store`] — SQLite writer and reader, and the lock-free snapshot the API reads.
 //! - [`api`] — the hyper HTTP server and its JSON endpoints.
 //! - [`metrics`] — typed counters, gauges and histograms; JSON and Prometheus renderings.
+//! - [`repair`] — gaps found while running, fetched again from history off the tick.
 //! - [`bootstrap`] — `barkeep bootstrap`: history into SQLite, resumable, with progress.
 //! - [`app`] — wiring, start-up warm-up, ordered shutdown; the `replay` command.
 
@@ -41,6 +42,7 @@ pub mod indicators;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod repair;
 pub mod signals;
 pub mod sources;
 pub mod store;

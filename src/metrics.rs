@@ -158,6 +158,10 @@ pub struct Metrics {
     pub rejects: [Counter; RejectReason::ALL.len()],
     pub bars_closed: Counter,
     pub gaps: Counter,
+    /// Gaps filled after the fact, the bars that filled them, and gaps confirmed empty.
+    pub gaps_repaired: Counter,
+    pub repaired_bars: Counter,
+    pub gaps_empty: Counter,
     pub history_bars: Counter,
     pub stream_reconnects: Counter,
     pub sink_queue_full: Counter,
@@ -172,6 +176,8 @@ pub struct Metrics {
     pub redis_write_latency: Histogram,
     pub sqlite_queue_depth: Gauge,
     pub sqlite_pending_rows: Gauge,
+    /// Gaps waiting for their bars.
+    pub gaps_pending: Gauge,
     pub sqlite_bars_written: Counter,
     pub sqlite_rejects_written: Counter,
     pub sqlite_flushes: Counter,
@@ -199,6 +205,9 @@ impl Metrics {
             rejects: std::array::from_fn(|_| Counter::default()),
             bars_closed: Counter::default(),
             gaps: Counter::default(),
+            gaps_repaired: Counter::default(),
+            repaired_bars: Counter::default(),
+            gaps_empty: Counter::default(),
             history_bars: Counter::default(),
             stream_reconnects: Counter::default(),
             sink_queue_full: Counter::default(),
@@ -213,6 +222,7 @@ impl Metrics {
             redis_write_latency: Histogram::default(),
             sqlite_queue_depth: Gauge::default(),
             sqlite_pending_rows: Gauge::default(),
+            gaps_pending: Gauge::default(),
             sqlite_bars_written: Counter::default(),
             sqlite_rejects_written: Counter::default(),
             sqlite_flushes: Counter::default(),
@@ -317,6 +327,24 @@ impl Metrics {
             self.gaps.get(),
         );
         v.counter(
+            "gaps_repaired_total",
+            "Gaps filled after the fact from history",
+            &[],
+            self.gaps_repaired.get(),
+        );
+        v.counter(
+            "repaired_bars_total",
+            "Bars that filled gaps after the fact",
+            &[],
+            self.repaired_bars.get(),
+        );
+        v.counter(
+            "gaps_empty_total",
+            "Gaps the provider confirmed empty (no trades)",
+            &[],
+            self.gaps_empty.get(),
+        );
+        v.counter(
             "history_bars_total",
             "Closed bars taken from sources' history",
             &[],
@@ -393,6 +421,12 @@ impl Metrics {
             "Rows buffered for the next SQLite flush",
             &[],
             self.sqlite_pending_rows.get(),
+        );
+        v.gauge(
+            "gaps_pending",
+            "Gaps waiting to be fetched again from history",
+            &[],
+            self.gaps_pending.get(),
         );
         v.gauge(
             "sqlite_last_flush_ms",

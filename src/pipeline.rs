@@ -61,6 +61,33 @@ pub enum Event {
         timeframe: Timeframe,
         gap: Gap,
     },
+    /// The symbol's market opened or closed (also reported once at start).
+    Session {
+        symbol: SymbolId,
+        session: Session,
+    },
+    /// A gap was filled after the fact: its bars were sent as `Closed` events just before, and
+    /// the indicators are what an uninterrupted run would have; `bars == 0` means the provider
+    /// confirmed the interval empty (no trades).
+    Revision {
+        symbol: SymbolId,
+        timeframe: Timeframe,
+        gap: Gap,
+        bars: u32,
+    },
+}
+
+/// Bars committed after a gap that a repair replays; beyond this the repair still stores the
+/// missing bars but the indicators keep their state.
+const MAX_REPLAY_BARS: usize = 10_000;
+
+/// A gap waiting for its bars: the indicators as they stood before it, and the bars committed
+/// since, to be replayed after the missing ones.
+struct PendingRepair {
+    gap: Gap,
+    before: IndicatorSet,
+    since: Vec<Bar>,
+    overflowed: bool,
 }
 
 /// What became of one quote.
@@ -82,6 +109,27 @@ struct Frame {
     bar_validator: Option<Validator>,
     /// Source of the latest data in the forming bar.
     source: &'static str,
+    /// The gap being repaired (one at a time; a later gap is recorded only).
+    repair: Option<PendingRepair>,
+}
+
+impl Frame {
+    /// Reports a gap and, when none is being repaired, remembers the indicators before it.
+    fn gap(&mut self, symbol: SymbolId, gap: Gap, out: &mut Vec<Event>) {
+        if self.repair.is_none() {
+            self.repair = Some(PendingRepair {
+                gap,
+                before: self.engine.clone(),
+                since: Vec::new(),
+                overflowed: false,
+            });
+        }
+        out.push(Event::Gap {
+            symbol,
+            timeframe: self.builder.timeframe(),
+            gap,
+        });
+    }
 }
 
 /// Validator, bar builders and indicator sets of one symbol.
@@ -116,6 +164,7 @@ impl SymbolPipeline {
                     engine: IndicatorSet::new(params),
                     bar_validator: None,
                     source: "",
+                    repair: None,
                 })
                 .collect(),
         }
@@ -253,11 +302,7 @@ impl SymbolPipeline {
                 out.push(commit(self.symbol, f, closed));
             }
             if let Some(gap) = step.gap.and_then(|g| open_part(calendar, g)) {
-                out.push(Event::Gap {
-                    symbol: self.symbol,
-                    timeframe: f.builder.timeframe(),
-                    gap,
-                });
+                f.gap(self.symbol, gap, out);
             }
             late |= step.late;
             if !step.late {
@@ -315,11 +360,7 @@ impl SymbolPipeline {
             out.push(commit(symbol, f, closed));
         }
         if let Some(gap) = step.gap.and_then(|g| open_part(self.session.calendar(), g)) {
-            out.push(Event::Gap {
-                symbol,
-                timeframe,
-                gap,
-            });
+            f.gap(symbol, gap, out);
         }
         if step.late {
             out.push(Event::Rejected(RejectRecord {
@@ -333,6 +374,94 @@ impl SymbolPipeline {
             f.source = source;
         }
         Some(verdict)
+    }
+
+    /// The gaps waiting for repair, per timeframe.
+    pub fn pending_repairs(&self) -> impl Iterator<Item = (Timeframe, Gap)> + '_ {
+        self.frames
+            .iter()
+            .filter_map(|f| f.repair.as_ref().map(|r| (f.builder.timeframe(), r.gap)))
+    }
+
+    /// Fills a gap with history `bars` from `source`: they are validated and sent as closed
+    /// bars, then the bars committed since the gap are replayed, so the indicators are what an
+    /// uninterrupted run would have; ends with an [`Event::Revision`]. An empty answer is the
+    /// provider confirming no trades. Returns `false` when no such gap is waiting.
+    pub fn repair(
+        &mut self,
+        timeframe: Timeframe,
+        gap: Gap,
+        bars: &[Bar],
+        source: &'static str,
+        now_ms: i64,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        let symbol = self.symbol;
+        let config = self.validator.config().clone();
+        let Some(f) = self
+            .frames
+            .iter_mut()
+            .find(|f| f.builder.timeframe() == timeframe)
+        else {
+            return false;
+        };
+        let Some(pending) = f.repair.take_if(|r| r.gap == gap) else {
+            return false;
+        };
+        let mut validator = Validator::new(config, timeframe.ms());
+        let mut engine = pending.before;
+        let mut filled = 0;
+        for bar in bars
+            .iter()
+            .filter(|b| b.ts >= gap.from_ts && b.ts < gap.to_ts)
+        {
+            match validator.check(bar, None) {
+                Verdict::Accept { quality } => {
+                    let features = engine.update(bar);
+                    filled += 1;
+                    out.push(Event::Closed {
+                        record: BarRecord {
+                            symbol,
+                            timeframe,
+                            bar: *bar,
+                            source,
+                            quality,
+                        },
+                        features,
+                    });
+                }
+                Verdict::Duplicate => {}
+                Verdict::Reject(reason) => out.push(Event::Rejected(RejectRecord {
+                    symbol,
+                    source,
+                    reason,
+                    input: *bar,
+                    received_at_ms: now_ms,
+                })),
+            }
+        }
+        if !pending.overflowed {
+            for bar in &pending.since {
+                engine.update(bar);
+            }
+            f.engine = engine;
+        }
+        out.push(Event::Revision {
+            symbol,
+            timeframe,
+            gap,
+            bars: filled,
+        });
+        true
+    }
+
+    /// Gives up repairing a gap (its sources could not serve it): it stays recorded.
+    pub fn abandon_repair(&mut self, timeframe: Timeframe, gap: Gap) {
+        for f in &mut self.frames {
+            if f.builder.timeframe() == timeframe {
+                f.repair.take_if(|r| r.gap == gap);
+            }
+        }
     }
 
     /// End of a collection tick: closes bars whose interval has ended and reports each forming
@@ -384,6 +513,13 @@ fn open_part(calendar: MarketCalendar, gap: Gap) -> Option<Gap> {
 
 fn commit(symbol: SymbolId, f: &mut Frame, closed: ScoredBar) -> Event {
     let features = f.engine.update(&closed.bar);
+    if let Some(r) = &mut f.repair {
+        if r.since.len() < MAX_REPLAY_BARS {
+            r.since.push(closed.bar);
+        } else {
+            r.overflowed = true;
+        }
+    }
     Event::Closed {
         record: BarRecord {
             symbol,

@@ -430,3 +430,63 @@ fn history_is_filled_in_the_background_and_the_ring_follows() {
     let (code, _) = sidecar.terminate();
     assert_eq!(code, 0);
 }
+
+#[test]
+fn a_closed_market_keeps_its_last_features_marked_closed_until_the_open() {
+    use barkeep::calendar::MarketCalendar;
+    // A calendar that is closed now and stays closed for the test (NYSE and Tokyo never are
+    // open at the same time, so one of the exchange calendars always qualifies); the one closed
+    // the longest, so its last bars are hours back, beyond the warm-up's reach from now.
+    let now = barkeep::clock::system_now_ms();
+    let calendar = MarketCalendar::ALL
+        .into_iter()
+        .filter(|c| {
+            let s = c.session_at(now);
+            !s.open && s.until_ms > now + 300_000
+        })
+        .min_by_key(|c| c.session_at(now).since_ms)
+        .expect("some market is closed for the next five minutes");
+    let next_open = calendar.session_at(now).until_ms;
+    let redis = RedisServer::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("closed.db");
+    let db_s = db.to_str().expect("utf-8").to_string();
+    let hours = format!("EURUSD:{}", calendar.name());
+    let url = redis.url();
+    let v = vec![
+        ("SQLITE_PATH", db_s.as_str()),
+        ("REDIS_URL", url.as_str()),
+        ("SYMBOLS", "EURUSD"),
+        ("TIMEFRAMES", "1m"),
+        ("COLLECTION_INTERVAL", "100ms"),
+        ("FEATURE_CACHE_TTL", "200ms"),
+        ("BOOTSTRAP_ON_START", "false"),
+        // The simulated market keeps the calendar: history up to the last close, then nothing.
+        ("SYNTHETIC_SESSIONS", "calendar"),
+        ("MARKET_HOURS", hours.as_str()),
+    ];
+    let sidecar = Sidecar::start(dir.path(), &v);
+    let mut conn = redis.client();
+    let features = wait_for(Duration::from_secs(20), || {
+        let bytes: Option<Vec<u8>> = redis::cmd("GET")
+            .arg("barkeep:features:EURUSD:1m")
+            .query(&mut conn)
+            .ok()?;
+        bytes.map(|b| unpack(&b))
+    })
+    .expect("features written from the warm-up history");
+    assert_eq!(features["session"], "closed", "{features}");
+    assert_eq!(features["next_open_ms"], next_open, "{features}");
+    assert!(features["ema_12"].is_f64(), "{features}");
+    // Far longer than FEATURE_CACHE_TTL: it lives until the next open.
+    std::thread::sleep(Duration::from_millis(100));
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("barkeep:features:EURUSD:1m")
+        .query(&mut conn)
+        .expect("pttl");
+    assert!(ttl > 240_000, "ttl {ttl} ms");
+    let (_, h) = get_json(sidecar.addr, "/health");
+    assert_eq!(h["symbols"]["EURUSD"]["session"], "closed", "{h}");
+    let (code, _) = sidecar.terminate();
+    assert_eq!(code, 0);
+}

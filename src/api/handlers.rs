@@ -138,6 +138,12 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
                 "flush_errors": m.sqlite_flush_errors.get(),
             },
             "redis": redis,
+            "gaps": {
+                "recorded": m.gaps.get(),
+                "repaired": m.gaps_repaired.get(),
+                "confirmed_empty": m.gaps_empty.get(),
+                "pending": m.gaps_pending.get(),
+            },
             "ticks": m.ticks.get(),
             "missed_ticks": m.missed_ticks.get(),
             "rejects": m.rejects_total(),

@@ -6,9 +6,13 @@ Keys (prefix `REDIS_KEY_PREFIX`, values MessagePack maps with named fields):
   (`RPUSH` + `LTRIM`); a bar is `{ts, open, high, low, close, volume, source, quality}`.
 - `{prefix}:live:{SYMBOL}:{TF}` — the forming bar, overwritten each tick.
 - `{prefix}:features:{SYMBOL}:{TF}` — `{ts, age_ms, forming, tick_ms, close, source, quality,
-  <indicator names>}`, with a TTL so a dead sidecar's features expire instead of lying.
+  session, next_open_ms, <indicator names>}`, with a TTL so a dead sidecar's features expire
+  instead of lying. When the symbol's market closes, the last features are written once more
+  with `session: "closed"` and `next_open_ms`, to live until the next open.
 - `PUBLISH {prefix}:events:{SYMBOL}` — `{type: "bar" | "features", symbol, timeframe, ts,
-  tick_ms, forming, bar, features}` per closed bar and per forming-bar update.
+  tick_ms, forming, bar, features}` per closed bar and per forming-bar update, and `{type:
+  "revision", symbol, timeframe, from_ts, to_ts, bars}` when a gap was filled after the fact
+  (its ring is then rewritten from SQLite, so it holds the repaired bars in order).
 
 Each batch is written as pipelines of up to 128 symbols, each sent as soon as it is encoded, on
 `REDIS_POOL_SIZE` connections (a symbol always uses the same one, so its keys are written in
@@ -163,11 +167,13 @@ struct FeaturesMsg<'a> {
     forming: bool,
     tick_ms: i64,
     age_ms: i64,
+    /// `Some(next open)` once the market has closed.
+    closed_until: Option<i64>,
 }
 
 impl serde::Serialize for FeaturesMsg<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(7 + FEATURE_COUNT))?;
+        let mut map = s.serialize_map(Some(9 + FEATURE_COUNT))?;
         map.serialize_entry("ts", &self.record.bar.ts)?;
         map.serialize_entry("age_ms", &self.age_ms)?;
         map.serialize_entry("forming", &self.forming)?;
@@ -175,6 +181,13 @@ impl serde::Serialize for FeaturesMsg<'_> {
         map.serialize_entry("close", &self.record.bar.close)?;
         map.serialize_entry("source", self.record.source)?;
         map.serialize_entry("quality", &self.record.quality)?;
+        let session = if self.closed_until.is_some() {
+            "closed"
+        } else {
+            "open"
+        };
+        map.serialize_entry("session", session)?;
+        map.serialize_entry("next_open_ms", &self.closed_until)?;
         for (name, v) in self.fields.names.iter().zip(self.fields.features.values) {
             map.serialize_entry(name, &v.is_finite().then_some(v))?;
         }
@@ -247,6 +260,8 @@ pub struct RedisSink {
     touched: Vec<usize>,
     /// Key names per slot.
     slot_keys: Vec<SlotKeys>,
+    /// The last features written per slot, to write again when the market closes.
+    last_features: Vec<Option<(BarRecord, Features, i64)>>,
 }
 
 /// What one write does to one (symbol, timeframe).
@@ -259,6 +274,8 @@ struct SlotWork {
     events: Vec<Vec<u8>>,
     closed: Option<(BarRecord, Features, i64)>,
     forming: Option<(BarRecord, Features, i64)>,
+    /// The market closed (until this time) in this write.
+    closed_until: Option<i64>,
 }
 
 impl SlotWork {
@@ -269,6 +286,7 @@ impl SlotWork {
         self.events.clear();
         self.closed = None;
         self.forming = None;
+        self.closed_until = None;
     }
 }
 
@@ -324,6 +342,7 @@ impl RedisSink {
             scratch: Vec::new(),
             touched: Vec::new(),
             slot_keys,
+            last_features: vec![None; slots],
             config,
         })
     }
@@ -497,23 +516,78 @@ impl RedisSink {
             if len == want.len && first == want.first_ts && last == want.last_ts {
                 kept += 1;
             } else {
-                let bars = self.recent(*symbol, *tf, n).await?;
-                let mut pipe = redis::pipe();
-                pipe.atomic().cmd("DEL").arg(key).ignore();
-                for chunk in bars.chunks(1_000) {
-                    let values: Vec<Vec<u8>> = chunk
-                        .iter()
-                        .map(|b| encode(&BarMsg::new(&b.bar, &b.source, b.quality)))
-                        .collect();
-                    pipe.cmd("RPUSH").arg(key).arg(values).ignore();
-                }
-                let _: () = pipe.query_async(&mut conn).await?;
-                self.metrics.redis_backfilled_bars.add(bars.len() as u64);
+                self.rewrite_ring(&mut conn, *symbol, *tf, key).await?;
                 rewritten += 1;
             }
             self.ring_last[slot] = want.last_ts;
         }
         Ok((kept, rewritten))
+    }
+
+    /// After a gap was filled: the ring rewritten from SQLite (the repaired bars are older than
+    /// its last one, so they were not pushed), then the revision published.
+    async fn revise(
+        &mut self,
+        slot: usize,
+        gap: crate::bars::Gap,
+        bars: u32,
+    ) -> Result<(), RedisError> {
+        let frames = self.timeframes.len();
+        let (symbol, tf) = ((slot / frames) as SymbolId, self.timeframes[slot % frames]);
+        let name = self.symbols.name(symbol).clone();
+        let key = self.keys.bars(&name, tf);
+        let mut conn = self.conns[self.conn_for(symbol)].clone();
+        self.rewrite_ring(&mut conn, symbol, tf, &key).await?;
+        #[derive(serde::Serialize)]
+        struct RevisionMsg<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            symbol: &'a str,
+            timeframe: &'a str,
+            from_ts: i64,
+            to_ts: i64,
+            bars: u32,
+        }
+        let msg = RevisionMsg {
+            kind: "revision",
+            symbol: &name,
+            timeframe: &self.tf_names[slot % frames],
+            from_ts: gap.from_ts,
+            to_ts: gap.to_ts,
+            bars,
+        };
+        let _: () = redis::cmd("PUBLISH")
+            .arg(&self.slot_keys[slot].events)
+            .arg(encode(&msg))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces a ring with SQLite's newest `MAX_BARS_CACHE` bars, atomically.
+    async fn rewrite_ring(
+        &mut self,
+        conn: &mut ConnectionManager,
+        symbol: SymbolId,
+        tf: Timeframe,
+        key: &str,
+    ) -> Result<(), RedisError> {
+        let bars = self.recent(symbol, tf, self.config.max_bars).await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("DEL").arg(key).ignore();
+        for chunk in bars.chunks(1_000) {
+            let values: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(|b| encode(&BarMsg::new(&b.bar, &b.source, b.quality)))
+                .collect();
+            pipe.cmd("RPUSH").arg(key).arg(values).ignore();
+        }
+        let _: () = pipe.query_async(conn).await?;
+        self.metrics.redis_backfilled_bars.add(bars.len() as u64);
+        if let Some(slot) = self.slot(symbol, tf) {
+            self.ring_last[slot] = bars.last().map(|b| b.bar.ts);
+        }
+        Ok(())
     }
 
     async fn summary(
@@ -590,11 +664,36 @@ impl RedisSink {
         let mut work = std::mem::take(&mut self.scratch);
         work.resize_with(self.ring_last.len(), SlotWork::default);
         let mut touched = std::mem::take(&mut self.touched);
+        let mut revisions = Vec::new();
         for batch in batches {
             for event in &batch.events {
                 let (record, features, forming) = match event {
                     Event::Closed { record, features } => (record, features, false),
                     Event::Forming { record, features } => (record, features, true),
+                    Event::Session { symbol, session } => {
+                        let first = *symbol as usize * frames;
+                        for slot in first..(first + frames).min(work.len()) {
+                            let w = &mut work[slot];
+                            if !w.touched {
+                                w.touched = true;
+                                w.last_ts = self.ring_last[slot];
+                                touched.push(slot);
+                            }
+                            w.closed_until = (!session.open).then_some(session.until_ms);
+                        }
+                        continue;
+                    }
+                    Event::Revision {
+                        symbol,
+                        timeframe,
+                        gap,
+                        bars,
+                    } => {
+                        if let Some(slot) = self.slot(*symbol, *timeframe) {
+                            revisions.push((slot, *gap, *bars));
+                        }
+                        continue;
+                    }
                     Event::Rejected(_) | Event::Gap { .. } => continue,
                 };
                 let Some(slot) = self.slot(record.symbol, record.timeframe) else {
@@ -661,8 +760,12 @@ impl RedisSink {
                 (0..self.conns.len()).map(|_| redis::pipe()).collect();
             for &slot in chunk {
                 let symbol = (slot / frames) as SymbolId;
+                let w = &work[slot];
+                if let Some(latest) = w.forming.or(w.closed) {
+                    self.last_features[slot] = Some(latest);
+                }
                 let pipe = &mut pipes[self.conn_for(symbol)];
-                updates += self.queue_slot(slot, &work[slot], pipe, now);
+                updates += self.queue_slot(slot, w, pipe, now);
             }
             for (pipe, mut conn) in pipes.into_iter().zip(self.conns.clone()) {
                 if pipe.cmd_iter().next().is_none() {
@@ -706,6 +809,9 @@ impl RedisSink {
         for result in results {
             result?;
         }
+        for (slot, gap, bars) in revisions {
+            self.revise(slot, gap, bars).await?;
+        }
         self.metrics.redis_writes.add(updates);
         self.status
             .last_write_ms
@@ -740,7 +846,9 @@ impl RedisSink {
             (None, Some(c)) => Some((c, false)),
             (None, None) => None,
         };
-        if let Some(((record, features, tick_ms), forming)) = latest {
+        if let Some(((record, features, tick_ms), forming)) = latest
+            && w.closed_until.is_none()
+        {
             let msg = FeaturesMsg {
                 record,
                 fields: NamedFeatures {
@@ -750,6 +858,7 @@ impl RedisSink {
                 forming,
                 tick_ms: *tick_ms,
                 age_ms: now - tick_ms,
+                closed_until: None,
             };
             pipe.cmd("SET")
                 .arg(&keys.features)
@@ -757,6 +866,30 @@ impl RedisSink {
                 .arg("PX")
                 .arg(self.config.features_ttl_ms)
                 .ignore();
+        }
+        // Closed: the last features stay readable until the next open, marked closed.
+        if let (Some(until), Some((record, features, tick_ms))) =
+            (w.closed_until, &self.last_features[slot])
+        {
+            let msg = FeaturesMsg {
+                record,
+                fields: NamedFeatures {
+                    names: &self.names,
+                    features,
+                },
+                forming: false,
+                tick_ms: *tick_ms,
+                age_ms: now - tick_ms,
+                closed_until: Some(until),
+            };
+            let ttl = (until - now).max(0) as u64 + self.config.features_ttl_ms;
+            pipe.cmd("SET")
+                .arg(&keys.features)
+                .arg(encode(&msg))
+                .arg("PX")
+                .arg(ttl)
+                .ignore();
+            updates += 1;
         }
         if let Some((record, features, tick_ms)) = &w.forming {
             let bar = BarMsg::new(&record.bar, record.source, record.quality);

@@ -92,13 +92,33 @@ struct Buffer {
     bars: Vec<BarRecord>,
     rejects: Vec<RejectRecord>,
     gaps: Vec<(SymbolId, Timeframe, Gap)>,
+    /// Gaps filled after the fact, with the bars found (0: confirmed empty).
+    revisions: Vec<(SymbolId, Timeframe, Gap, u32)>,
     checkpoints: Vec<Checkpoint>,
 }
 
 impl Buffer {
     fn len(&self) -> usize {
-        self.bars.len() + self.rejects.len() + self.gaps.len() + self.checkpoints.len()
+        self.bars.len()
+            + self.rejects.len()
+            + self.gaps.len()
+            + self.revisions.len()
+            + self.checkpoints.len()
     }
+}
+
+/// Brings a database made by an earlier version up to `schema.sql` (which only creates what
+/// is missing): `gaps.status` came with gap repair.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_status: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('gaps') WHERE name = 'status'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_status {
+        conn.execute_batch("ALTER TABLE gaps ADD COLUMN status TEXT NOT NULL DEFAULT 'open'")?;
+    }
+    Ok(())
 }
 
 /// Bars not yet committed: buffered for the next flush, or being flushed right now.
@@ -150,6 +170,10 @@ impl SqliteStore {
                 path: path.display().to_string(),
                 source,
             })?;
+        migrate(&writer).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         let reader = open_connection(path)?;
         Ok(Self {
             symbols,
@@ -171,7 +195,13 @@ impl SqliteStore {
                     timeframe,
                     gap,
                 } => u.pending.gaps.push((*symbol, *timeframe, *gap)),
-                Event::Forming { .. } => {}
+                Event::Revision {
+                    symbol,
+                    timeframe,
+                    gap,
+                    bars,
+                } => u.pending.revisions.push((*symbol, *timeframe, *gap, *bars)),
+                Event::Forming { .. } | Event::Session { .. } => {}
             }
         }
         u.pending
@@ -201,6 +231,7 @@ impl SqliteStore {
             u.pending.bars.extend(newer.bars);
             u.pending.rejects.extend(newer.rejects);
             u.pending.gaps.extend(newer.gaps);
+            u.pending.revisions.extend(newer.revisions);
             u.pending.checkpoints.extend(newer.checkpoints);
         }
         result
@@ -258,6 +289,19 @@ impl SqliteStore {
                     tf.to_string(),
                     g.from_ts,
                     g.to_ts
+                ])?;
+            }
+            let mut revised = tx.prepare_cached(
+                "INSERT INTO gaps (symbol, timeframe, from_ts, to_ts, status) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (symbol, timeframe, from_ts) DO UPDATE SET status = excluded.status",
+            )?;
+            for (symbol, tf, g, bars) in &b.revisions {
+                revised.execute(params![
+                    &**self.symbols.name(*symbol),
+                    tf.to_string(),
+                    g.from_ts,
+                    g.to_ts,
+                    if *bars == 0 { "empty" } else { "repaired" }
                 ])?;
             }
             let mut checkpoint = tx.prepare_cached(

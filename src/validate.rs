@@ -148,7 +148,9 @@ impl Validator {
             return;
         }
         for bar in history {
-            self.accept(bar);
+            if !self.last.is_some_and(|last| is_repeat(bar, &last)) {
+                self.accept(bar);
+            }
         }
         self.atr *= (self.interval_ms as f64 / bar_ms.max(1) as f64).sqrt();
     }
@@ -209,8 +211,8 @@ impl Validator {
             }
             if self.accepted >= ATR_WARMUP {
                 let reference = self.atr.max(last.close * MIN_RELATIVE_ATR);
-                let intervals = (b.ts - last.ts) as f64 / self.interval_ms as f64;
-                let limit = self.config.spike_atr_multiple * reference * intervals.max(1.0).sqrt();
+                let limit =
+                    self.config.spike_atr_multiple * reference * self.elapsed_scale(b.ts - last.ts);
                 let moved = (b.high - last.close).abs().max((b.low - last.close).abs());
                 if moved > limit {
                     let consistent = (b.close - self.last_spike).abs() <= limit;
@@ -232,16 +234,23 @@ impl Validator {
         Ok(quality.clamp(0.0, 1.0))
     }
 
-    fn accept(&mut self, b: &Bar) {
-        if self.last.is_some_and(|last| is_repeat(b, &last)) {
-            return;
+    /// √(elapsed intervals), at least 1: how much further prices may have wandered since the
+    /// last input than in one interval. The usual case, one interval or less, costs no root.
+    #[inline]
+    fn elapsed_scale(&self, elapsed_ms: i64) -> f64 {
+        if elapsed_ms <= self.interval_ms {
+            1.0
+        } else {
+            (elapsed_ms as f64 / self.interval_ms as f64).sqrt()
         }
+    }
+
+    fn accept(&mut self, b: &Bar) {
         let range = match &self.last {
             Some(last) => {
                 // A move across a closure counts as a move per interval, as the limit does.
-                let intervals = (b.ts - last.ts) as f64 / self.interval_ms as f64;
                 let across = (b.high - last.close).abs().max((b.low - last.close).abs())
-                    / intervals.max(1.0).sqrt();
+                    / self.elapsed_scale(b.ts - last.ts);
                 (b.high - b.low).max(across)
             }
             None => b.high - b.low,

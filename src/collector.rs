@@ -18,6 +18,7 @@ Everything per symbol lives in this one task, so the hot path takes no lock.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -546,10 +547,16 @@ impl Collector {
                 pending = failed;
                 continue;
             }
-            let mut in_flight = requests.len();
+            let total = requests.len();
+            let mut in_flight = total;
+            // Requests actually started: at most MAX_CONCURRENCY run at once, and those still
+            // queued at the deadline were never sent, so they say nothing about the source.
+            let sent = Arc::new(AtomicUsize::new(0));
             let mut answers = futures::stream::iter(requests.into_iter().map(|chunk| {
                 let source = Arc::clone(&source);
+                let sent = Arc::clone(&sent);
                 async move {
+                    sent.fetch_add(1, AtomicOrdering::Relaxed);
                     let started = Instant::now();
                     let result = source.quotes(&chunk, now).await;
                     (chunk, result, started.elapsed())
@@ -581,7 +588,9 @@ impl Collector {
                             }
                             Err(e) => {
                                 match e.kind() {
-                                    ErrorKind::NotServed => {}
+                                    // Not this source's symbol: no verdict on its health, so a
+                                    // trial it was goes back to the breaker for the next tick.
+                                    ErrorKind::NotServed => guard.breaker.on_success_pending(),
                                     ErrorKind::RateLimited => {
                                         stats.rate_limited.inc();
                                         guard.budget.lock().on_rate_limited(t, e.retry_after());
@@ -604,9 +613,11 @@ impl Collector {
                     Ok(None) => break,
                     Err(_) => {
                         self.metrics.tick_deadline_hits.inc();
-                        stats.timeouts.add(in_flight as u64);
+                        let answered = total - in_flight;
+                        let timed_out = sent.load(AtomicOrdering::Relaxed) - answered;
+                        stats.timeouts.add(timed_out as u64);
                         let guard = &mut self.guards[si];
-                        for _ in 0..in_flight {
+                        for _ in 0..timed_out {
                             if guard.breaker.on_failure(tokio::time::Instant::now()) {
                                 stats.breaker_opens.inc();
                                 tracing::warn!(

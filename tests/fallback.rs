@@ -23,6 +23,8 @@ struct Fixture {
     name: &'static str,
     failing: AtomicBool,
     rate_limited: AtomicBool,
+    /// Answers "unknown symbol" (the provider does not serve it).
+    not_served: AtomicBool,
     calls: AtomicU32,
     limit: RateLimit,
     /// One symbol per request, and this symbol's request answers only after the delay.
@@ -35,6 +37,7 @@ impl Fixture {
             name,
             failing: AtomicBool::new(false),
             rate_limited: AtomicBool::new(false),
+            not_served: AtomicBool::new(false),
             calls: AtomicU32::new(0),
             limit,
             slow: None,
@@ -69,6 +72,11 @@ impl Source for Fixture {
                 status: 503,
                 reason: "Service Unavailable".into(),
             })
+        } else if self.not_served.load(Ordering::Relaxed) {
+            Err(SourceError::UnknownSymbol {
+                source_name: self.name,
+                symbol: "EURUSD".into(),
+            })
         } else if self.rate_limited.load(Ordering::Relaxed) {
             Err(SourceError::RateLimited {
                 source_name: self.name,
@@ -100,10 +108,17 @@ impl Source for Fixture {
 }
 
 fn config() -> Config {
+    config_with(&[])
+}
+
+fn config_with(extra: &[(&str, &str)]) -> Config {
     Config::from_lookup(|name| match name {
         "SYMBOLS" => Some("EURUSD,XAUUSD".into()),
         "TIMEFRAMES" => Some("1s".into()),
-        _ => None,
+        _ => extra
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_string()),
     })
     .expect("valid config")
 }
@@ -118,7 +133,10 @@ struct Harness {
 
 impl Harness {
     fn new(sources: Vec<Arc<dyn Source>>) -> Self {
-        let config = config();
+        Self::with_config(sources, config())
+    }
+
+    fn with_config(sources: Vec<Arc<dyn Source>>, config: Config) -> Self {
         let (tx, sink) = tokio::sync::mpsc::channel(1_024);
         let symbols = SymbolTable::new(&config.symbols);
         let names: Vec<&'static str> = sources.iter().map(|s| s.name()).collect();
@@ -331,4 +349,76 @@ async fn a_budget_spent_elsewhere_is_spent_for_the_collector_too() {
     assert_eq!(primary.calls.load(Ordering::Relaxed), 0, "no budget left");
     assert_eq!(h.metrics.sources[0].budget_skips.get(), 1);
     assert_eq!(backup.calls.load(Ordering::Relaxed), 1, "the backup served");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trial_answered_not_served_is_no_verdict_and_the_source_is_tried_again() {
+    let primary = Fixture::new("primary", RateLimit::UNLIMITED);
+    let backup = Fixture::new("backup", RateLimit::UNLIMITED);
+    let mut h = Harness::new(vec![primary.clone(), backup.clone()]);
+    primary.failing.store(true, Ordering::Relaxed);
+    for _ in 0..5 {
+        h.tick().await;
+    }
+    assert_eq!(h.breaker(0), 1, "open");
+    // The open period passes; the trial is answered "not served".
+    primary.failing.store(false, Ordering::Relaxed);
+    primary.not_served.store(true, Ordering::Relaxed);
+    let calls = primary.calls.load(Ordering::Relaxed);
+    for _ in 0..61 {
+        h.tick().await;
+    }
+    assert!(
+        primary.calls.load(Ordering::Relaxed) > calls,
+        "the trial went out"
+    );
+    assert_ne!(h.breaker(0), 0, "no verdict: not closed by it");
+    // Serving again: the next trial goes out and closes the breaker.
+    primary.not_served.store(false, Ordering::Relaxed);
+    for _ in 0..3 {
+        h.tick().await;
+    }
+    assert_eq!(h.breaker(0), 0, "closed after the next trial");
+    assert_eq!(h.closed.last().map(|c| c.1), Some("primary"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_deadline_only_requests_sent_count_against_the_breaker() {
+    // One request per symbol, one at a time: EURUSD's answers after 2 s, past the deadline,
+    // so XAUUSD's request is still queued, never sent, when the tick gives up.
+    let source = Arc::new(Fixture {
+        slow: Some((0, Duration::from_secs(2))),
+        ..Arc::into_inner(Fixture::new("primary", RateLimit::UNLIMITED)).expect("fresh")
+    });
+    let mut h = Harness::with_config(
+        vec![source.clone()],
+        config_with(&[("MAX_CONCURRENCY", "1")]),
+    );
+    let started = tokio::time::Instant::now();
+    h.collector.tick().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the tick ended at its deadline"
+    );
+    assert_eq!(
+        source.calls.load(Ordering::Relaxed),
+        1,
+        "only EURUSD's request went out"
+    );
+    assert_eq!(h.metrics.tick_deadline_hits.get(), 1);
+    assert_eq!(
+        h.metrics.sources[0].timeouts.get(),
+        1,
+        "the unsent request is no timeout"
+    );
+    // Four more such ticks are 5 failures of sent requests: now the breaker opens (it would
+    // have opened after three ticks if queued requests counted).
+    for _ in 0..3 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        h.collector.tick().await;
+    }
+    assert_eq!(h.breaker(0), 0, "4 sent requests failed: still closed");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    h.collector.tick().await;
+    assert_eq!(h.breaker(0), 1, "the 5th opens it");
 }

@@ -9,6 +9,11 @@ pipelines, publish the snapshot and hand the tick's events to the sinks.
 - Deadline: the fetch phase ends at `TICK_DEADLINE` whatever is still in flight (those requests
   are dropped and counted), so a slow provider never delays the next tick.
 - Missed ticks: if a tick overruns, the ticks it covered are skipped and counted, never queued.
+- Streams: what push streams delivered joins the tick; symbols with a live stream are not
+  polled.
+- Gaps: a gap in the bars (an outage, a stream reconnect) goes to the repair worker
+  (`repair.rs`), whose answers come back at the start of a tick and are replayed through the
+  pipeline; gaps found at start-up are filled by the warm-up, before live bars.
 - Sinks: each gets the tick's batch via `try_send`; when its queue is full the batch waits in
   an overflow list that is retried first on the next tick, so a slow sink delays nothing and
   loses nothing. Both happenings are counted.
@@ -107,8 +112,6 @@ struct StreamLink {
     served: Vec<SymbolId>,
     rx: mpsc::Receiver<StreamEvent>,
     last_message: Option<tokio::time::Instant>,
-    /// Start of an interval to backfill over history after a reconnect.
-    backfill_since: Option<i64>,
 }
 
 /// The health bookkeeping of one source.
@@ -423,7 +426,7 @@ impl Collector {
         let mut events = Vec::new();
         self.answered.fill(false);
         self.finished.fill(false);
-        self.drain_streams(now, &mut events).await;
+        self.drain_streams(now, &mut events);
         self.take_repairs(now, &mut events);
         self.fetch(now).await;
         self.take_quotes(now, &mut events);
@@ -660,7 +663,6 @@ impl Collector {
                     served,
                     rx,
                     last_message: None,
-                    backfill_since: None,
                 });
             }
         }
@@ -668,9 +670,10 @@ impl Collector {
     }
 
     /// Takes what the push streams delivered since the last tick: quotes join this tick's
-    /// quotes, provider bars are upserted, and after a reconnect the missed interval is
-    /// backfilled over the source's history. Symbols whose stream is alive are not polled.
-    async fn drain_streams(&mut self, now: i64, events: &mut Vec<Event>) {
+    /// quotes, provider bars are upserted. Symbols whose stream is alive are not polled. What a
+    /// reconnect missed shows as a gap in the bars, which the repair worker fills off the tick
+    /// (`repair.rs`) like any other.
+    fn drain_streams(&mut self, now: i64, events: &mut Vec<Event>) {
         let t = tokio::time::Instant::now();
         let alive_for = (self.interval * 3).max(Duration::from_secs(3));
         for link in &mut self.streams {
@@ -694,11 +697,7 @@ impl Collector {
                             self.answered[symbol as usize] = true;
                         }
                     }
-                    StreamEvent::Reconnected { since_ms } => {
-                        self.metrics.stream_reconnects.inc();
-                        link.backfill_since =
-                            Some(link.backfill_since.map_or(since_ms, |s| s.min(since_ms)));
-                    }
+                    StreamEvent::Reconnected { .. } => self.metrics.stream_reconnects.inc(),
                 }
             }
             if link
@@ -708,48 +707,6 @@ impl Collector {
                 for &id in &link.served {
                     self.answered[id as usize] = true;
                 }
-            }
-        }
-        for li in 0..self.streams.len() {
-            let Some(since) = self.streams[li].backfill_since else {
-                continue;
-            };
-            let source = Arc::clone(&self.sources[self.streams[li].source]);
-            let served = self.streams[li].served.clone();
-            let mut complete = true;
-            for &symbol in &served {
-                for (frame, &tf) in self.timeframes.clone().iter().enumerate() {
-                    let fetched = tokio::time::timeout(
-                        self.deadline,
-                        source.history(symbol, tf, tf.bucket(since), now),
-                    )
-                    .await;
-                    match fetched {
-                        Ok(Ok(bars)) => {
-                            let before = events.len();
-                            self.pipelines[symbol as usize].ingest_history(
-                                frame,
-                                &bars,
-                                source.name(),
-                                now,
-                                events,
-                            );
-                            let added = events[before..]
-                                .iter()
-                                .filter(|e| matches!(e, Event::Closed { .. }))
-                                .count();
-                            self.metrics.history_bars.add(added as u64);
-                        }
-                        Ok(Err(e)) => {
-                            tracing::warn!(source = source.name(), error = %e, "backfill after reconnect failed; will retry");
-                            complete = false;
-                        }
-                        Err(_) => complete = false,
-                    }
-                }
-            }
-            if complete {
-                self.streams[li].backfill_since = None;
             }
         }
     }

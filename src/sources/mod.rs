@@ -191,8 +191,8 @@ pub enum StreamEvent {
         timeframe: Timeframe,
         bar: Bar,
     },
-    /// The stream was down from `since_ms` until now: the collector backfills that interval
-    /// over [`Source::history`].
+    /// The stream was down from `since_ms` until now (counted; the gap it leaves in the bars is
+    /// repaired from history like any other gap, see `repair.rs`).
     Reconnected {
         since_ms: i64,
     },

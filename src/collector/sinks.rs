@@ -1,0 +1,57 @@
+/*!
+Handing batches to the stores: checkpoints of every indicator set, and each batch to every
+sink's queue, with an overflow list when a queue is full (nothing dropped, counted).
+*/
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::Collector;
+use crate::store::TickBatch;
+use crate::store::sqlite::Checkpoint;
+
+impl Collector {
+    pub(super) fn checkpoints(&self) -> Vec<Checkpoint> {
+        let mut out = Vec::new();
+        for p in &self.pipelines {
+            for (frame, &timeframe) in self.timeframes.iter().enumerate() {
+                let engine = p.engine(frame);
+                if let Some(last_ts) = engine.last_ts() {
+                    out.push(Checkpoint {
+                        symbol: p.symbol(),
+                        timeframe,
+                        last_ts,
+                        state: engine.checkpoint(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    pub(super) fn emit(&mut self, batch: TickBatch) {
+        if batch.events.is_empty() && batch.checkpoints.is_empty() {
+            return;
+        }
+        let batch = Arc::new(batch);
+        for sink in &mut self.sinks {
+            sink.overflow.push_back(Arc::clone(&batch));
+            while let Some(front) = sink.overflow.pop_front() {
+                match sink.tx.try_send(front) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(back)) => {
+                        sink.overflow.push_front(back);
+                        self.metrics.sink_queue_full.inc();
+                        break;
+                    }
+                    Err(TrySendError::Closed(_)) => {
+                        tracing::error!("a sink has stopped; dropping its queue");
+                        sink.overflow.clear();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

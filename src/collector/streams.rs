@@ -1,0 +1,96 @@
+/*!
+Push streams: started once, drained at the start of each tick. Their quotes join the tick, their
+provider bars are upserted, and a symbol with a live stream is not polled. A reconnect's gap is
+repaired like any other (`repairs.rs`).
+*/
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Collector, StreamLink};
+use crate::model::SymbolId;
+use crate::pipeline::Event;
+use crate::sources::StreamEvent;
+
+/// Events a push stream may queue between two ticks.
+const STREAM_QUEUE: usize = 65_536;
+
+impl Collector {
+    /// Starts the push stream of every source that has one; its events are taken at the start
+    /// of each tick.
+    pub(super) fn start_streams(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for (si, source) in self.sources.iter().enumerate() {
+            if !source.capabilities().stream {
+                continue;
+            }
+            let served: Vec<SymbolId> = self
+                .all_ids
+                .iter()
+                .copied()
+                .filter(|&id| source.supports(id))
+                .collect();
+            let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+            if let Some(task) =
+                Arc::clone(source).stream(served.clone(), tx, shutdown.child_token())
+            {
+                tasks.push(tokio::spawn(task));
+                self.streams.push(StreamLink {
+                    source: si,
+                    served,
+                    rx,
+                    last_message: None,
+                });
+            }
+        }
+        tasks
+    }
+
+    /// Takes what the push streams delivered since the last tick: quotes join this tick's
+    /// quotes, provider bars are upserted. Symbols whose stream is alive are not polled. What a
+    /// reconnect missed shows as a gap in the bars, which the repair worker fills off the tick
+    /// (`repair.rs`) like any other.
+    pub(super) fn drain_streams(&mut self, now: i64, events: &mut Vec<Event>) {
+        let t = tokio::time::Instant::now();
+        let alive_for = (self.interval * 3).max(Duration::from_secs(3));
+        for link in &mut self.streams {
+            let name = self.sources[link.source].name();
+            while let Ok(event) = link.rx.try_recv() {
+                link.last_message = Some(t);
+                match event {
+                    StreamEvent::Quote(q) => {
+                        if let Some(a) = self.answered.get_mut(q.symbol as usize) {
+                            *a = true;
+                            self.quotes.push((q, name));
+                        }
+                    }
+                    StreamEvent::Bar {
+                        symbol,
+                        timeframe,
+                        bar,
+                    } => {
+                        if let Some(p) = self.pipelines.get_mut(symbol as usize) {
+                            p.on_provider_bar(timeframe, &bar, name, now, events);
+                            self.answered[symbol as usize] = true;
+                        }
+                    }
+                    StreamEvent::Reconnected { .. } => self.metrics.stream_reconnects.inc(),
+                }
+            }
+            if link
+                .last_message
+                .is_some_and(|at| t.duration_since(at) < alive_for)
+            {
+                for &id in &link.served {
+                    self.answered[id as usize] = true;
+                }
+            }
+        }
+    }
+}

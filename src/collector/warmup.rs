@@ -1,0 +1,226 @@
+/*!
+Warm-up at start: indicator state from checkpoints and stored bars, the validator's reference
+from the newest stored bars, and from history what is missing — the warm-up bars and every bar
+since the last stored one (downtime, and what a crash lost before its flush), so the indicators
+continue as if never stopped.
+*/
+
+use std::sync::Arc;
+
+use super::Collector;
+use crate::indicators::IndicatorSet;
+use crate::model::{Bar, SymbolId, Timeframe};
+use crate::pipeline::{BarRecord, Event};
+use crate::sources::{ErrorKind, Source};
+use crate::store::TickBatch;
+use crate::store::sqlite::{SqliteStore, StoreError};
+
+/// At most this many bars since the last stored one are fetched again at start (a longer
+/// downtime is filled in SQLite by the bootstrap; the indicators then continue from the
+/// newest of them).
+const MAX_REPAIR_BARS: i64 = 5_000;
+
+impl Collector {
+    /// Restores indicator state from checkpoints and stored bars, then tops up missing history
+    /// from the first source that serves it. History bars are sent to the sinks like any other
+    /// closed bars. Blocking SQLite reads run on the blocking pool.
+    ///
+    /// A source is asked only for a symbol it serves and a timeframe its history serves
+    /// ([`Source::serves_history`]; a pair it does not is said once and skipped), and a unit of
+    /// its budget is taken right before the request goes out.
+    ///
+    /// # Errors
+    /// A failed SQLite read.
+    pub async fn warm_up(&mut self, store: &Arc<SqliteStore>) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let mut events = Vec::new();
+        // (index in `sources` and `guards`, source) of the sources that serve history.
+        let history_sources: Vec<(usize, Arc<dyn Source>)> = self
+            .sources
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.capabilities().history)
+            .map(|(i, s)| (i, Arc::clone(s)))
+            .collect();
+        for (_, src) in &history_sources {
+            for &tf in &self.timeframes {
+                if !src.serves_history(tf) {
+                    tracing::info!(
+                        source = src.name(),
+                        timeframe = %tf,
+                        "this source's history has no such bars; warm-up does not ask it for them"
+                    );
+                }
+            }
+        }
+        for sym in 0..self.pipelines.len() {
+            for (frame, &tf) in self.timeframes.clone().iter().enumerate() {
+                let symbol = sym as SymbolId;
+                let (engine, bars) = load_frame(
+                    store,
+                    symbol,
+                    tf,
+                    self.pipelines[sym].engine(frame),
+                    self.warmup_bars,
+                )
+                .await?;
+                if let Some(engine) = engine {
+                    self.pipelines[sym].set_engine(frame, engine);
+                }
+                self.pipelines[sym].warm(frame, &bars);
+                if frame == 0 {
+                    // The validator's reference: the newest stored bars, whatever the
+                    // checkpoint covered, so the first live quote is judged against them.
+                    let reference = newest_bars(store, symbol, tf, 30).await?;
+                    self.pipelines[sym].seed_validator(&reference);
+                }
+                let stored_last = self.pipelines[sym].engine(frame).last_ts();
+                let have = self.pipelines[sym].engine(frame).bars_seen() as usize;
+                // What history must fill before live bars: the warm-up bars still missing, and
+                // every bar since the last stored one (the downtime, and what a crash lost
+                // before it was flushed), so the indicators continue as if never interrupted.
+                let calendar = self.pipelines[sym].calendar();
+                // A closed market's history ends at its last close, not now.
+                let session = calendar.session_at(now);
+                let to = if session.open || session.since_ms == i64::MIN {
+                    tf.bucket(now)
+                } else {
+                    tf.bucket(session.since_ms - 1) + tf.ms()
+                };
+                let missing = self.warmup_bars.saturating_sub(have) as i64;
+                let from = match stored_last {
+                    None => to - missing * tf.ms(),
+                    Some(t) => (t + tf.ms()).max(to - MAX_REPAIR_BARS.max(missing) * tf.ms()),
+                };
+                if from < to && calendar.open_within(from, to) {
+                    // The first source that serves this symbol's history, falling back on error.
+                    let serving = history_sources
+                        .iter()
+                        .filter(|(_, s)| s.supports(symbol) && s.serves_history(tf));
+                    for (si, src) in serving {
+                        // History requests spend the same budget as quotes, taken right before
+                        // the request.
+                        let budget = self.guards.get(*si).map(|g| Arc::clone(&g.budget));
+                        if let Some(budget) = &budget
+                            && !budget
+                                .lock()
+                                .try_acquire(tokio::time::Instant::now(), now, 1)
+                        {
+                            continue;
+                        }
+                        match src.history(symbol, tf, from, to).await {
+                            Ok(history) => {
+                                let before = events.len();
+                                self.pipelines[sym].ingest_history(
+                                    frame,
+                                    &history,
+                                    src.name(),
+                                    now,
+                                    &mut events,
+                                );
+                                let added = events[before..]
+                                    .iter()
+                                    .filter(|e| matches!(e, Event::Closed { .. }))
+                                    .count();
+                                self.metrics.history_bars.add(added as u64);
+                                break;
+                            }
+                            Err(e) if e.kind() == ErrorKind::NotServed => tracing::info!(
+                                source = src.name(),
+                                symbol = %self.symbols.name(symbol),
+                                timeframe = %tf,
+                                error = %e,
+                                "history not served; trying the next source"
+                            ),
+                            Err(e) => {
+                                if e.kind() == ErrorKind::RateLimited
+                                    && let Some(budget) = &budget
+                                {
+                                    budget.lock().on_rate_limited(
+                                        tokio::time::Instant::now(),
+                                        e.retry_after(),
+                                    );
+                                }
+                                tracing::warn!(
+                                    source = src.name(),
+                                    symbol = %self.symbols.name(symbol),
+                                    error = %e,
+                                    "history unavailable; trying the next source"
+                                );
+                            }
+                        }
+                    }
+                }
+                let engine = self.pipelines[sym].engine(frame);
+                if let (Some(ts), Some(bar)) = (
+                    engine.last_ts(),
+                    bars.last().filter(|b| Some(b.ts) == engine.last_ts()),
+                ) {
+                    let record = BarRecord {
+                        symbol,
+                        timeframe: tf,
+                        bar: *bar,
+                        source: "stored",
+                        quality: 1.0,
+                    };
+                    debug_assert_eq!(record.bar.ts, ts);
+                    self.views[sym].frames[frame].last_closed = Some((record, engine.last()));
+                }
+            }
+        }
+        self.update_sessions(now, &mut events);
+        self.apply_events(&events);
+        for sym in 0..self.views.len() {
+            self.snapshot
+                .publish(sym as SymbolId, Arc::new(self.views[sym].clone()));
+        }
+        self.emit(TickBatch::new(now, events));
+        Ok(())
+    }
+}
+
+/// The newest `n` stored closed bars of a series, oldest first.
+async fn newest_bars(
+    store: &Arc<SqliteStore>,
+    symbol: SymbolId,
+    tf: Timeframe,
+    n: usize,
+) -> Result<Vec<Bar>, StoreError> {
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || store.bars_after(symbol, tf, None, n))
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
+}
+
+/// Loads the checkpoint (if it matches the configured parameters) and the stored bars after
+/// it, or the newest `warmup` bars when there is no usable checkpoint.
+async fn load_frame(
+    store: &Arc<SqliteStore>,
+    symbol: SymbolId,
+    tf: Timeframe,
+    fresh: &IndicatorSet,
+    warmup: usize,
+) -> Result<(Option<IndicatorSet>, Vec<Bar>), StoreError> {
+    let store = Arc::clone(store);
+    let params = fresh.params().clone();
+    tokio::task::spawn_blocking(move || {
+        let restored = match store.checkpoint(symbol, tf)? {
+            Some((_, bytes)) => match IndicatorSet::restore(&bytes, &params) {
+                Ok(engine) => Some(engine),
+                Err(e) => {
+                    tracing::info!(error = %e, "indicator checkpoint not usable; warming up from stored bars");
+                    None
+                }
+            },
+            None => None,
+        };
+        let after = restored.as_ref().and_then(IndicatorSet::last_ts);
+        let limit = if restored.is_some() { usize::MAX >> 2 } else { warmup };
+        let bars = store.bars_after(symbol, tf, after, limit)?;
+        // A checkpoint with a gap of unknown length behind it would resume from the wrong
+        // place; it cannot happen (bars and checkpoints commit together) but is cheap to check.
+        Ok((restored, bars))
+    })
+    .await
+    .map_err(|e| StoreError::Join(e.to_string()))?
+}

@@ -345,7 +345,10 @@ async fn fetch(
                 }
                 Some(_) => {}
             }
-            if !budget.lock().try_acquire(Instant::now(), wall_ms(), 1) {
+            if !budget
+                .lock()
+                .try_acquire_batch(Instant::now(), wall_ms(), 1)
+            {
                 continue;
             }
             match source.history(w.symbol, w.timeframe, w.from, w.to).await {

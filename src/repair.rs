@@ -6,7 +6,7 @@ indicators to what an uninterrupted run would have ([`crate::pipeline::SymbolPip
 
 The worker takes one [`RepairJob`] at a time from a bounded queue and asks the sources that
 serve the symbol and timeframe's history, in `SOURCES` order, each within the budget the
-collector spends for it (quotes take theirs first each tick). A request is sent only when a
+collector spends for it, above the reserve kept for live quotes. A request is sent only when a
 token was taken; a source that cannot serve the pair is not asked. An empty answer is the
 provider confirming the interval had no trades. When no source answers, the collector tries
 again later, [`MAX_TRIES`] times in all, and then leaves the gap recorded as it was.
@@ -96,7 +96,7 @@ async fn fetch(
     for (source, budget) in serving {
         if !budget
             .lock()
-            .try_acquire(tokio::time::Instant::now(), now_ms, 1)
+            .try_acquire_batch(tokio::time::Instant::now(), now_ms, 1)
         {
             continue;
         }

@@ -694,3 +694,117 @@ fn yahoo_serves_live_quotes_while_the_background_bootstrap_fills_1s_history_from
     let failed = log.matching("WARN", &["history", "yahoo"]);
     assert!(failed.is_empty(), "{} warnings: {failed:#?}", failed.len());
 }
+
+/// Yahoo answering history too: 1 m rows for `period1`..`period2` (up to now), at the same
+/// prices as its quotes.
+fn yahoo_with_history() -> impl Fn(&Seen) -> Reply + Send + Sync + 'static {
+    let quotes = yahoo_handler(Reply::json(500, "{}"));
+    move |seen| {
+        if seen.path != "/v8/finance/chart/BTC-USD" || !is_yahoo_history(seen) {
+            return quotes(seen);
+        }
+        let num = |name: &str| seen.q(name).and_then(|v| v.parse::<i64>().ok());
+        let (Some(from), Some(to)) = (num("period1"), num("period2")) else {
+            return Reply::json(400, YAHOO_NOT_FOUND);
+        };
+        let now = wall_ms() / 1_000;
+        let times: Vec<i64> = (from.div_euclid(60) * 60..to.min(now - 60))
+            .step_by(60)
+            .filter(|t| *t >= from)
+            .collect();
+        let list = |f: &dyn Fn(i64) -> f64| {
+            times
+                .iter()
+                .map(|&t| format!("{:.1}", f(t)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let ts: Vec<String> = times.iter().map(ToString::to_string).collect();
+        Reply::ok(format!(
+            r#"{{"chart":{{"result":[{{"meta":{{"currency":"USD","symbol":"BTC-USD","exchangeName":"CCC","instrumentType":"CRYPTOCURRENCY","gmtoffset":0,"timezone":"UTC","exchangeTimezoneName":"UTC","dataGranularity":"1m","range":""}},"timestamp":[{}],"indicators":{{"quote":[{{"open":[{}],"high":[{}],"low":[{}],"close":[{}],"volume":[{}]}}]}}}}],"error":null}}}}"#,
+            ts.join(","),
+            list(&|t| price(t)),
+            list(&|t| price(t) + 3.0),
+            list(&|t| price(t) - 3.0),
+            list(&|t| price(t + 59)),
+            list(&|_| 3.0),
+        ))
+    }
+}
+
+#[test]
+fn a_long_background_bootstrap_leaves_the_live_quotes_their_budget() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("reserve.db");
+    let (yahoo_seen, metrics) = rt.block_on(async {
+        let yahoo = HttpFixture::start("", yahoo_with_history()).await;
+        // Yahoo alone at its free 60 requests a minute: one quote a second is all of it, and
+        // 60 days of 1 m history are 87 windows on top.
+        let config = config(&[
+            ("SQLITE_PATH", db.to_str().expect("utf-8 path").to_string()),
+            ("SYMBOLS", "BTCUSD".into()),
+            ("SOURCES", "yahoo".into()),
+            ("TIMEFRAMES", "1m".into()),
+            ("COLLECTION_INTERVAL", "1s".into()),
+            ("BOOTSTRAP_ON_START", "background".into()),
+            ("HISTORY_DAYS", "60".into()),
+            ("BATCH_WRITE_INTERVAL", "100ms".into()),
+            ("YAHOO_BASE_URL", yahoo.base.clone()),
+        ]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let app = tokio::spawn(barkeep::app::run_with(
+            config,
+            listener,
+            Clock::System,
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        let watched = tokio::task::spawn_blocking(move || {
+            // Long enough for the bootstrap to have emptied the bucket without the reserve.
+            wait_for(STEP, || {
+                let m = get_json(addr, "/metrics/json");
+                (m["counters"]["ticks_total"].as_u64()? >= 8).then_some(m)
+            })
+        })
+        .await;
+        let _ = stop_tx.send(());
+        tokio::time::timeout(Duration::from_secs(15), app)
+            .await
+            .expect("shutdown in time")
+            .expect("join")
+            .expect("clean shutdown");
+        (
+            yahoo.requests(),
+            watched.expect("watcher").expect("eight ticks"),
+        )
+    });
+    let history = yahoo_seen.iter().filter(|s| is_yahoo_history(s)).count();
+    let counters = &metrics["counters"];
+    let skipped = counters["source_budget_skips_total{source=\"yahoo\"}"].as_u64();
+    eprintln!("yahoo: {history} history requests, budget skips {skipped:?}");
+    assert!(history >= 5, "the bootstrap did run: {history}");
+    assert_eq!(
+        skipped,
+        Some(0),
+        "no tick went without its quote: {counters}"
+    );
+    assert!(
+        counters["quotes_accepted_total"].as_u64() >= Some(7),
+        "{counters}"
+    );
+    assert_eq!(
+        counters["rejects_total{reason=\"ohlc_inconsistent\"}"].as_u64(),
+        Some(0),
+        "the fixture's history is well-formed: {counters}"
+    );
+}

@@ -160,7 +160,7 @@ impl Collector {
                     config.breaker_failures,
                     Duration::from_millis(config.breaker_open_ms),
                 ),
-                budget: Arc::new(Mutex::new(RateBudget::new(
+                budget: Arc::new(Mutex::new(RateBudget::for_live(
                     config
                         .providers
                         .rate_limit(s.name())

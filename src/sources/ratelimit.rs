@@ -3,6 +3,11 @@ A request budget per source: a token bucket refilled continuously at `per_minute
 quota that resets at UTC midnight, and a block after the provider said "too many requests"
 (for its `Retry-After`, or a minute when it gave none). Tokio time for the bucket and block,
 the wall clock for the day.
+
+Live quotes come first: a budget the collector spends keeps a reserve (half the bucket) that
+batch work beside it — the background bootstrap, gap repair — may not take
+([`RateBudget::try_acquire_batch`], [`RateBudget::wait_for`]), so a long bootstrap waits for
+spare tokens instead of taking the ones the next tick needs.
 */
 
 use std::sync::Arc;
@@ -28,6 +33,8 @@ pub struct RateBudget {
     day: i64,
     used_today: u32,
     blocked_until: Option<Instant>,
+    /// Tokens batch work leaves in the bucket for live quotes.
+    batch_reserve: f64,
 }
 
 impl RateBudget {
@@ -39,7 +46,30 @@ impl RateBudget {
             day: 0,
             used_today: 0,
             blocked_until: None,
+            batch_reserve: 0.0,
         }
+    }
+
+    /// A budget live collection spends: batch work leaves half the bucket to it.
+    pub fn for_live(limit: RateLimit, now: Instant) -> Self {
+        Self {
+            batch_reserve: limit.per_minute.map_or(0.0, |m| f64::from(m / 2)),
+            ..Self::new(limit, now)
+        }
+    }
+
+    /// [`Self::try_acquire`] for batch work: only tokens above the live reserve.
+    pub fn try_acquire_batch(&mut self, now: Instant, wall_ms: i64, cost: u32) -> bool {
+        if let Some(per_minute) = self.limit.per_minute {
+            let capacity = f64::from(per_minute);
+            let need = f64::from(cost).min(capacity);
+            let elapsed = now.duration_since(self.refilled_at).as_secs_f64();
+            let tokens = (self.tokens + elapsed * capacity / 60.0).min(capacity);
+            if tokens < need + self.batch_reserve.min(capacity - need) {
+                return false;
+            }
+        }
+        self.try_acquire(now, wall_ms, cost)
     }
 
     /// Takes `cost` units of budget (capped at the bucket's size, so a request is never
@@ -92,9 +122,10 @@ impl RateBudget {
             .map(|q| q.saturating_sub(self.used_today))
     }
 
-    /// How long until `cost` can be acquired: zero when it can now, `None` when today's quota
-    /// is spent (it returns at the next UTC day). For batch work such as the bootstrap, which
-    /// waits for its budget instead of skipping a tick.
+    /// How long until `cost` can be acquired by batch work ([`Self::try_acquire_batch`], above
+    /// the live reserve): zero when it can now, `None` when today's quota is spent (it returns
+    /// at the next UTC day). For batch work such as the bootstrap, which waits for its budget
+    /// instead of skipping a tick.
     pub fn wait_for(&self, now: Instant, wall_ms: i64, cost: u32) -> Option<Duration> {
         let spent_today = wall_ms.div_euclid(86_400_000) == self.day
             && self
@@ -111,7 +142,8 @@ impl RateBudget {
             let capacity = f64::from(per_minute);
             let elapsed = now.duration_since(self.refilled_at).as_secs_f64();
             let tokens = (self.tokens + elapsed * capacity / 60.0).min(capacity);
-            let missing = f64::from(cost).min(capacity) - tokens;
+            let need = f64::from(cost).min(capacity);
+            let missing = need + self.batch_reserve.min(capacity - need) - tokens;
             Duration::from_secs_f64((missing.max(0.0) * 60.0 / capacity).max(0.0))
         });
         Some(blocked.max(refill))
@@ -208,5 +240,28 @@ mod tests {
         );
         let free = RateBudget::new(RateLimit::UNLIMITED, t);
         assert_eq!(free.wait_for(t, DAY, 100), Some(Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batch_work_leaves_half_the_bucket_to_live_quotes() {
+        let t = Instant::now();
+        let limit = RateLimit {
+            per_minute: Some(60),
+            per_day: None,
+        };
+        let mut live = RateBudget::for_live(limit, t);
+        let batch_taken = (0..100).filter(|_| live.try_acquire_batch(t, 0, 1)).count();
+        assert_eq!(batch_taken, 30, "the bootstrap stops at the reserve");
+        assert_eq!(live.wait_for(t, 0, 1), Some(Duration::from_secs(1)));
+        let live_taken = (0..100).filter(|_| live.try_acquire(t, 0, 1)).count();
+        assert_eq!(live_taken, 30, "quotes may use the reserve");
+        // Alone (no live collection), batch work may use the whole bucket.
+        let mut alone = RateBudget::new(limit, t);
+        assert_eq!(
+            (0..100)
+                .filter(|_| alone.try_acquire_batch(t, 0, 1))
+                .count(),
+            60
+        );
     }
 }

@@ -68,44 +68,16 @@ fn config(db: &Path, yahoo: &str, market_hours: Option<&str>) -> Config {
     if let Some(hours) = market_hours {
         vars.push(("MARKET_HOURS", hours.to_string()));
     }
-    Config::from_lookup(|name| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone())
-    })
-    .expect("valid config")
+    common::config_of(&vars)
 }
 
-/// Runs the sidecar on a clock starting at `now_ms` until `scenario` (given the HTTP address)
-/// returns, then stops it and returns what the scenario returned.
+/// Runs the sidecar on a clock starting at `now_ms` until `scenario` returns.
 fn with_sidecar<T: Send + 'static>(
     config: Config,
     now_ms: i64,
     scenario: impl FnOnce(SocketAddr) -> T + Send + 'static,
 ) -> T {
-    runtime().block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let app = tokio::spawn(barkeep::app::run_with(
-            config,
-            listener,
-            Clock::tokio(now_ms),
-            async {
-                let _ = stop_rx.await;
-            },
-        ));
-        let result = tokio::task::spawn_blocking(move || scenario(addr)).await;
-        let _ = stop_tx.send(());
-        tokio::time::timeout(Duration::from_secs(15), app)
-            .await
-            .expect("shutdown in time")
-            .expect("join")
-            .expect("clean shutdown");
-        result.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
-    })
+    common::in_process(config, Clock::tokio(now_ms), scenario)
 }
 
 fn counter(addr: SocketAddr, series: &str) -> u64 {
@@ -286,12 +258,7 @@ fn after_a_restart_a_jump_against_the_stored_history_is_a_spike() {
         ("COLLECTION_INTERVAL", "100ms".into()),
         ("BATCH_WRITE_INTERVAL", "100ms".into()),
     ];
-    let cfg = Config::from_lookup(|name| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone())
-    })
-    .expect("config");
+    let cfg = common::config_of(&vars);
     // A first run at the stored level ends with an indicator checkpoint; the restart then
     // resumes from it (no stored bar after it) and meets a 16 % jump.
     with_sidecar(cfg.clone(), now, |addr| {

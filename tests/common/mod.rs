@@ -286,3 +286,47 @@ pub fn sqlite_newest(db: &Path, symbol: &str, tf: &str, n: usize) -> Vec<(i64, f
     rows.reverse();
     rows
 }
+
+/// Runs the sidecar in this process (`app::run_with` on a free port and `clock`) on a runtime of
+/// its own, runs `scenario` against its address on a blocking thread, then stops it and expects
+/// a clean shutdown within 15 s; returns what the scenario returned (its panic, if it panicked).
+pub fn in_process<T: Send + 'static>(
+    config: barkeep::config::Config,
+    clock: barkeep::clock::Clock,
+    scenario: impl FnOnce(SocketAddr) -> T + Send + 'static,
+) -> T {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let app = tokio::spawn(barkeep::app::run_with(config, listener, clock, async {
+            let _ = stop_rx.await;
+        }));
+        let result = tokio::task::spawn_blocking(move || scenario(addr)).await;
+        let _ = stop_tx.send(());
+        tokio::time::timeout(Duration::from_secs(15), app)
+            .await
+            .expect("shutdown in time")
+            .expect("join")
+            .expect("clean shutdown");
+        result.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+    })
+}
+
+/// A configuration from `(variable, value)` pairs; everything else at its default.
+pub fn config_of(vars: &[(&str, String)]) -> barkeep::config::Config {
+    let vars = vars.to_vec();
+    barkeep::config::Config::from_lookup(move |name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+    })
+    .expect("valid config")
+}

@@ -490,3 +490,47 @@ fn a_closed_market_keeps_its_last_features_marked_closed_until_the_open() {
     let (code, _) = sidecar.terminate();
     assert_eq!(code, 0);
 }
+
+#[test]
+fn after_an_outage_features_are_readable_again_within_two_ticks() {
+    let mut redis = RedisServer::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("outage.db");
+    let (db_s, url) = (db.to_str().expect("utf-8").to_string(), redis.url());
+    let mut v = vars(&db_s, &url);
+    v.retain(|(k, _)| *k != "COLLECTION_INTERVAL");
+    v.push(("COLLECTION_INTERVAL", "500ms"));
+    let sidecar = Sidecar::start(dir.path(), &v);
+    let features = |conn: &mut redis::Connection| -> Option<Vec<u8>> {
+        redis::cmd("GET")
+            .arg("barkeep:features:EURUSD:1s")
+            .query(conn)
+            .ok()
+            .flatten()
+    };
+    let mut conn = redis.client();
+    wait_for(Duration::from_secs(10), || features(&mut conn)).expect("features before the outage");
+    redis.kill();
+    let down_at = std::time::Instant::now();
+    // Longer than the reconnect backoff's cap, so any doubling would have reached it.
+    wait_for(Duration::from_secs(20), || {
+        (redis_state(sidecar.addr) == "down" && down_at.elapsed() > Duration::from_secs(8))
+            .then_some(())
+    })
+    .expect("redis down for 8 s");
+    let ticks = |addr| get_json(addr, "/metrics/json").1["counters"]["ticks_total"].as_u64();
+    let at_restart = ticks(sidecar.addr).expect("ticks");
+    redis.restart();
+    let mut conn = wait_for(Duration::from_secs(10), || {
+        redis::Client::open(redis.url()).ok()?.get_connection().ok()
+    })
+    .expect("redis answers again");
+    wait_for(Duration::from_secs(10), || features(&mut conn)).expect("features again");
+    let waited = ticks(sidecar.addr).expect("ticks") - at_restart;
+    assert!(
+        waited <= 2,
+        "features were readable again {waited} ticks after Redis came back"
+    );
+    let (code, _) = sidecar.terminate();
+    assert_eq!(code, 0);
+}

@@ -48,6 +48,39 @@ use crate::store::TickBatch;
 use crate::store::snapshot::NamedFeatures;
 use crate::store::sqlite::{SqliteStore, StoreError, StoredBar};
 
+/// Reconnect pacing: the first retry, the steady retry to a server on this machine, and the
+/// longest wait for a remote one (or one refusing the password).
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_LOCAL: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Whether Redis refused the credentials (retrying fast would not help).
+fn is_auth_error(e: &RedisError) -> bool {
+    matches!(e, RedisError::Redis(r) if r.kind() == redis::ErrorKind::AuthenticationFailed
+        || r.code().is_some_and(|c| c == "WRONGPASS" || c == "NOAUTH"))
+}
+
+/// Whether a Redis URL points at this machine (a unix socket or a loopback address).
+fn is_local(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    if scheme.starts_with("unix") || scheme == "redis+unix" {
+        return true;
+    }
+    let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host_port = host_port.split('/').next().unwrap_or_default();
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Batches taken at once when the sink is behind.
 const MAX_COALESCE: usize = 64;
 
@@ -251,6 +284,8 @@ pub struct RedisSink {
     metrics: Arc<Metrics>,
     resync: Arc<AtomicBool>,
     clock: Clock,
+    /// Redis runs on this machine (unix socket or loopback): reconnects need no backoff.
+    local: bool,
     /// Open time of the last bar in each ring (`symbol * timeframes + frame`), valid while
     /// `synced`.
     ring_last: Vec<Option<i64>>,
@@ -343,6 +378,7 @@ impl RedisSink {
             touched: Vec::new(),
             slot_keys,
             last_features: vec![None; slots],
+            local: is_local(&config.url),
             config,
         })
     }
@@ -354,13 +390,23 @@ impl RedisSink {
         mut rx: mpsc::Receiver<Arc<TickBatch>>,
         shutdown: CancellationToken,
     ) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = RETRY_MIN;
         let mut batches: Vec<Arc<TickBatch>> = Vec::with_capacity(MAX_COALESCE);
         loop {
             if !self.synced {
                 match self.connect_and_reconcile().await {
-                    Ok(()) => backoff = Duration::from_millis(100),
+                    Ok(()) => backoff = RETRY_MIN,
                     Err(e) => {
+                        // A refused connection to a server on this machine costs nothing to
+                        // try again: retry at a steady pace, so writes resume within about a
+                        // tick of Redis answering again. A remote server, or a wrong password,
+                        // is asked less and less often.
+                        let steady = self.local && !is_auth_error(&e);
+                        backoff = if steady {
+                            RETRY_LOCAL
+                        } else {
+                            (backoff * 2).min(RETRY_MAX)
+                        };
                         self.fail(&e);
                         // Batches that arrive meanwhile are in SQLite; the next reconcile
                         // restores them. Drain so the queue does not fill.
@@ -373,7 +419,6 @@ impl RedisSink {
                                 batch = rx.recv() => if batch.is_none() { return },
                             }
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                         continue;
                     }
                 }
@@ -440,11 +485,18 @@ impl RedisSink {
 
     async fn connect_and_reconcile(&mut self) -> Result<(), RedisError> {
         if self.conns.is_empty() {
+            // The manager's own retries after a dropped connection: short on this machine, so a
+            // restarted local Redis is written to again within about a tick.
+            let (retries, max_delay) = if self.local {
+                (1, RETRY_LOCAL)
+            } else {
+                (2, Duration::from_secs(2))
+            };
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(2)))
                 .set_response_timeout(Some(Duration::from_secs(5)))
-                .set_number_of_retries(2)
-                .set_max_delay(Duration::from_secs(2));
+                .set_number_of_retries(retries)
+                .set_max_delay(max_delay);
             let mut conns = Vec::with_capacity(self.config.pool_size);
             for _ in 0..self.config.pool_size {
                 conns.push(
@@ -936,6 +988,33 @@ fn decode_ts(value: &redis::Value, key: &str) -> Option<i64> {
         other => {
             tracing::warn!(key, reply = ?other, "unexpected Redis reply; rewriting the ring");
             Some(i64::MIN)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_servers_are_told_from_remote_ones() {
+        for url in [
+            "redis://127.0.0.1:6379/0",
+            "redis://:pw@localhost:6380",
+            "redis://user:p@ss@127.0.0.2",
+            "redis://[::1]:6379",
+            "unix:///run/redis.sock",
+            "redis+unix:///tmp/r.sock?db=1",
+        ] {
+            assert!(is_local(url), "{url}");
+        }
+        for url in [
+            "redis://10.0.0.5:6379",
+            "rediss://cache.example.com:6380",
+            "redis://[2001:db8::1]:6379",
+            "redis//:pw@host",
+        ] {
+            assert!(!is_local(url), "{url}");
         }
     }
 }

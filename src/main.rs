@@ -54,6 +54,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    barkeep::secrets::register(barkeep::secrets::of_config(&config));
     init_tracing(config.log_format);
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(config),
@@ -152,7 +153,7 @@ fn init_tracing(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(barkeep::secrets::ScrubbingWriter);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -97,7 +97,7 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
             (
                 json!({
                     "state": s,
-                    "reason": r.last_error(),
+                    "reason": r.last_error().map(|e| crate::secrets::scrub(&e).into_owned()),
                     "queue_depth": m.redis_queue_depth.get(),
                     "last_write_age_ms": (last > 0).then(|| now - last),
                     "errors": m.redis_errors.get(),

@@ -1,0 +1,118 @@
+//! No key reaches a log line or an API answer (issue 15): provider fixtures on 127.0.0.1 that
+//! echo the API key back in every place a provider could — Twelve Data's error message inside
+//! an HTTP 200, a 401 body, Alpha Vantage's `Error Message` and `Information` — and a Redis URL
+//! whose password belongs to nobody listening; the real binary at `RUST_LOG=debug`, its whole
+//! log and `/health` searched for the secrets.
+
+mod common;
+
+#[path = "providers/fixture.rs"]
+#[allow(dead_code, reason = "the WebSocket script fixture is not used here")]
+mod fixture;
+
+use std::time::Duration;
+
+use common::{Sidecar, get, get_json, wait_for};
+use fixture::{HttpFixture, Reply};
+
+const TWELVEDATA_KEY: &str = "td-secret-4f1c2a9e";
+const ALPHAVANTAGE_KEY: &str = "AVSECRET7Q2X";
+const REDIS_PASSWORD: &str = "hunter2-redis-pw";
+
+#[test]
+fn provider_errors_that_quote_the_key_never_show_it() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (twelvedata, alphavantage) = rt.block_on(async {
+        let calls = std::sync::atomic::AtomicU64::new(0);
+        let twelvedata = HttpFixture::start("", move |_seen: &fixture::Seen| {
+            // Alternate the two shapes Twelve Data answers a bad key with.
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0 {
+                Reply::ok(format!(
+                    r#"{{"code":401,"message":"**apikey** parameter is incorrect or not specified: {TWELVEDATA_KEY}","status":"error"}}"#
+                ))
+            } else {
+                Reply::json(
+                    401,
+                    format!(
+                        r#"{{"code":401,"message":"Invalid API key {TWELVEDATA_KEY}; see https://twelvedata.com/account?apikey={TWELVEDATA_KEY}","status":"error"}}"#
+                    ),
+                )
+            }
+        })
+        .await;
+        let alphavantage = HttpFixture::start("", |seen: &fixture::Seen| {
+            if seen.q("function") == Some("GLOBAL_QUOTE") {
+                Reply::ok(format!(
+                    r#"{{"Error Message":"the parameter apikey is invalid or missing: {ALPHAVANTAGE_KEY}"}}"#
+                ))
+            } else {
+                Reply::ok(format!(
+                    r#"{{"Information":"Thank you for using Alpha Vantage! Our standard API rate limit is 25 requests per day for key {ALPHAVANTAGE_KEY}."}}"#
+                ))
+            }
+        })
+        .await;
+        (twelvedata, alphavantage)
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("s.db");
+    // Nobody listens on this port: the Redis error names the URL the sink was given.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = unused.local_addr().expect("addr").port();
+    drop(unused);
+    let redis_url = format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0");
+    let sidecar = Sidecar::start(
+        dir.path(),
+        &[
+            ("SQLITE_PATH", db.to_str().expect("utf-8")),
+            ("SYMBOLS", "AAPL,EURUSD"),
+            ("MARKET_HOURS", "*:always"),
+            ("SOURCES", "twelvedata,alphavantage"),
+            ("TWELVEDATA_API_KEY", TWELVEDATA_KEY),
+            ("TWELVEDATA_BASE_URL", twelvedata.base.as_str()),
+            ("ALPHAVANTAGE_API_KEY", ALPHAVANTAGE_KEY),
+            ("ALPHAVANTAGE_BASE_URL", alphavantage.base.as_str()),
+            ("REDIS_URL", redis_url.as_str()),
+            ("BOOTSTRAP_ON_START", "false"),
+            ("WARMUP_BARS", "0"),
+            ("COLLECTION_INTERVAL", "200ms"),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    // Both providers were asked and failed, and Redis was tried.
+    wait_for(Duration::from_secs(20), || {
+        let (_, h) = get_json(sidecar.addr, "/health");
+        let asked = |s: &str| h["sources"][s]["requests"].as_u64().is_some_and(|n| n >= 2);
+        (asked("twelvedata") && asked("alphavantage") && h["redis"]["state"] == "down")
+            .then_some(())
+    })
+    .expect("both providers answered with their key errors");
+    let mut answers = String::new();
+    for path in [
+        "/health",
+        "/metrics",
+        "/metrics/json",
+        "/signals/AAPL",
+        "/features/EURUSD",
+    ] {
+        answers.push_str(&get(sidecar.addr, path).1);
+    }
+    let (code, log) = sidecar.terminate();
+    assert_eq!(code, 0);
+    let log = log.join("\n");
+    assert!(
+        log.contains("***"),
+        "the key errors were logged, scrubbed:\n{log}"
+    );
+    for secret in [TWELVEDATA_KEY, ALPHAVANTAGE_KEY, REDIS_PASSWORD] {
+        assert!(!log.contains(secret), "`{secret}` in the log:\n{log}");
+        assert!(
+            !answers.contains(secret),
+            "`{secret}` in an API answer:\n{answers}"
+        );
+    }
+}

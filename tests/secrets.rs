@@ -30,7 +30,10 @@ fn provider_errors_that_quote_the_key_never_show_it() {
         let calls = std::sync::atomic::AtomicU64::new(0);
         let twelvedata = HttpFixture::start("", move |_seen: &fixture::Seen| {
             // Alternate the two shapes Twelve Data answers a bad key with.
-            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0 {
+            if calls
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                .is_multiple_of(2)
+            {
                 Reply::ok(format!(
                     r#"{{"code":401,"message":"**apikey** parameter is incorrect or not specified: {TWELVEDATA_KEY}","status":"error"}}"#
                 ))

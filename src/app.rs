@@ -222,16 +222,18 @@ pub async fn run_with(
             tracker.spawn(api::serve(
                 listener,
                 state,
-                config.http_pool_size,
+                api::HttpSettings::from_config(&config),
                 token.clone(),
             ));
         }
         Clock::System => {
-            let served = serve_on_own_runtime(listener, state, config.http_pool_size, &token)
-                .map_err(|source| AppError::Bind {
+            let http = api::HttpSettings::from_config(&config);
+            let served = serve_on_own_runtime(listener, state, http, &token).map_err(|source| {
+                AppError::Bind {
                     addr: config.http_addr,
                     source,
-                })?;
+                }
+            })?;
             tracker.spawn(served);
         }
     }
@@ -269,7 +271,7 @@ const API_WORKERS: usize = 2;
 fn serve_on_own_runtime(
     listener: TcpListener,
     state: Arc<ApiState>,
-    pool_size: usize,
+    settings: api::HttpSettings,
     token: &CancellationToken,
 ) -> std::io::Result<impl Future<Output = ()> + use<>> {
     let listener = listener.into_std()?;
@@ -285,7 +287,7 @@ fn serve_on_own_runtime(
         .spawn(move || {
             runtime.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => api::serve(listener, state, pool_size, token).await,
+                    Ok(listener) => api::serve(listener, state, settings, token).await,
                     Err(e) => tracing::error!(error = %e, "the HTTP API could not start"),
                 }
             });

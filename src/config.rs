@@ -82,6 +82,14 @@ pub struct Config {
     pub sqlite_path: PathBuf,
     pub http_addr: SocketAddr,
     pub http_pool_size: usize,
+    /// How long a client may take to send a request's line and headers, from its first byte
+    /// (from the connection's opening for its first request).
+    pub http_header_timeout_ms: u64,
+    /// How long a keep-alive connection may wait for its next request.
+    pub http_idle_timeout_ms: u64,
+    /// Connections one source IP may hold at once (at the cap, a new one replaces that peer's
+    /// oldest idle connection).
+    pub http_max_connections_per_peer: usize,
     pub log_format: LogFormat,
     pub validation: ValidationConfig,
     pub synthetic: SyntheticConfig,
@@ -312,6 +320,14 @@ impl Config {
             })?,
             http_addr,
             http_pool_size: env.int("HTTP_POOL_SIZE", 1_024, 1, 1_000_000)?,
+            http_header_timeout_ms: env.duration_ms("HTTP_HEADER_TIMEOUT", 5_000, 100, 600_000)?,
+            http_idle_timeout_ms: env.duration_ms("HTTP_IDLE_TIMEOUT", 30_000, 100, 3_600_000)?,
+            http_max_connections_per_peer: env.int(
+                "HTTP_MAX_CONNECTIONS_PER_PEER",
+                64,
+                1,
+                1_000_000,
+            )?,
             log_format,
             validation,
             synthetic: SyntheticConfig {
@@ -551,6 +567,40 @@ mod tests {
         assert_eq!(c.sqlite_path, PathBuf::from("./data/barkeep.db"));
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:8000");
         assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.http_header_timeout_ms, 5_000);
+        assert_eq!(c.http_idle_timeout_ms, 30_000);
+        assert_eq!(c.http_max_connections_per_peer, 64);
+    }
+
+    #[test]
+    fn http_hardening_settings_are_validated() {
+        let c = cfg(&[
+            ("HTTP_HEADER_TIMEOUT", "750ms"),
+            ("HTTP_IDLE_TIMEOUT", "2m"),
+            ("HTTP_MAX_CONNECTIONS_PER_PEER", "8"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            (
+                c.http_header_timeout_ms,
+                c.http_idle_timeout_ms,
+                c.http_max_connections_per_peer
+            ),
+            (750, 120_000, 8)
+        );
+        for (var, value, hint) in [
+            ("HTTP_HEADER_TIMEOUT", "0", "from 100ms"),
+            ("HTTP_HEADER_TIMEOUT", "soon", "duration"),
+            ("HTTP_HEADER_TIMEOUT", "11m", "600000ms"),
+            ("HTTP_IDLE_TIMEOUT", "50ms", "from 100ms"),
+            ("HTTP_IDLE_TIMEOUT", "2h", "3600000ms"),
+            ("HTTP_MAX_CONNECTIONS_PER_PEER", "0", "from 1"),
+            ("HTTP_MAX_CONNECTIONS_PER_PEER", "many", "whole number"),
+        ] {
+            let err = cfg(&[(var, value)]).expect_err(var);
+            assert_eq!((err.var, err.value.as_str()), (var, value), "{err}");
+            assert!(err.to_string().contains(hint), "{err}");
+        }
     }
 
     #[test]

@@ -5,10 +5,18 @@ The HTTP API on hyper: `/health`, `/metrics/json`, `/metrics`, `/signals/{symbol
 [`handle`] maps a request to a response and is what tests call without a socket; [`serve`] is
 the accept loop, with at most `HTTP_POOL_SIZE` connections at once and a graceful stop. Reads
 come from the lock-free snapshot and the metrics atomics; only `/bars` touches SQLite, on the
-blocking pool. Every error is a JSON body `{"error": kind, "message": …}` with a 4xx/5xx status.
+blocking pool. Every error is a JSON body `{"error": kind, "message": …}` with a 4xx/5xx status,
+including those for requests hyper cannot parse (see [`conn`]).
+
+Held-open connections cannot silence the API: a connection closes when its request head takes
+longer than `HTTP_HEADER_TIMEOUT` or it idles past `HTTP_IDLE_TIMEOUT` ([`conn`]), and a new
+connection takes the place of the oldest idle one when its peer is at
+`HTTP_MAX_CONNECTIONS_PER_PEER` or the pool is full ([`pool`]).
 */
 
+mod conn;
 mod handlers;
+mod pool;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -21,18 +29,46 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, header};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::snapshot::Snapshot;
 use crate::store::sqlite::SqliteStore;
 
 /// How long the accept loop pauses after a failed accept (e.g. no file descriptor left).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How long a connection that is still sending its head may live once the server stops.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// The HTTP server's limits (`HTTP_*` variables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Connections at once (`HTTP_POOL_SIZE`).
+    pub pool_size: usize,
+    /// Connections one source IP may hold (`HTTP_MAX_CONNECTIONS_PER_PEER`).
+    pub max_connections_per_peer: usize,
+    /// From a request's first byte (a connection's opening, for its first request) to the end
+    /// of its headers (`HTTP_HEADER_TIMEOUT`).
+    pub header_timeout: Duration,
+    /// From a response to the next request's first byte (`HTTP_IDLE_TIMEOUT`).
+    pub idle_timeout: Duration,
+}
+
+impl HttpSettings {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            pool_size: config.http_pool_size,
+            max_connections_per_peer: config.http_max_connections_per_peer,
+            header_timeout: Duration::from_millis(config.http_header_timeout_ms),
+            idle_timeout: Duration::from_millis(config.http_idle_timeout_ms),
+        }
+    }
+}
 
 /// What handlers read.
 pub struct ApiState {
@@ -114,6 +150,17 @@ pub async fn handle<B>(req: Request<B>, state: &ApiState) -> Response<Full<Bytes
 
 async fn route<B>(req: &Request<B>, state: &ApiState) -> Reply {
     let path = req.uri().path();
+    let target_len = path.len() + req.uri().query().map_or(0, |q| q.len() + 1);
+    if target_len > conn::MAX_URI_BYTES {
+        return Err(ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!(
+                "the request target is {target_len} bytes, longer than {} bytes",
+                conn::MAX_URI_BYTES
+            ),
+        ));
+    }
     let query = Query::parse(req.uri().query())?;
     // Split first, then decode each segment: `BTC%2FUSD` is one segment, the symbol `BTC/USD`.
     let decoded: Vec<Cow<'_, str>> = path
@@ -245,20 +292,20 @@ impl<'a> Query<'a> {
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ApiState>,
-    pool_size: usize,
+    settings: HttpSettings,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(pool_size));
+    let pool = pool::Pool::new(settings.pool_size, settings.max_connections_per_peer);
+    let mut http = http1::Builder::new();
+    // Hyper's own head timeout counts from when it starts waiting for a head, idle time
+    // included: a backstop behind the watchdog's finer limits, never shorter than them.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout + settings.idle_timeout)
+        .max_header_size(conn::MAX_HEAD_BYTES);
+    let http = Arc::new(http);
     let connections = tokio_util::task::TaskTracker::new();
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -266,7 +313,6 @@ pub async fn serve(
                     // Out of file descriptors (or another resource): retrying at once would
                     // spin a core; give the system a moment to free some.
                     tracing::warn!(error = %e, "accept failed; pausing before the next accept");
-                    drop(permit);
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
@@ -275,30 +321,81 @@ pub async fn serve(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        let shutdown = shutdown.clone();
-        connections.spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(handle(req, &state).await) }
-            });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
+        let Some(ticket) = pool.admit(peer.ip()) else {
+            tracing::debug!(%peer, "connection refused: every connection of its peer is busy");
+            continue;
+        };
+        let lease = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            lease = pool.acquire(ticket) => match lease {
+                Some(lease) => lease,
+                None => break,
+            },
+        };
+        connections.spawn(connection(
+            stream,
+            lease,
+            Arc::clone(&state),
+            Arc::clone(&http),
+            settings,
+            shutdown.clone(),
+        ));
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+/// Serves one connection until it ends, its watchdog closes it, or the server stops.
+async fn connection(
+    stream: TcpStream,
+    lease: pool::Lease,
+    state: Arc<ApiState>,
+    http: Arc<http1::Builder>,
+    settings: HttpSettings,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let guard = Arc::clone(&lease.state);
+    let io = conn::Guarded::new(stream, Arc::clone(&guard), Arc::clone(&state.metrics));
+    let service = {
+        let guard = Arc::clone(&guard);
+        service_fn(move |req: Request<Incoming>| {
+            let state = Arc::clone(&state);
+            let guard = Arc::clone(&guard);
+            async move {
+                guard.begin_request();
+                let response = handle(req, &state).await;
+                guard.end_request();
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    // The connection is dropped (its socket closed) before its slot is released.
+    async {
+        let conn = http.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let mut head_cutoff = None;
+        loop {
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(e) = result {
                         tracing::debug!(error = %e, "HTTP connection ended with an error");
                     }
+                    break;
                 }
-                _ = shutdown.cancelled() => {
+                closed = guard.watch(settings.header_timeout, settings.idle_timeout, head_cutoff) => {
+                    tracing::debug!(reason = closed.as_str(), "HTTP connection closed by the server");
+                    break;
+                }
+                () = shutdown.cancelled(), if head_cutoff.is_none() => {
+                    // Idle connections close now; a request in progress finishes; a head
+                    // still arriving gets a moment.
                     conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+                    head_cutoff = Some(tokio::time::Instant::now() + STOP_GRACE);
                 }
             }
-            drop(permit);
-        });
+        }
     }
-    connections.close();
-    connections.wait().await;
+    .await;
+    drop(lease);
 }

@@ -10,8 +10,9 @@ module.exports = {
       interpreter: "none",
       cwd: __dirname,
       autorestart: true,
-      // Exit code 2 is a configuration error: restarting would loop on the same mistake.
-      stop_exit_codes: [0, 2],
+      // Exit code 2 is a configuration error and 3 an unusable database: restarting would loop
+      // on the same mistake.
+      stop_exit_codes: [0, 2, 3],
       restart_delay: 2000,
       exp_backoff_restart_delay: 200,
       max_restarts: 50,

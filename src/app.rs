@@ -44,12 +44,41 @@ pub enum AppError {
     },
     #[error("shutdown did not finish within {0:?}; some buffered rows may be lost")]
     ShutdownTimeout(Duration),
+    #[error("{0} rows could not be written to SQLite before shutdown and are lost")]
+    DataLost(usize),
     #[error("REDIS_URL: {0}")]
     Redis(RedisError),
     #[error("replay: {0}")]
     Replay(#[from] replay::ReplayError),
     #[error("replay: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Exit codes that tell a supervisor what happened (README, "Running it for real").
+pub mod exit {
+    /// Stopped cleanly, everything stored.
+    pub const OK: u8 = 0;
+    /// A failure at run time (restarting may help).
+    pub const FAILURE: u8 = 1;
+    /// The configuration is wrong: fix it, do not restart.
+    pub const CONFIG: u8 = 2;
+    /// The database cannot be opened or created (corrupt, unwritable, no directory): restarting
+    /// does not heal it.
+    pub const STORAGE: u8 = 3;
+    /// Stopped, but some produced rows could not be stored.
+    pub const DATA_LOST: u8 = 4;
+}
+
+impl AppError {
+    /// The process exit code for this error ([`exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Store(StoreError::Open { .. } | StoreError::Dir { .. }) => exit::STORAGE,
+            Self::DataLost(_) | Self::ShutdownTimeout(_) => exit::DATA_LOST,
+            Self::Redis(_) => exit::CONFIG,
+            _ => exit::FAILURE,
+        }
+    }
 }
 
 /// Runs the sidecar until `shutdown` completes. Binds `config.http_addr`.
@@ -76,6 +105,13 @@ pub async fn run_with(
     clock: Clock,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
+    // Polled once at once, so a SIGTERM or SIGINT during start-up is handled (the signal
+    // handlers are installed when it is first polled), and every start-up phase below ends on
+    // it: nothing live has been produced yet, so there is nothing to lose.
+    let mut shutdown = std::pin::pin!(shutdown);
+    if futures::poll!(&mut shutdown).is_ready() {
+        return Ok(());
+    }
     let symbols = SymbolTable::new(&config.symbols);
     let store = {
         let (path, symbols) = (config.sqlite_path.clone(), symbols.clone());
@@ -118,7 +154,10 @@ pub async fn run_with(
                 clock,
             )
             .map_err(AppError::Redis)?;
-            sink.start(Duration::from_secs(3)).await;
+            tokio::select! {
+                () = sink.start(Duration::from_secs(3)) => {}
+                () = &mut shutdown => return stopped_during("connecting to Redis"),
+            }
             (Some(Downstream { tx, resync }), Some((sink, rx)))
         }
     };
@@ -143,20 +182,33 @@ pub async fn run_with(
     };
     if config.bootstrap_on_start == BootstrapOnStart::Before {
         let now = clock.now_ms();
-        let stats = crate::bootstrap::bootstrap(
-            &config,
-            &symbols,
-            &history_sources,
-            &store,
-            now,
-            false,
-            &reconcile,
-        )
-        .await?;
+        // Each window is committed as it arrives: stopping here loses nothing.
+        let stats = tokio::select! {
+            done = crate::bootstrap::bootstrap(
+                &config,
+                &symbols,
+                &history_sources,
+                &store,
+                now,
+                false,
+                &reconcile,
+            ) => done?,
+            () = &mut shutdown => return stopped_during("the bootstrap"),
+        };
         log_bootstrap(stats);
     }
     let warm_started = Instant::now();
-    collector.warm_up(&store).await?;
+    tracing::info!(
+        symbols = symbols.len(),
+        timeframes = config.timeframes.len(),
+        "warming up the indicators"
+    );
+    // The warm-up's history reaches the sinks only when it completes: stopping before that
+    // stores nothing half-done, and the next start warms up again.
+    tokio::select! {
+        done = collector.warm_up(&store) => done?,
+        () = &mut shutdown => return stopped_during("the warm-up"),
+    }
     tracing::info!(
         symbols = symbols.len(),
         timeframes = config.timeframes.len(),
@@ -250,6 +302,10 @@ pub async fn run_with(
     {
         return Err(AppError::ShutdownTimeout(deadline));
     }
+    let lost = store.pending_rows();
+    if lost > 0 {
+        return Err(AppError::DataLost(lost));
+    }
     tracing::info!(
         bars_closed = metrics.bars_closed.get(),
         bars_written = metrics.sqlite_bars_written.get(),
@@ -258,6 +314,12 @@ pub async fn run_with(
         rejects_written = metrics.sqlite_rejects_written.get(),
         "stopped cleanly"
     );
+    Ok(())
+}
+
+/// A stop asked for during start-up, before anything live was produced: logged, clean.
+fn stopped_during(phase: &str) -> Result<(), AppError> {
+    tracing::info!(phase, "stopped during start-up; nothing was collected yet");
     Ok(())
 }
 

@@ -109,9 +109,10 @@ fn run(config: Config) -> ExitCode {
     match runtime.block_on(barkeep::app::run(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "barkeep stopped with an error");
+            let code = e.exit_code();
+            tracing::error!(error = %e, exit_code = code, "barkeep stopped with an error");
             eprintln!("barkeep: error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }

@@ -53,8 +53,95 @@ fn an_unusable_sqlite_path_fails_start_up_clearly() {
     .output()
     .expect("run barkeep");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(3), "unusable storage: {stderr}");
     assert!(stderr.contains("barkeep.db"), "{stderr}");
+}
+
+#[test]
+fn a_corrupt_database_exits_with_the_storage_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("barkeep.db");
+    std::fs::write(&db, vec![0x5a_u8; 8_192]).expect("write garbage");
+    let out = command(
+        dir.path(),
+        &[
+            ("SQLITE_PATH", db.to_str().expect("utf-8")),
+            ("HTTP_ADDR", "127.0.0.1:0"),
+        ],
+    )
+    .arg("run")
+    .output()
+    .expect("run barkeep");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a corrupt database does not heal by restarting: {stderr}"
+    );
+    assert!(stderr.contains("barkeep.db"), "{stderr}");
+}
+
+#[test]
+fn sigterm_during_a_long_warm_up_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("warm.db");
+    let symbols: Vec<String> = (0..400).map(|i| format!("SYM{i}")).collect();
+    let symbols = symbols.join(",");
+    let mut child = command(
+        dir.path(),
+        &[
+            ("SQLITE_PATH", db.to_str().expect("utf-8")),
+            ("HTTP_ADDR", "127.0.0.1:0"),
+            ("SYMBOLS", symbols.as_str()),
+            ("TIMEFRAMES", "1s"),
+            // 400 symbols × 20 000 history bars: seconds of warm-up.
+            ("WARMUP_BARS", "20000"),
+            ("BOOTSTRAP_ON_START", "false"),
+        ],
+    )
+    .arg("run")
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("spawn barkeep");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no warm-up started:\n{}", log.join("\n")));
+        let warming = line.contains("warming up the indicators");
+        log.push(line);
+        if warming {
+            break;
+        }
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let code = child.wait().expect("wait").code();
+    log.extend(rx.try_iter());
+    let log = log.join("\n");
+    assert_eq!(
+        code,
+        Some(0),
+        "stopped by the signal instead of cleanly:\n{log}"
+    );
+    assert!(
+        log.contains("stopped during start-up") || log.contains("stopped cleanly"),
+        "{log}"
+    );
 }
 
 /// Real market data committed in tests/data (tests/data/README.md).

@@ -428,6 +428,9 @@ fn typical_spacing_ms(rows: &[Result<crate::model::Bar, replay::ReplayError>]) -
     spacings.get(spacings.len() / 2).copied().unwrap_or(60_000)
 }
 
+/// Rows read ahead to find a file's bar length.
+const SPACING_SAMPLE: usize = 501;
+
 /// Counts of a replay.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayStats {
@@ -448,8 +451,11 @@ pub fn replay(
     mut out: impl Write,
     mut err: impl Write,
 ) -> Result<ReplayStats, AppError> {
-    let rows = replay::read_bars(input)?;
-    let mut validator = Validator::new(config.validation.clone(), typical_spacing_ms(&rows));
+    let mut rows = replay::read_bars(input)?;
+    // The first rows tell the bar length; they are then replayed like the rest.
+    let head: Vec<_> = rows.by_ref().take(SPACING_SAMPLE).collect();
+    let mut validator = Validator::new(config.validation.clone(), typical_spacing_ms(&head));
+    let rows = head.into_iter().chain(rows);
     let mut engine = IndicatorSet::new(&config.indicators);
     let names = config.indicators.feature_names();
     let mut stats = ReplayStats::default();

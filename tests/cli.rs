@@ -390,3 +390,54 @@ fn env_example_copied_to_dot_env_starts_serves_health_and_stops_on_sigterm() {
     assert_eq!(code, 0, "log:\n{}", log.join("\n"));
     assert!(db.exists(), "SQLITE_PATH from the environment is used");
 }
+
+/// Peak resident memory (VmHWM, kB) of `barkeep replay` on a generated file of `rows` hourly
+/// bars, read from /proc while it runs.
+fn replay_peak_kb(dir: &std::path::Path, rows: usize) -> u64 {
+    use std::io::Write as _;
+    let path = dir.join(format!("rows_{rows}.csv"));
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+    writeln!(file, "time,open,high,low,close,volume").expect("write");
+    for i in 0..rows {
+        let p = 100.0 + (i % 17) as f64 * 0.01;
+        let ts = 1_262_304_000 + i as i64 * 3_600;
+        writeln!(file, "{ts},{p},{},{},{p},10", p + 0.05, p - 0.05).expect("write");
+    }
+    drop(file);
+    let mut child = command(dir, &[])
+        .args(["replay", "--input", path.to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn replay");
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && let Some(kb) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(kb);
+        }
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    peak
+}
+
+#[test]
+fn replay_memory_does_not_grow_with_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let small = replay_peak_kb(dir.path(), 5_000);
+    let large = replay_peak_kb(dir.path(), 200_000);
+    eprintln!("replay peak RSS: {small} kB for 5 000 rows, {large} kB for 200 000 rows");
+    // Reading the whole file first held ~60 bytes per row at least (12 MB here).
+    assert!(
+        large < small + 4_000,
+        "peak RSS grew from {small} kB to {large} kB with the file"
+    );
+}

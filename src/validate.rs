@@ -155,11 +155,6 @@ impl Validator {
         self.atr *= (self.interval_ms as f64 / bar_ms.max(1) as f64).sqrt();
     }
 
-    /// The last accepted input, if any.
-    pub fn last(&self) -> Option<&Bar> {
-        self.last.as_ref()
-    }
-
     /// Judges `input` (a quote is a bar whose four prices are equal). `now_ms` is `None` for
     /// historical data, which skips the checks against the wall clock.
     pub fn check(&mut self, input: &Bar, now_ms: Option<i64>) -> Verdict {

@@ -106,6 +106,8 @@ struct RepairLink {
     outcomes: mpsc::Receiver<RepairOutcome>,
     /// Jobs whose sources all failed, with when to ask again.
     retries: Vec<(tokio::time::Instant, RepairJob)>,
+    /// Jobs handed to the worker whose outcome has not come back yet.
+    in_flight: usize,
 }
 
 /// One running push stream.

@@ -23,6 +23,7 @@ impl Collector {
             jobs,
             outcomes,
             retries: Vec::new(),
+            in_flight: 0,
         });
         let clock = self.clock;
         tokio::spawn(repair::run_worker(
@@ -42,6 +43,7 @@ impl Collector {
             return;
         };
         while let Ok(outcome) = link.outcomes.try_recv() {
+            link.in_flight = link.in_flight.saturating_sub(1);
             match outcome {
                 RepairOutcome::Fetched { job, source, bars } => {
                     let sym = job.symbol as usize;
@@ -75,27 +77,26 @@ impl Collector {
                 }
             }
         }
-        let pending: usize = self
-            .pipelines
-            .iter()
-            .map(|p| p.pending_repairs().count())
-            .sum();
-        self.metrics.gaps_pending.set(pending as i64);
         let t = tokio::time::Instant::now();
         let (due, waiting): (Vec<_>, Vec<_>) = link.retries.drain(..).partition(|(at, _)| *at <= t);
         link.retries = waiting;
         self.new_gaps.extend(due.into_iter().map(|(_, job)| job));
         self.send_repairs();
+        if let Some(link) = &self.repair {
+            let pending = link.in_flight + link.retries.len();
+            self.metrics.gaps_pending.set(pending as i64);
+        }
     }
 
     /// Hands the gaps found (or due again) to the repair worker; without one, or with its queue
     /// full, they stay recorded only.
     pub(super) fn send_repairs(&mut self) {
         for job in self.new_gaps.drain(..) {
-            let sent = self
-                .repair
-                .as_ref()
-                .is_some_and(|link| link.jobs.try_send(job).is_ok());
+            let sent = self.repair.as_mut().is_some_and(|link| {
+                let sent = link.jobs.try_send(job).is_ok();
+                link.in_flight += usize::from(sent);
+                sent
+            });
             if !sent && let Some(p) = self.pipelines.get_mut(job.symbol as usize) {
                 p.abandon_repair(job.timeframe, job.gap);
             }

@@ -183,7 +183,10 @@ impl Market {
 
     /// The quote of second `now_s`: its price, and the volume since the last quote.
     fn quote(&self, symbol: SymbolId, now_s: i64, bad_tick_rate: f64) -> Quote {
-        let session = self.session.lock().as_mut().map(|s| s.at(now_s * 1_000));
+        // Only a market that keeps a calendar takes the lock.
+        let session = self
+            .calendar
+            .and_then(|_| self.session.lock().as_mut().map(|s| s.at(now_s * 1_000)));
         if let Some(session) = session
             && !session.open
         {

@@ -11,7 +11,6 @@
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -22,6 +21,7 @@ use barkeep::metrics::Metrics;
 use barkeep::model::{Bar, SymbolTable, Timeframe};
 use barkeep::pipeline::{BarRecord, Event};
 use barkeep::store::TickBatch;
+use barkeep::store::reconcile::{Reconciler, Resync};
 use barkeep::store::redis::{RedisSink, RedisSinkConfig, RedisStatus};
 use barkeep::store::sqlite::SqliteStore;
 
@@ -117,10 +117,9 @@ fn redis(c: &mut Criterion) {
         symbols,
         vec![tf],
         IndicatorParams::default().feature_names(),
-        store,
+        Reconciler::new(store, Arc::new(Resync::default()), Arc::clone(&metrics)),
         Arc::new(RedisStatus::default()),
         metrics,
-        Arc::new(AtomicBool::new(false)),
         Clock::System,
     )
     .expect("sink");

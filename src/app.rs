@@ -8,7 +8,6 @@ use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -24,12 +23,15 @@ use crate::indicators::IndicatorSet;
 use crate::metrics::Metrics;
 use crate::model::SymbolTable;
 use crate::sources::{self, replay};
+use crate::store::reconcile::{Reconciler, Resync};
 use crate::store::redis::{RedisError, RedisSink, RedisSinkConfig, RedisStatus};
 use crate::store::snapshot::{NamedFeatures, Snapshot};
-use crate::store::sqlite::{self, Downstream, SqliteStore, StoreError};
+use crate::store::sqlite::{SqliteStore, StoreError};
+use crate::store::writer::{RedisQueue, StoreChain};
 use crate::validate::{Validator, Verdict};
 
-/// Batches a sink may hold before the collector keeps them in its overflow list.
+/// Batches the stores' queue (and the Redis sink's behind it) may hold: beyond, the collector
+/// keeps them in its overflow list, and the writer asks Redis to resync instead of queueing.
 const SINK_QUEUE: usize = 1_024;
 
 /// Why barkeep could not start or stop cleanly.
@@ -130,11 +132,16 @@ pub async fn run_with(
     let tracker = TaskTracker::new();
 
     let redis_status = Arc::new(RedisStatus::default());
-    let (downstream, redis) = match &config.redis_url {
+    let (redis_queue, redis) = match &config.redis_url {
         None => (None, None),
         Some(url) => {
             let (tx, rx) = mpsc::channel(SINK_QUEUE);
-            let resync = Arc::new(AtomicBool::new(false));
+            let resync = Arc::new(Resync::default());
+            let reconciler = Reconciler::new(
+                Arc::clone(&store),
+                Arc::clone(&resync),
+                Arc::clone(&metrics),
+            );
             let mut sink = RedisSink::new(
                 RedisSinkConfig {
                     url: url.clone(),
@@ -147,10 +154,9 @@ pub async fn run_with(
                 symbols.clone(),
                 config.timeframes.clone(),
                 config.indicators.feature_names(),
-                Arc::clone(&store),
+                reconciler,
                 Arc::clone(&redis_status),
                 Arc::clone(&metrics),
-                Arc::clone(&resync),
                 clock,
             )
             .map_err(AppError::Redis)?;
@@ -158,26 +164,27 @@ pub async fn run_with(
                 () = sink.start(Duration::from_secs(3)) => {}
                 () = &mut shutdown => return stopped_during("connecting to Redis"),
             }
-            (Some(Downstream { tx, resync }), Some((sink, rx)))
+            (Some(RedisQueue { tx, resync }), Some((sink, rx)))
         }
     };
-    let (sqlite_tx, sqlite_rx) = mpsc::channel(SINK_QUEUE);
+    // The collector hands every batch to one queue: the store chain's (SQLite, then Redis).
+    let (stores_tx, stores_rx) = mpsc::channel(SINK_QUEUE);
     let mut collector = Collector::new(
         &config,
         symbols.clone(),
         sources,
         Arc::clone(&snapshot),
         Arc::clone(&metrics),
-        vec![sqlite_tx],
+        vec![stores_tx],
         clock,
     );
     // History requests spend the collector's budgets, which serve quotes first.
     let history_sources = collector.budgets();
-    let resync = downstream.as_ref().map(|d| Arc::clone(&d.resync));
+    let resync = redis_queue.as_ref().map(|q| Arc::clone(&q.resync));
     // Bars among a series' newest belong in its Redis ring: reconcile the rings.
     let reconcile = move || {
         if let Some(resync) = &resync {
-            resync.store(true, std::sync::atomic::Ordering::Release);
+            resync.request();
         }
     };
     if config.bootstrap_on_start == BootstrapOnStart::Before {
@@ -240,15 +247,16 @@ pub async fn run_with(
             }
         });
     }
-    // The writer stops when the collector drops its sender, after a final flush.
-    tracker.spawn(sqlite::run_writer(
+    // The chain stops when the collector drops its sender, after a final flush; its end
+    // closes the Redis sink's queue.
+    let stores = StoreChain::new(
         Arc::clone(&store),
-        sqlite_rx,
+        redis_queue,
         Duration::from_millis(config.batch_write_interval_ms),
         Arc::clone(&metrics),
-        downstream,
         clock,
-    ));
+    );
+    tracker.spawn(stores.run(stores_rx));
     if let Some((sink, rx)) = redis {
         tracker.spawn(sink.run(rx, token.clone()));
     }

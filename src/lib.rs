@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! sources ──▶ collector ──▶ pipeline: validate ─▶ bars ─▶ indicators ──▶ sinks
-//!                                                                        ├─ store::sqlite   (history, rejects, gaps, checkpoints)
+//!                                                                        ├─ store::writer   ─▶ sqlite (history, rejects, gaps, checkpoints),
+//!                                                                        │                     then redis (rings, live bars, features, events)
 //!                                                                        └─ store::snapshot ─▶ api (HTTP)
 //! ```
 //!
@@ -23,7 +24,8 @@
 //! - [`indicators`] — O(1) incremental indicators exact to TA-Lib, with forming-bar peeks and
 //!   checkpoints.
 //! - [`signals`] — buy/sell/neutral from the features, by documented rules.
-//! - [`store`] — SQLite writer and reader, and the lock-free snapshot the API reads.
+//! - [`store`] — one writer feeding SQLite first, then Redis; SQLite's reader queries; the
+//!   resync that rebuilds Redis rings from SQLite; the lock-free snapshot the API reads.
 //! - [`api`] — the hyper HTTP server and its JSON endpoints.
 //! - [`metrics`] — typed counters, gauges and histograms; JSON and Prometheus renderings.
 //! - [`repair`] — gaps found while running, fetched again from history off the tick.

@@ -453,6 +453,8 @@ metrics! {
             "redis_backfilled_bars_total", "Bars rewritten into Redis rings from SQLite";
         redis_recovered_bars: Counter =>
             "redis_recovered_bars_total", "Bars copied from Redis rings into SQLite after a crash";
+        redis_resyncs: Counter =>
+            "redis_resyncs_total", "Times every Redis ring was reconciled with SQLite";
         redis_coalesced: Counter =>
             "redis_coalesced_total", "Live/feature updates superseded before they were written";
         redis_write_latency: Histogram =>

@@ -64,7 +64,10 @@ fn ring_is_capped_ordered_and_survives_a_restart_without_duplicates() {
         (redis_state(sidecar.addr) == "up").then_some(())
     })
     .expect("redis up");
-    std::thread::sleep(Duration::from_millis(1_500));
+    wait_for(Duration::from_secs(10), || {
+        (ring(&mut conn, KEY).last() > first_run.last()).then_some(())
+    })
+    .expect("new bars pushed onto the kept ring");
     let (_, metrics) = get_json(sidecar.addr, "/metrics/json");
     assert_eq!(
         metrics["counters"]["redis_backfilled_bars_total"], 0,
@@ -161,12 +164,14 @@ fn values_are_named_maps_features_expire_and_events_are_published() {
 
     let (code, _) = sidecar.terminate();
     assert_eq!(code, 0);
-    std::thread::sleep(Duration::from_millis(600));
-    let exists: i64 = redis::cmd("EXISTS")
-        .arg("barkeep:features:EURUSD:1s")
-        .query(&mut conn)
-        .expect("EXISTS");
-    assert_eq!(exists, 0, "a stopped sidecar's features expire");
+    wait_for(Duration::from_secs(5), || {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg("barkeep:features:EURUSD:1s")
+            .query(&mut conn)
+            .expect("EXISTS");
+        (exists == 0).then_some(())
+    })
+    .expect("a stopped sidecar's features expire");
     assert_eq!(
         ring(&mut conn, KEY),
         sqlite_newest(&db, "EURUSD", "1s", 5_000)
@@ -181,9 +186,9 @@ fn redis_killed_mid_run_is_backfilled_from_sqlite() {
     let (db_s, url) = (db.to_str().expect("utf-8").to_string(), redis.url());
     let sidecar = Sidecar::start(dir.path(), &vars(&db_s, &url));
     let mut conn = redis.client();
-    let before = wait_for(Duration::from_secs(10), || {
+    let (before, last_pushed) = wait_for(Duration::from_secs(10), || {
         let r = ring(&mut conn, KEY);
-        (r.len() > 102).then_some(r.len())
+        (r.len() > 102).then(|| (r.len(), r.last().map_or(0, |b| b.0)))
     })
     .expect("live bars reach the ring");
     redis.kill();
@@ -193,17 +198,25 @@ fn redis_killed_mid_run_is_backfilled_from_sqlite() {
     .expect("/health shows redis down");
     let (status, health) = get_json(sidecar.addr, "/health");
     assert_eq!((status, health["status"].as_str()), (200, Some("degraded")));
-    std::thread::sleep(Duration::from_millis(2_500)); // bars keep closing meanwhile
+    // Bars keep closing meanwhile: three of them reach SQLite while Redis is down.
+    wait_for(Duration::from_secs(15), || {
+        let newest = sql_u64(&db, "SELECT max(ts) FROM bars WHERE symbol = 'EURUSD'");
+        (newest as i64 >= last_pushed + 3_000).then_some(())
+    })
+    .expect("bars stored during the outage");
     redis.restart();
     wait_for(Duration::from_secs(15), || {
         (redis_state(sidecar.addr) == "up").then_some(())
     })
     .expect("redis up again");
     let mut conn = redis.client();
-    std::thread::sleep(Duration::from_millis(1_000));
-    let (_, metrics) = get_json(sidecar.addr, "/metrics/json");
-    assert!(metrics["counters"]["redis_backfilled_bars_total"].as_u64() >= Some(before as u64));
-    assert!(metrics["counters"]["redis_reconnects_total"].as_u64() >= Some(1));
+    wait_for(Duration::from_secs(10), || {
+        let (_, metrics) = get_json(sidecar.addr, "/metrics/json");
+        (metrics["counters"]["redis_backfilled_bars_total"].as_u64() >= Some(before as u64)
+            && metrics["counters"]["redis_reconnects_total"].as_u64() >= Some(1))
+        .then_some(())
+    })
+    .expect("the rings are backfilled after the reconnect");
     let (code, log) = sidecar.terminate();
     assert_eq!(code, 0, "{}", log.join("\n"));
     let after = ring(&mut conn, KEY);
@@ -230,10 +243,13 @@ fn a_ring_ahead_of_sqlite_fills_sqlite_back() {
     let db = dir.path().join("b.db");
     let (db_s, url) = (db.to_str().expect("utf-8").to_string(), redis.url());
     let sidecar = Sidecar::start(dir.path(), &vars(&db_s, &url));
-    std::thread::sleep(Duration::from_millis(1_500));
+    let mut conn = redis.client();
+    wait_for(Duration::from_secs(10), || {
+        (ring(&mut conn, KEY).len() >= 20).then_some(())
+    })
+    .expect("bars reach the ring");
     let (code, _) = sidecar.terminate();
     assert_eq!(code, 0);
-    let mut conn = redis.client();
     let full = ring(&mut conn, KEY);
     // A crash that lost SQLite's unflushed buffer: the newest bars are only in Redis.
     let cut = full[full.len() - 10].0;
@@ -294,10 +310,12 @@ fn wrong_password_and_unreachable_redis_degrade_health_without_crashing() {
         "password leaked: {health}"
     );
     // Bars still reach SQLite.
-    std::thread::sleep(Duration::from_millis(1_500));
+    wait_for(Duration::from_secs(10), || {
+        (sql_u64(&db, "SELECT count(*) FROM bars") > 0).then_some(())
+    })
+    .expect("bars reach SQLite while Redis refuses the password");
     let (code, _) = sidecar.terminate();
     assert_eq!(code, 0);
-    assert!(sql_u64(&db, "SELECT count(*) FROM bars") > 0);
 
     // Nothing listening at start: barkeep starts, then connects when Redis appears.
     let mut late = RedisServer::start(&[]);

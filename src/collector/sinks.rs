@@ -1,6 +1,7 @@
 /*!
-Handing batches to the stores: checkpoints of every indicator set, and each batch to every
-sink's queue, with an overflow list when a queue is full (nothing dropped, counted).
+Handing batches to the stores: checkpoints of every indicator set, and each batch to the
+stores' queue (`store::writer`, which gives it to SQLite, then Redis), with an overflow list
+when the queue is full (nothing dropped, counted in `sink_queue_full_total`).
 */
 
 use std::sync::Arc;

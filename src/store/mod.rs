@@ -1,21 +1,35 @@
 /*!
-Where the pipeline's output goes.
+Where the pipeline's output goes, in one direction:
 
-- `sqlite.rs` — durable history, rejects, gaps and indicator checkpoints (batched writer task).
-- `redis.rs` — the bot's knowledge base: rings of closed bars, live bar, features, events.
-- `snapshot.rs` — the in-process latest state per symbol, read lock-free by the HTTP API.
+```text
+collector ──TickBatch──▶ writer ──▶ sqlite (buffer, then a transaction every BATCH_WRITE_INTERVAL)
+                                └─▶ redis  (its own queue; only after SQLite has the batch)
+                                      ▲
+                         reconcile ───┘ reads SQLite, rebuilds the rings (and gives SQLite
+                                        the bars only a ring kept after a crash)
+```
 
-Each sink gets the same [`TickBatch`] (behind an `Arc`) through its own bounded channel, so a
-slow sink never slows the collector or another sink.
+- `writer.rs` — the one place the collector hands batches to: SQLite first, then Redis.
+- `sqlite/` — durable history, rejects, gaps and indicator checkpoints; knows nothing of Redis.
+- `redis/` — the bot's knowledge base: rings of closed bars, live bar, features, events; never
+  reads SQLite itself.
+- `reconcile.rs` — resync, the only place the two stores meet.
+- `snapshot.rs` — the in-process latest state per symbol, read lock-free by the HTTP API (the
+  collector swaps it; it is not fed by the writer).
+
+Every store gets the same [`TickBatch`] (behind an `Arc`), so a slow Redis never slows SQLite or
+the collector: a batch Redis cannot queue is recovered from SQLite by a resync.
 */
 
+pub mod reconcile;
 pub mod redis;
 pub mod snapshot;
 pub mod sqlite;
+pub mod writer;
 
 use crate::pipeline::Event;
 
-/// Everything one collection tick produced, shared by all sinks.
+/// Everything one collection tick produced, shared by all stores.
 #[derive(Debug, Default)]
 pub struct TickBatch {
     /// The collector's clock when the tick ran, Unix ms.

@@ -1,0 +1,201 @@
+/*!
+Resync: where the two stores meet, and the only place.
+
+SQLite (flushed or still buffered) always holds every closed bar a Redis ring should hold,
+because `store::writer` hands a batch to Redis only after SQLite has taken it. So whenever the
+Redis sink may have missed something — at start, after Redis was down or a write failed, after
+batches were not queued because its queue was full ([`Resync::request`]), after history was
+stored among a series' newest bars — every ring is reconciled with SQLite before writing
+resumes:
+- a ring that matches (length, first and last bar) is kept;
+- one that is behind, partial or broken is rewritten atomically (`MULTI`/`DEL`/`RPUSH`/`EXEC`)
+  from SQLite's newest bars (`redis_backfilled_bars_total`);
+- one that is *ahead* of SQLite (bars Redis got but SQLite lost in a crash) first gives those
+  bars to SQLite (`redis_recovered_bars_total`), then is compared again.
+
+Each run is counted (`redis_resyncs_total`). SQLite is read on the blocking pool, never on the
+async runtime. Gap repair also rewrites a ring from here ([`Reconciler::rewrite_ring`]): its bars
+are older than the ring's last one, so they were never pushed.
+*/
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use redis::aio::ConnectionManager;
+
+use crate::metrics::Metrics;
+use crate::model::{SymbolId, Timeframe};
+use crate::store::redis::RedisError;
+use crate::store::redis::codec::{BarMsg, decode_ts, encode};
+use crate::store::sqlite::{RingSummary, SqliteStore, StoreError, StoredBar};
+
+/// A request to the Redis sink to reconcile every ring before its next write.
+#[derive(Debug, Default)]
+pub struct Resync(AtomicBool);
+
+impl Resync {
+    /// Asks for a resync (the sink missed batches, or SQLite got bars the rings should hold).
+    pub fn request(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether a resync was asked for since the last call.
+    pub(in crate::store) fn take(&self) -> bool {
+        self.0.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// One Redis ring and the series it mirrors.
+pub(in crate::store) struct Ring<'a> {
+    pub(in crate::store) symbol: SymbolId,
+    pub(in crate::store) timeframe: Timeframe,
+    pub(in crate::store) key: &'a str,
+}
+
+/// What a reconcile found.
+pub(in crate::store) struct Reconciled {
+    /// Open time of the last bar of each ring, in the order asked.
+    pub(in crate::store) last_ts: Vec<Option<i64>>,
+    pub(in crate::store) kept: usize,
+    pub(in crate::store) rewritten: usize,
+}
+
+/// Rebuilds Redis rings from SQLite (and SQLite from rings that are ahead).
+pub struct Reconciler {
+    store: Arc<SqliteStore>,
+    resync: Arc<Resync>,
+    metrics: Arc<Metrics>,
+}
+
+impl Reconciler {
+    pub fn new(store: Arc<SqliteStore>, resync: Arc<Resync>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            resync,
+            metrics,
+        }
+    }
+
+    /// Whether a resync was asked for since the last call.
+    pub(in crate::store) fn requested(&self) -> bool {
+        self.resync.take()
+    }
+
+    /// Makes every ring equal to the newest `n` closed bars SQLite knows.
+    pub(in crate::store) async fn reconcile(
+        &self,
+        conn: &mut ConnectionManager,
+        rings: &[Ring<'_>],
+        n: usize,
+    ) -> Result<Reconciled, RedisError> {
+        // What Redis has: length, first and last bar of every ring, in one round trip.
+        let mut pipe = redis::pipe();
+        for ring in rings {
+            pipe.cmd("LLEN")
+                .arg(ring.key)
+                .cmd("LINDEX")
+                .arg(ring.key)
+                .arg(0)
+                .cmd("LINDEX")
+                .arg(ring.key)
+                .arg(-1);
+        }
+        let answers: Vec<redis::Value> = pipe.query_async(conn).await?;
+        let mut done = Reconciled {
+            last_ts: Vec::with_capacity(rings.len()),
+            kept: 0,
+            rewritten: 0,
+        };
+        for (i, ring) in rings.iter().enumerate() {
+            let len = match &answers[3 * i] {
+                redis::Value::Int(n) => *n as usize,
+                _ => 0,
+            };
+            let first = decode_ts(&answers[3 * i + 1], ring.key);
+            let last = decode_ts(&answers[3 * i + 2], ring.key);
+            let mut want = self.summary(ring, n).await?;
+            if let (Some(ring_last), true) = (last, last > want.last_ts) {
+                // The ring is ahead of SQLite: keep what only Redis saw.
+                let recovered = self.recover_from_ring(conn, ring, want.last_ts).await?;
+                self.metrics.redis_recovered_bars.add(recovered as u64);
+                tracing::warn!(key = %ring.key, recovered, ring_last, "Redis ring was ahead of SQLite; bars copied into SQLite");
+                want = self.summary(ring, n).await?;
+            }
+            if len == want.len && first == want.first_ts && last == want.last_ts {
+                done.kept += 1;
+            } else {
+                self.rewrite_ring(conn, ring, n).await?;
+                done.rewritten += 1;
+            }
+            done.last_ts.push(want.last_ts);
+        }
+        self.metrics.redis_resyncs.inc();
+        Ok(done)
+    }
+
+    /// Replaces a ring with SQLite's newest `n` bars, atomically; the open time of its last.
+    pub(in crate::store) async fn rewrite_ring(
+        &self,
+        conn: &mut ConnectionManager,
+        ring: &Ring<'_>,
+        n: usize,
+    ) -> Result<Option<i64>, RedisError> {
+        let (store, symbol, tf) = (Arc::clone(&self.store), ring.symbol, ring.timeframe);
+        let bars: Vec<StoredBar> =
+            tokio::task::spawn_blocking(move || store.recent_bars(symbol, tf, n))
+                .await
+                .map_err(|e| StoreError::Join(e.to_string()))??;
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("DEL").arg(ring.key).ignore();
+        for chunk in bars.chunks(1_000) {
+            let values: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(|b| encode(&BarMsg::new(&b.bar, &b.source, b.quality)))
+                .collect();
+            pipe.cmd("RPUSH").arg(ring.key).arg(values).ignore();
+        }
+        let _: () = pipe.query_async(conn).await?;
+        self.metrics.redis_backfilled_bars.add(bars.len() as u64);
+        Ok(bars.last().map(|b| b.bar.ts))
+    }
+
+    async fn summary(&self, ring: &Ring<'_>, n: usize) -> Result<RingSummary, RedisError> {
+        let (store, symbol, tf) = (Arc::clone(&self.store), ring.symbol, ring.timeframe);
+        Ok(
+            tokio::task::spawn_blocking(move || store.ring_summary(symbol, tf, n))
+                .await
+                .map_err(|e| StoreError::Join(e.to_string()))??,
+        )
+    }
+
+    /// Copies the ring's bars newer than `after` into SQLite; returns how many.
+    async fn recover_from_ring(
+        &self,
+        conn: &mut ConnectionManager,
+        ring: &Ring<'_>,
+        after: Option<i64>,
+    ) -> Result<usize, RedisError> {
+        let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(ring.key)
+            .arg(0)
+            .arg(-1)
+            .query_async(conn)
+            .await?;
+        let mut bars = Vec::new();
+        for item in raw {
+            match rmp_serde::from_slice::<StoredBar>(&item) {
+                Ok(bar) if after.is_none_or(|t| bar.bar.ts > t) => bars.push(bar),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(key = ring.key, error = %e, "skipping an undecodable bar in a Redis ring")
+                }
+            }
+        }
+        let (store, symbol, tf) = (Arc::clone(&self.store), ring.symbol, ring.timeframe);
+        Ok(
+            tokio::task::spawn_blocking(move || store.upsert_now(symbol, tf, &bars))
+                .await
+                .map_err(|e| StoreError::Join(e.to_string()))??,
+        )
+    }
+}

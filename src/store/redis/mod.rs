@@ -1,0 +1,411 @@
+/*!
+The Redis sink: the bot's knowledge base (the key layout is in `codec.rs` and the README).
+
+It receives each batch from `store::writer` after SQLite has taken it, through its own bounded
+queue, and writes it (`write.rs`) on `REDIS_POOL_SIZE` connections. When it falls behind it takes
+every queued batch at once (up to [`MAX_COALESCE`]) and coalesces the live bars and features.
+
+Nothing lost, nothing duplicated: this module never reads SQLite. Whenever the rings may differ
+from what they should hold — before the first write, after Redis was unreachable or a write
+failed, when the writer could not queue a batch or history was stored among the newest bars (a
+[`Resync`](crate::store::reconcile::Resync) request) — it stops writing and has
+`store::reconcile` make every ring equal to SQLite's newest bars first. While reconciled, a
+closed bar at or before a ring's last bar is not pushed again.
+
+Rooms: this file holds the task (connect, reconnect pacing, the receive loop, `/health` state);
+`codec.rs` the keys and MessagePack values; `write.rs` the pipelined writes.
+*/
+
+pub mod codec;
+mod write;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use self::codec::Keys;
+use self::codec::SlotKeys;
+use self::write::SlotWork;
+use crate::clock::Clock;
+use crate::indicators::{FEATURE_COUNT, Features};
+use crate::metrics::Metrics;
+use crate::model::{SymbolId, SymbolTable, Timeframe};
+use crate::pipeline::BarRecord;
+use crate::store::TickBatch;
+use crate::store::reconcile::{Reconciler, Ring};
+use crate::store::sqlite::StoreError;
+
+/// Reconnect pacing: the first retry, the steady retry to a server on this machine, and the
+/// longest wait for a remote one (or one refusing the password).
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_LOCAL: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Whether Redis refused the credentials (retrying fast would not help).
+fn is_auth_error(e: &RedisError) -> bool {
+    matches!(e, RedisError::Redis(r) if r.kind() == redis::ErrorKind::AuthenticationFailed
+        || r.code().is_some_and(|c| c == "WRONGPASS" || c == "NOAUTH"))
+}
+
+/// Whether a Redis URL points at this machine (a unix socket or a loopback address).
+fn is_local(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    if scheme.starts_with("unix") || scheme == "redis+unix" {
+        return true;
+    }
+    let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host_port = host_port.split('/').next().unwrap_or_default();
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Batches taken at once when the sink is behind.
+const MAX_COALESCE: usize = 64;
+
+/// Why a Redis operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Connection state shown in `/health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RedisState {
+    Connecting = 0,
+    Up = 1,
+    Down = 2,
+}
+
+/// Shared view of the sink for `/health` and metrics.
+#[derive(Debug, Default)]
+pub struct RedisStatus {
+    state: AtomicU8,
+    last_write_ms: AtomicI64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl RedisStatus {
+    pub fn state(&self) -> RedisState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => RedisState::Up,
+            2 => RedisState::Down,
+            _ => RedisState::Connecting,
+        }
+    }
+
+    fn set(&self, state: RedisState, error: Option<String>) {
+        self.state.store(state as u8, Ordering::Relaxed);
+        if error.is_some() || state == RedisState::Up {
+            *self.last_error.lock() = error;
+        }
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+
+    /// Unix ms of the last successful write, 0 if none.
+    pub fn last_write_ms(&self) -> i64 {
+        self.last_write_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// Settings of the sink.
+#[derive(Debug, Clone)]
+pub struct RedisSinkConfig {
+    pub url: String,
+    pub pool_size: usize,
+    pub prefix: String,
+    pub max_bars: usize,
+    pub features_ttl_ms: u64,
+}
+
+/// The Redis writer task and its state.
+pub struct RedisSink {
+    config: RedisSinkConfig,
+    client: redis::Client,
+    conns: Vec<ConnectionManager>,
+    symbols: SymbolTable,
+    timeframes: Vec<Timeframe>,
+    tf_names: Vec<String>,
+    names: [String; FEATURE_COUNT],
+    reconciler: Reconciler,
+    status: Arc<RedisStatus>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    /// Redis runs on this machine (unix socket or loopback): reconnects need no backoff.
+    local: bool,
+    /// Open time of the last bar in each ring (`symbol * timeframes + frame`), valid while
+    /// `synced`.
+    ring_last: Vec<Option<i64>>,
+    synced: bool,
+    /// Per-slot work of the write in progress, kept between writes so they do not allocate.
+    scratch: Vec<SlotWork>,
+    touched: Vec<usize>,
+    /// Key names per slot.
+    slot_keys: Vec<SlotKeys>,
+    /// The last features written per slot, to write again when the market closes.
+    last_features: Vec<Option<(BarRecord, Features, i64)>>,
+}
+
+impl RedisSink {
+    /// # Errors
+    /// A URL the redis client cannot use.
+    #[allow(clippy::too_many_arguments, reason = "wired once by app::run")]
+    pub fn new(
+        config: RedisSinkConfig,
+        symbols: SymbolTable,
+        timeframes: Vec<Timeframe>,
+        names: [String; FEATURE_COUNT],
+        reconciler: Reconciler,
+        status: Arc<RedisStatus>,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Result<Self, RedisError> {
+        // Small pipelined writes must not wait for Nagle's algorithm: with it a 1 000-symbol tick
+        // took 26 ms instead of 10 (measured with examples/loadtest.rs).
+        let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info)?;
+        let keys = Keys::new(&config.prefix);
+        let slot_keys = symbols
+            .iter()
+            .flat_map(|(_, name)| {
+                let keys = &keys;
+                timeframes
+                    .iter()
+                    .map(move |&tf| SlotKeys::new(keys, name, tf))
+            })
+            .collect();
+        let slots = symbols.len() * timeframes.len();
+        Ok(Self {
+            client,
+            conns: Vec::new(),
+            tf_names: timeframes.iter().map(ToString::to_string).collect(),
+            symbols,
+            timeframes,
+            names,
+            reconciler,
+            status,
+            metrics,
+            clock,
+            ring_last: vec![None; slots],
+            synced: false,
+            scratch: Vec::new(),
+            touched: Vec::new(),
+            slot_keys,
+            last_features: vec![None; slots],
+            local: is_local(&config.url),
+            config,
+        })
+    }
+
+    /// Connects, reconciles and writes until the channel closes (`store::writer` has stopped)
+    /// or, while Redis is unreachable, until `shutdown`.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Arc<TickBatch>>,
+        shutdown: CancellationToken,
+    ) {
+        let mut backoff = RETRY_MIN;
+        let mut batches: Vec<Arc<TickBatch>> = Vec::with_capacity(MAX_COALESCE);
+        loop {
+            if !self.synced {
+                match self.connect_and_reconcile().await {
+                    Ok(()) => backoff = RETRY_MIN,
+                    Err(e) => {
+                        // A refused connection to a server on this machine costs nothing to
+                        // try again: retry at a steady pace, so writes resume within about a
+                        // tick of Redis answering again. A remote server, or a wrong password,
+                        // is asked less and less often.
+                        let steady = self.local && !is_auth_error(&e);
+                        backoff = if steady {
+                            RETRY_LOCAL
+                        } else {
+                            (backoff * 2).min(RETRY_MAX)
+                        };
+                        self.fail(&e);
+                        // Batches that arrive meanwhile are in SQLite; the next reconcile
+                        // restores them. Drain so the queue does not fill.
+                        let sleep = tokio::time::sleep(backoff);
+                        tokio::pin!(sleep);
+                        loop {
+                            tokio::select! {
+                                () = &mut sleep => break,
+                                _ = shutdown.cancelled() => return,
+                                batch = rx.recv() => if batch.is_none() { return },
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
+            batches.clear();
+            match rx.recv().await {
+                Some(b) => batches.push(b),
+                None => return,
+            }
+            while batches.len() < MAX_COALESCE {
+                match rx.try_recv() {
+                    Ok(b) => batches.push(b),
+                    Err(_) => break,
+                }
+            }
+            self.metrics
+                .redis_queue_depth
+                .set((rx.max_capacity() - rx.capacity()) as i64);
+            if self.reconciler.requested() {
+                self.synced = false;
+                continue;
+            }
+            if let Err(e) = self.write(&batches).await {
+                self.fail(&e);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: &RedisError) {
+        self.synced = false;
+        self.metrics.redis_errors.inc();
+        let first = self.status.state() != RedisState::Down;
+        self.status.set(RedisState::Down, Some(e.to_string()));
+        if first {
+            tracing::warn!(error = %e, "Redis unavailable; bars keep going to SQLite and will be backfilled");
+        } else {
+            tracing::debug!(error = %e, "Redis still unavailable");
+        }
+    }
+
+    fn slot(&self, symbol: SymbolId, tf: Timeframe) -> Option<usize> {
+        let frame = self.timeframes.iter().position(|&t| t == tf)?;
+        Some(symbol as usize * self.timeframes.len() + frame)
+    }
+
+    fn conn_for(&self, symbol: SymbolId) -> usize {
+        symbol as usize % self.conns.len().max(1)
+    }
+
+    /// Connects and reconciles before the pipeline starts, so bars that only Redis kept (after
+    /// a crash) reach SQLite before the indicators warm up from it. If Redis cannot be reached
+    /// within `timeout`, start-up goes on and [`Self::run`] keeps trying.
+    pub async fn start(&mut self, timeout: Duration) {
+        match tokio::time::timeout(timeout, self.connect_and_reconcile()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.fail(&e),
+            Err(_) => self.fail(&RedisError::Redis(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no answer",
+                format!("within {timeout:?}"),
+            )))),
+        }
+    }
+
+    async fn connect_and_reconcile(&mut self) -> Result<(), RedisError> {
+        if self.conns.is_empty() {
+            // The manager's own retries after a dropped connection: short on this machine, so a
+            // restarted local Redis is written to again within about a tick.
+            let (retries, max_delay) = if self.local {
+                (1, RETRY_LOCAL)
+            } else {
+                (2, Duration::from_secs(2))
+            };
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(5)))
+                .set_number_of_retries(retries)
+                .set_max_delay(max_delay);
+            let mut conns = Vec::with_capacity(self.config.pool_size);
+            for _ in 0..self.config.pool_size {
+                conns.push(
+                    ConnectionManager::new_with_config(self.client.clone(), config.clone()).await?,
+                );
+            }
+            self.conns = conns;
+        } else if self.status.state() == RedisState::Down {
+            // After a failure; a resync asked for while Redis was up is no reconnect.
+            self.metrics.redis_reconnects.inc();
+        }
+        // A PING proves the connection (and the password) before the reconcile.
+        let _: String = redis::cmd("PING").query_async(&mut self.conns[0]).await?;
+        let started = Instant::now();
+        let (kept, rewritten) = self.reconcile().await?;
+        self.synced = true;
+        self.status.set(RedisState::Up, None);
+        tracing::info!(
+            kept,
+            rewritten,
+            took_ms = started.elapsed().as_millis() as u64,
+            "Redis rings reconciled with SQLite"
+        );
+        Ok(())
+    }
+
+    /// Has `store::reconcile` make every ring equal to the newest `MAX_BARS_CACHE` closed bars
+    /// SQLite knows; returns how many rings were kept and how many rewritten.
+    async fn reconcile(&mut self) -> Result<(usize, usize), RedisError> {
+        let frames = self.timeframes.len();
+        let rings: Vec<Ring<'_>> = self
+            .slot_keys
+            .iter()
+            .enumerate()
+            .map(|(slot, keys)| Ring {
+                symbol: (slot / frames) as SymbolId,
+                timeframe: self.timeframes[slot % frames],
+                key: &keys.bars,
+            })
+            .collect();
+        let mut conn = self.conns[0].clone();
+        let done = self
+            .reconciler
+            .reconcile(&mut conn, &rings, self.config.max_bars)
+            .await?;
+        drop(rings);
+        self.ring_last = done.last_ts;
+        Ok((done.kept, done.rewritten))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_servers_are_told_from_remote_ones() {
+        for url in [
+            "redis://127.0.0.1:6379/0",
+            "redis://:pw@localhost:6380",
+            "redis://user:p@ss@127.0.0.2",
+            "redis://[::1]:6379",
+            "unix:///run/redis.sock",
+            "redis+unix:///tmp/r.sock?db=1",
+        ] {
+            assert!(is_local(url), "{url}");
+        }
+        for url in [
+            "redis://10.0.0.5:6379",
+            "rediss://cache.example.com:6380",
+            "redis://[2001:db8::1]:6379",
+            "redis//:pw@host",
+        ] {
+            assert!(!is_local(url), "{url}");
+        }
+    }
+}

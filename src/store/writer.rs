@@ -1,0 +1,177 @@
+/*!
+The stores' one entrance: every batch the collector produces is taken by SQLite first, then
+handed to Redis.
+
+The collector sends each [`TickBatch`] to one bounded queue, read by one task ([`StoreChain`]).
+For each batch, in this order:
+1. SQLite takes its rows into the write buffer ([`SqliteStore::absorb`]); from then on readers
+   see them (the buffer is merged into what they read) and they are flushed with the rest.
+2. The batch is offered to the Redis sink's own bounded queue, without waiting. When that queue
+   is full the batch is not queued; the Redis sink is asked to resync instead (`redis_queue_full_total`),
+   rebuilding its rings from SQLite, which by step 1 holds the batch.
+
+So Redis never shows a closed bar SQLite does not hold, and a slow Redis never slows SQLite or
+the collector. The buffer is flushed every `BATCH_WRITE_INTERVAL` in one transaction on the
+blocking pool while batches keep arriving, and once more when the collector has stopped (the
+queue closed); dropping the Redis queue's sender then tells the Redis sink to finish.
+*/
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::store::TickBatch;
+use crate::store::reconcile::Resync;
+use crate::store::sqlite::{FlushStats, SqliteStore, StoreError};
+
+/// Where batches go after SQLite: the Redis sink's queue, and how to ask it to resync.
+pub struct RedisQueue {
+    pub tx: mpsc::Sender<Arc<TickBatch>>,
+    pub resync: Arc<Resync>,
+}
+
+/// SQLite, then Redis (when configured): the task that feeds both.
+pub struct StoreChain {
+    sqlite: Arc<SqliteStore>,
+    redis: Option<RedisQueue>,
+    flush_every: Duration,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+}
+
+impl StoreChain {
+    pub fn new(
+        sqlite: Arc<SqliteStore>,
+        redis: Option<RedisQueue>,
+        flush_every: Duration,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            sqlite,
+            redis,
+            flush_every,
+            metrics,
+            clock,
+        }
+    }
+
+    /// Takes batches until the collector closes `rx`, flushing SQLite every `flush_every`, then
+    /// flushes a last time and returns (which closes the Redis queue).
+    pub async fn run(self, mut rx: mpsc::Receiver<Arc<TickBatch>>) {
+        let mut timer = tokio::time::interval(self.flush_every);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer.tick().await;
+        let mut flushing: Option<JoinHandle<Result<FlushStats, StoreError>>> = None;
+        loop {
+            tokio::select! {
+                batch = rx.recv() => match batch {
+                    Some(batch) => self.take(batch, &rx),
+                    None => break,
+                },
+                _ = timer.tick(), if flushing.is_none() => {
+                    let store = Arc::clone(&self.sqlite);
+                    flushing = Some(tokio::task::spawn_blocking(move || timed_flush(&store)));
+                }
+                result = wait_flush(&mut flushing), if flushing.is_some() => {
+                    flushing = None;
+                    self.record_flush(result);
+                }
+            }
+        }
+        if let Some(handle) = flushing.take() {
+            self.record_flush(
+                handle
+                    .await
+                    .map_err(|e| StoreError::Join(e.to_string()))
+                    .and_then(|r| r),
+            );
+        }
+        self.final_flush().await;
+    }
+
+    /// One batch: SQLite takes it, then Redis is offered it.
+    fn take(&self, batch: Arc<TickBatch>, rx: &mpsc::Receiver<Arc<TickBatch>>) {
+        let rows = self.sqlite.absorb(&batch);
+        self.metrics.sqlite_pending_rows.set(rows as i64);
+        self.metrics
+            .sqlite_queue_depth
+            .set((rx.max_capacity() - rx.capacity()) as i64);
+        let Some(redis) = &self.redis else { return };
+        match redis.tx.try_send(batch) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.redis_queue_full.inc();
+                redis.resync.request();
+            }
+            // The sink gave up (shutdown while Redis was unreachable): SQLite has the batch.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// The last flush, retried a few times: a locked database or a full disk can be transient.
+    async fn final_flush(&self) {
+        for attempt in 0..5 {
+            let s = Arc::clone(&self.sqlite);
+            let result = tokio::task::spawn_blocking(move || timed_flush(&s)).await;
+            self.record_flush(
+                result
+                    .map_err(|e| StoreError::Join(e.to_string()))
+                    .and_then(|r| r),
+            );
+            if self.sqlite.pending_rows() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
+        let left = self.sqlite.pending_rows();
+        if left > 0 {
+            tracing::error!(
+                rows = left,
+                "SQLite: rows could not be written before shutdown"
+            );
+        }
+    }
+
+    fn record_flush(&self, result: Result<FlushStats, StoreError>) {
+        let metrics = &self.metrics;
+        match result {
+            Ok(stats) => {
+                metrics.sqlite_flush_duration.record(stats.took);
+                metrics.sqlite_flushes.inc();
+                metrics.sqlite_bars_written.add(stats.bars as u64);
+                metrics.sqlite_rejects_written.add(stats.rejects as u64);
+                metrics.checkpoints_written.add(stats.checkpoints as u64);
+                metrics
+                    .sqlite_pending_rows
+                    .set(self.sqlite.pending_rows() as i64);
+                metrics.sqlite_last_flush_ms.set(self.clock.now_ms());
+            }
+            Err(e) => {
+                metrics.sqlite_flush_errors.inc();
+                tracing::warn!(error = %e, "SQLite flush failed; rows kept for the next flush");
+            }
+        }
+    }
+}
+
+/// Waits for the flush in progress (never completes when there is none).
+async fn wait_flush(
+    flushing: &mut Option<JoinHandle<Result<FlushStats, StoreError>>>,
+) -> Result<FlushStats, StoreError> {
+    let Some(handle) = flushing.as_mut() else {
+        return std::future::pending().await;
+    };
+    handle.await.map_err(|e| StoreError::Join(e.to_string()))?
+}
+
+fn timed_flush(store: &SqliteStore) -> Result<FlushStats, StoreError> {
+    let started = Instant::now();
+    let mut stats = store.flush()?;
+    stats.took = started.elapsed();
+    Ok(stats)
+}

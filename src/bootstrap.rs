@@ -30,18 +30,16 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use parking_lot::Mutex;
-use tokio::time::Instant;
-
+use crate::clock::Clock;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::model::{Bar, SymbolId, SymbolTable, Timeframe};
 use crate::pipeline::RejectRecord;
-use crate::sources::http::wall_ms;
-use crate::sources::ratelimit::{RateBudget, SharedBudget};
+use crate::sources::chain::{Asked as Answer, Refusal, SourceChain, Work};
 use crate::sources::{ErrorKind, Source};
 use crate::store::sqlite::{SqliteStore, StoreError, StoredBar};
 use crate::validate::{Validator, Verdict};
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Bars asked for per request.
 pub const WINDOW_BARS: i64 = 1_000;
@@ -55,6 +53,9 @@ pub const MAX_BUDGET_WAIT: Duration = Duration::from_secs(65);
 
 /// Rate-limit answers from one source for one window before the next source is asked.
 const RATE_LIMITED_TRIES: usize = 3;
+
+/// How long one history request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a bootstrap did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -92,22 +93,18 @@ struct Window {
     backward: bool,
 }
 
-/// Each source with a budget of its own, for a bootstrap that runs alone (`barkeep bootstrap`,
-/// or before collecting starts).
-pub fn own_budgets(sources: &[Arc<dyn Source>]) -> Vec<(Arc<dyn Source>, SharedBudget)> {
-    sources
-        .iter()
-        .map(|s| {
-            let budget = RateBudget::new(s.rate_limit(), Instant::now());
-            (Arc::clone(s), Arc::new(Mutex::new(budget)))
-        })
-        .collect()
+/// The configured sources with breakers and budgets of their own, for a bootstrap that runs
+/// alone (`barkeep bootstrap`, or before collecting starts).
+pub fn own_chain(config: &Config, sources: Vec<Arc<dyn Source>>) -> SourceChain {
+    let names: Vec<&'static str> = sources.iter().map(|s| s.name()).collect();
+    let metrics = Arc::new(Metrics::new(&names));
+    SourceChain::configured(config, sources, false, metrics, Clock::System)
 }
 
 /// Downloads what SQLite lacks of the configured history for every symbol and timeframe.
-/// `sources` come with the budget to spend for each: their own ([`own_budgets`]), or the
-/// collector's when it runs beside collection, which then keeps the requests it needs for quotes
-/// (it takes first each tick; the bootstrap takes what is left). `on_recent` is called after
+/// Sources are asked through `chain`: one of their own ([`own_chain`]), or the collector's when
+/// the bootstrap runs beside collection, whose budgets then keep the requests live quotes need
+/// (the bootstrap is batch work: it takes what is above the live reserve). `on_recent` is called after
 /// bars were stored among the newest `MAX_BARS_CACHE` of a series (while collecting, the Redis
 /// rings must then be reconciled with SQLite).
 ///
@@ -116,17 +113,13 @@ pub fn own_budgets(sources: &[Arc<dyn Source>]) -> Vec<(Arc<dyn Source>, SharedB
 pub async fn bootstrap(
     config: &Config,
     symbols: &SymbolTable,
-    sources: &[(Arc<dyn Source>, SharedBudget)],
+    chain: &SourceChain,
     store: &Arc<SqliteStore>,
     now_ms: i64,
     show_progress: bool,
     on_recent: impl Fn(),
 ) -> Result<BootstrapStats, StoreError> {
-    let history: Vec<&(Arc<dyn Source>, SharedBudget)> = sources
-        .iter()
-        .filter(|(s, _)| s.capabilities().history)
-        .collect();
-    for (source, _) in &history {
+    for source in chain.sources().filter(|s| s.capabilities().history) {
         for &tf in &config.timeframes {
             if !source.serves_history(tf) {
                 tracing::info!(
@@ -138,7 +131,7 @@ pub async fn bootstrap(
         }
     }
     let mut asked = Asked {
-        sources: history,
+        chain,
         not_served: HashSet::new(),
     };
     let mut plan = Vec::new();
@@ -290,10 +283,10 @@ fn windows(
     plan
 }
 
-/// The sources that serve history, and what they said they do not serve.
+/// The chain, and what its sources said they do not serve.
 struct Asked<'a> {
-    sources: Vec<&'a (Arc<dyn Source>, SharedBudget)>,
-    /// (index in `sources`, symbol, timeframe) a source answered "not served" for this run.
+    chain: &'a SourceChain,
+    /// (index in the chain, symbol, timeframe) a source answered "not served" for this run.
     not_served: HashSet<(usize, SymbolId, Timeframe)>,
 }
 
@@ -301,19 +294,17 @@ impl Asked<'_> {
     /// Whether source `i` may be asked for this series: it serves the symbol and the timeframe
     /// and has not said otherwise. Checked before any budget is taken.
     fn may_ask(&self, i: usize, symbol: SymbolId, tf: Timeframe) -> bool {
-        let source = &self.sources[i].0;
-        source.supports(symbol)
-            && source.serves_history(tf)
-            && !self.not_served.contains(&(i, symbol, tf))
+        self.chain.serves_history(i, symbol, tf) && !self.not_served.contains(&(i, symbol, tf))
     }
 
     fn any_for(&self, symbol: SymbolId, tf: Timeframe) -> bool {
-        (0..self.sources.len()).any(|i| self.may_ask(i, symbol, tf))
+        (0..self.chain.len()).any(|i| self.may_ask(i, symbol, tf))
     }
 }
 
-/// One window from the first source that answers it, each asked within its budget: a unit is
-/// taken right before the request goes out, and only of a source that may be asked.
+/// One window from the first source that answers it, each asked within a permit of the chain:
+/// the bootstrap waits for a source's budget (up to [`MAX_BUDGET_WAIT`]) and moves on when its
+/// daily quota is spent, its breaker is open, or it fails.
 async fn fetch(
     asked: &mut Asked<'_>,
     symbols: &SymbolTable,
@@ -321,16 +312,15 @@ async fn fetch(
     progress: &ProgressBar,
 ) -> Option<(&'static str, Vec<Bar>)> {
     let symbol_name = symbols.name(w.symbol);
-    for i in 0..asked.sources.len() {
+    let chain = asked.chain;
+    for i in 0..chain.len() {
         if !asked.may_ask(i, w.symbol, w.timeframe) {
             continue;
         }
-        let (source, budget) = (&asked.sources[i].0, &asked.sources[i].1);
-        let name = source.name();
+        let name = chain.source(i).name();
         let mut rate_limited = 0;
         while rate_limited < RATE_LIMITED_TRIES {
-            let wait = budget.lock().wait_for(Instant::now(), wall_ms(), 1);
-            match wait {
+            match chain.budget_wait(i, 1) {
                 None => {
                     tracing::debug!(source = name, "daily budget spent; asking the next source");
                     break;
@@ -345,26 +335,29 @@ async fn fetch(
                 }
                 Some(_) => {}
             }
-            if !budget
-                .lock()
-                .try_acquire_batch(Instant::now(), wall_ms(), 1)
-            {
-                continue;
-            }
-            match source.history(w.symbol, w.timeframe, w.from, w.to).await {
+            let answer = chain
+                .history(
+                    i,
+                    w.symbol,
+                    w.timeframe,
+                    w.from,
+                    w.to,
+                    Work::Batch,
+                    REQUEST_TIMEOUT,
+                )
+                .await;
+            match answer {
                 Ok(bars) => return Some((name, bars)),
-                Err(e) if e.kind() == ErrorKind::RateLimited => {
-                    budget
-                        .lock()
-                        .on_rate_limited(Instant::now(), e.retry_after());
-                    rate_limited += 1;
-                }
-                Err(e) if e.kind() == ErrorKind::NotServed => {
+                // Taken by live quotes meanwhile: wait again.
+                Err(Answer::Refused(Refusal::NoBudget)) => {}
+                Err(Answer::Refused(_)) => break,
+                Err(Answer::Failed(e)) if e.kind() == ErrorKind::RateLimited => rate_limited += 1,
+                Err(Answer::Failed(e)) if e.kind() == ErrorKind::NotServed => {
                     tracing::info!(source = name, symbol = %symbol_name, timeframe = %w.timeframe, error = %e, "history not served; this source is not asked for this series again");
                     asked.not_served.insert((i, w.symbol, w.timeframe));
                     break;
                 }
-                Err(e) => {
+                Err(Answer::Failed(e)) => {
                     tracing::warn!(source = name, symbol = %symbol_name, error = %e, "history window failed; trying the next source");
                     break;
                 }

@@ -26,7 +26,7 @@ use chrono_tz::America::New_York;
 use exchange_hours::{Exchange, ExchangeCalendar, MarketHoursKey, SessionKind};
 
 use crate::indicators::{DailyAnchor, Zone};
-use crate::sources::symbols::{Instrument, classify};
+use crate::instrument::{Instrument, classify};
 
 /// One trading calendar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,10 +128,10 @@ impl MarketCalendar {
                 Self::CmeMetals
             }
             Instrument::Fx { .. } => Self::Fx,
-            Instrument::Index(names) => match names.yahoo() {
-                "^GDAXI" => Self::Xetra,
-                "^FTSE" => Self::Lse,
-                "^N225" => Self::Tse,
+            Instrument::Index(index) => match index.code {
+                "DAX" => Self::Xetra,
+                "FTSE" => Self::Lse,
+                "N225" => Self::Tse,
                 _ => Self::UsEquity,
             },
             Instrument::Equity(_) => Self::UsEquity,

@@ -10,7 +10,11 @@
 //! ```
 //!
 //! Modules, in the order data meets them:
-//! - [`config`] — environment → validated [`config::Config`]; errors name the variable.
+//! - [`env`] — the one reader of environment variables (a leaf): typed values, errors that name
+//!   the variable.
+//! - [`config`] — environment → validated [`config::Config`], every value checked against the
+//!   others; the providers' part comes from the sources' registry.
+//! - [`instrument`] — what a generic symbol stands for (index, FX, crypto, ticker), a leaf.
 //! - [`model`] — symbols, timeframes, quotes, bars: the plain data everything passes around.
 //! - [`clock`] — "now", injectable so tests control time.
 //! - [`calendar`] — each symbol's trading calendar: open or closed at an instant, until when.
@@ -41,7 +45,9 @@ pub mod calendar;
 pub mod clock;
 pub mod collector;
 pub mod config;
+pub mod env;
 pub mod indicators;
+pub mod instrument;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

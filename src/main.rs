@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use barkeep::config::{Config, LogFormat};
+use barkeep::config::{Config, LogFormat, OpenFiles};
 
 #[derive(Parser)]
 #[command(
@@ -55,7 +55,14 @@ fn main() -> ExitCode {
         }
     };
     barkeep::secrets::register(barkeep::secrets::of_config(&config));
-    init_tracing(config.log_format);
+    if let Err(e) = init_tracing(config.log_format, &config.log_filter) {
+        eprintln!("barkeep: configuration error: invalid RUST_LOG: {e}");
+        return ExitCode::from(2);
+    }
+    // Checked against the hard limit already; the soft one is often lower than the pool needs.
+    if let Err(e) = OpenFiles::raise_soft_to(config.open_files_needed()) {
+        tracing::warn!(error = %e, "open-files limit not raised");
+    }
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(config),
         Command::Bootstrap => bootstrap(config),
@@ -148,9 +155,11 @@ fn replay(config: &Config, input: &std::path::Path, symbol: Option<&str>) -> Exi
     }
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Installs the log subscriber with `filter` (`RUST_LOG`, validated by the configuration).
+fn init_tracing(format: LogFormat, filter: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map_err(|e| e.to_string())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -159,6 +168,7 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM (pm2 and systemd stop with SIGTERM).

@@ -126,7 +126,10 @@ impl FromStr for Timeframe {
         if n == 0 {
             return Err(format!("timeframe `{s}` must be at least 1{unit}"));
         }
-        Self::from_ms(n * unit_ms)
+        let ms = n
+            .checked_mul(unit_ms)
+            .ok_or_else(|| format!("timeframe `{s}` is too long"))?;
+        Self::from_ms(ms)
     }
 }
 

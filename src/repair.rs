@@ -4,12 +4,13 @@ outage with no fallback, a dropped stream) is fetched again from the history sou
 tick, and handed back to the collector, whose pipeline stores the bars and brings the
 indicators to what an uninterrupted run would have ([`crate::pipeline::SymbolPipeline::repair`]).
 
-The worker takes one [`RepairJob`] at a time from a bounded queue and asks the sources that
-serve the symbol and timeframe's history, in `SOURCES` order, each within the budget the
-collector spends for it, above the reserve kept for live quotes. A request is sent only when a
-token was taken; a source that cannot serve the pair is not asked. An empty answer is the
-provider confirming the interval had no trades. When no source answers, the collector tries
-again later, [`MAX_TRIES`] times in all, and then leaves the gap recorded as it was.
+The worker takes one [`RepairJob`] at a time from a bounded queue and asks the source chain
+(`sources/chain.rs`) for the interval: the sources that serve the symbol and timeframe's
+history, in `SOURCES` order, each within a permit, above the budget reserve kept for live
+quotes. An empty answer is the provider confirming the interval had no trades. When no source
+answers, the collector tries again later, [`MAX_TRIES`] attempts in all, and then leaves the
+gap recorded as it was; a round in which no source could be asked at all (breakers open,
+budgets spent) is no attempt, and the gap waits for its sources instead.
 
 Gaps found at start-up (downtime, a crash) are repaired by the warm-up instead, before live
 bars, which needs no rewind of the indicators.
@@ -23,8 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bars::Gap;
 use crate::model::{Bar, SymbolId, Timeframe};
-use crate::sources::ratelimit::SharedBudget;
-use crate::sources::{ErrorKind, Source};
+use crate::sources::chain::{SourceChain, Work};
 
 /// Attempts per gap before it is left recorded.
 pub const MAX_TRIES: u8 = 3;
@@ -54,17 +54,18 @@ pub enum RepairOutcome {
         source: &'static str,
         bars: Vec<Bar>,
     },
-    /// No source could answer now.
+    /// Sources were asked and none could answer.
     Failed(RepairJob),
+    /// No source could be asked now (breakers open, budgets spent): no attempt is counted.
+    NotSent(RepairJob),
 }
 
-/// Runs until `shutdown` or until the job queue closes: each job asked of the history sources,
-/// its outcome sent back. `now_ms` is the collector's clock, for daily quotas.
+/// Runs until `shutdown` or until the job queue closes: each job asked of the history sources
+/// through the chain (batch work, above the live reserve), its outcome sent back.
 pub async fn run_worker(
-    sources: Vec<(Arc<dyn Source>, SharedBudget)>,
+    chain: Arc<SourceChain>,
     mut jobs: mpsc::Receiver<RepairJob>,
     outcomes: mpsc::Sender<RepairOutcome>,
-    now_ms: impl Fn() -> i64 + Send + 'static,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -75,55 +76,24 @@ pub async fn run_worker(
                 None => return,
             },
         };
+        let asked = chain.first_history(
+            job.symbol,
+            job.timeframe,
+            job.gap.from_ts,
+            job.gap.to_ts,
+            Work::Batch,
+            REQUEST_TIMEOUT,
+        );
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
-            outcome = fetch(&sources, job, now_ms()) => outcome,
+            answer = asked => match answer {
+                Ok((source, bars)) => RepairOutcome::Fetched { job, source, bars },
+                Err(unanswered) if unanswered.sent => RepairOutcome::Failed(job),
+                Err(_) => RepairOutcome::NotSent(job),
+            },
         };
         if outcomes.send(outcome).await.is_err() {
             return;
         }
     }
-}
-
-async fn fetch(
-    sources: &[(Arc<dyn Source>, SharedBudget)],
-    job: RepairJob,
-    now_ms: i64,
-) -> RepairOutcome {
-    let serving = sources.iter().filter(|(s, _)| {
-        s.capabilities().history && s.supports(job.symbol) && s.serves_history(job.timeframe)
-    });
-    for (source, budget) in serving {
-        if !budget
-            .lock()
-            .try_acquire_batch(tokio::time::Instant::now(), now_ms, 1)
-        {
-            continue;
-        }
-        let asked = source.history(job.symbol, job.timeframe, job.gap.from_ts, job.gap.to_ts);
-        match tokio::time::timeout(REQUEST_TIMEOUT, asked).await {
-            Ok(Ok(bars)) => {
-                return RepairOutcome::Fetched {
-                    job,
-                    source: source.name(),
-                    bars,
-                };
-            }
-            Ok(Err(e)) => {
-                if e.kind() == ErrorKind::RateLimited {
-                    budget
-                        .lock()
-                        .on_rate_limited(tokio::time::Instant::now(), e.retry_after());
-                }
-                tracing::debug!(source = source.name(), error = %e, "gap repair: history failed; trying the next source");
-            }
-            Err(_) => {
-                tracing::debug!(
-                    source = source.name(),
-                    "gap repair: history timed out; trying the next source"
-                );
-            }
-        }
-    }
-    RepairOutcome::Failed(job)
 }

@@ -45,18 +45,11 @@ pub fn register<I: IntoIterator<Item = S>, S: AsRef<str>>(secrets: I) {
 
 /// The secrets a configuration holds: API keys and the Redis password.
 pub fn of_config(config: &Config) -> Vec<String> {
-    let p = &config.providers;
-    let mut out: Vec<String> = [
-        &p.yahoo,
-        &p.alphavantage,
-        &p.twelvedata,
-        &p.polygon,
-        &p.binance,
-        &p.finnhub,
-    ]
-    .iter()
-    .filter_map(|e| e.api_key.as_ref().map(|k| k.expose().to_string()))
-    .collect();
+    let mut out: Vec<String> = config
+        .providers
+        .endpoints()
+        .filter_map(|e| e.api_key.as_ref().map(|k| k.expose().to_string()))
+        .collect();
     if let Some(password) = config.redis_url.as_deref().and_then(url_password) {
         out.push(password.to_string());
     }

@@ -27,8 +27,32 @@ accepted, with a lowered quality.
 
 use serde::Serialize;
 
-use crate::config::ValidationConfig;
 use crate::model::Bar;
+
+/// Validator thresholds (`MIN_QUALITY`, `SPIKE_ATR_MULTIPLE`, `MAX_CLOCK_SKEW`, `STALE_AFTER`;
+/// read by `config`, which re-exports this type).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidationConfig {
+    /// Bars scoring below this are rejected.
+    pub min_quality: f64,
+    /// A move larger than this many ATRs of recent ticks is a spike.
+    pub spike_atr_multiple: f64,
+    /// How far in the future a provider timestamp may be.
+    pub max_clock_skew_ms: i64,
+    /// Data older than this (relative to now) is stale.
+    pub stale_after_ms: i64,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            min_quality: 0.5,
+            spike_atr_multiple: 12.0,
+            max_clock_skew_ms: 5_000,
+            stale_after_ms: 120_000,
+        }
+    }
+}
 
 /// Consecutive, mutually consistent spikes after which the new price level is believed.
 pub const LEVEL_SHIFT_CONFIRMATIONS: u8 = 3;

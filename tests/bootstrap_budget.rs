@@ -232,14 +232,14 @@ async fn bootstrap_yahoo(timeframes: &str, days: u32, history: Reply) -> Run {
         ("PROVIDER_HTTP_TIMEOUT", "2s".into()),
     ]);
     let symbols = SymbolTable::new(&config.symbols);
-    let sources = bootstrap::own_budgets(&sources::build(&config, &symbols));
+    let sources = bootstrap::own_chain(&config, sources::build(&config, &symbols));
     assert_eq!(sources.len(), 1, "Yahoo built");
-    assert_eq!(sources[0].1.lock().remaining_this_minute(), Some(60));
+    assert_eq!(sources.remaining_this_minute(0), Some(60));
     let store = Arc::new(SqliteStore::open(&db, symbols.clone()).expect("store"));
     let stats = bootstrap::bootstrap(&config, &symbols, &sources, &store, wall_ms(), false, || {})
         .await
         .expect("bootstrap");
-    let tokens_left = sources[0].1.lock().remaining_this_minute();
+    let tokens_left = sources.remaining_this_minute(0);
     Run {
         stats,
         yahoo,
@@ -355,10 +355,10 @@ async fn warm_up_of_1s_sends_yahoo_no_history_request_and_leaves_its_budget_unto
     collector.warm_up(&store).await.expect("warm-up");
 
     assert!(yahoo.requests().is_empty(), "{:?}", yahoo.requests());
-    let budgets = collector.budgets();
-    assert_eq!(budgets[0].1.lock().remaining_this_minute(), Some(60));
+    let chain = collector.chain();
+    assert_eq!(chain.remaining_this_minute(0), Some(60));
     assert_eq!(
-        budgets[1].1.lock().remaining_this_minute(),
+        chain.remaining_this_minute(1),
         Some(599),
         "one klines request, one Binance token"
     );

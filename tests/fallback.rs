@@ -13,6 +13,7 @@ use barkeep::config::Config;
 use barkeep::metrics::Metrics;
 use barkeep::model::{Quote, SymbolId, SymbolTable};
 use barkeep::pipeline::Event;
+use barkeep::sources::chain::Work;
 use barkeep::sources::{Capabilities, RateLimit, Source, SourceError};
 use barkeep::store::snapshot::Snapshot;
 
@@ -337,17 +338,20 @@ async fn a_budget_spent_elsewhere_is_spent_for_the_collector_too() {
     let primary = Fixture::new("primary", limit);
     let backup = Fixture::new("backup", RateLimit::UNLIMITED);
     let mut h = Harness::new(vec![primary.clone(), backup.clone()]);
-    let budgets = h.collector.budgets();
-    let (source, budget) = &budgets[0];
-    assert_eq!(source.name(), "primary");
+    let chain = h.collector.chain();
+    assert_eq!(chain.source(0).name(), "primary");
     // What a bootstrap beside the collector does: spend the primary's minute.
-    while budget
-        .lock()
-        .try_acquire(tokio::time::Instant::now(), T0, 1)
-    {}
+    while let Ok(permit) = chain.permit(0, Work::Batch, 1) {
+        permit.served();
+    }
+    while let Ok(permit) = chain.permit(0, Work::Live, 1) {
+        permit.served();
+    }
+    let skips = h.metrics.sources[0].budget_skips.get();
+    assert_eq!(skips, 1, "the last live permit refused");
     h.tick().await;
     assert_eq!(primary.calls.load(Ordering::Relaxed), 0, "no budget left");
-    assert_eq!(h.metrics.sources[0].budget_skips.get(), 1);
+    assert_eq!(h.metrics.sources[0].budget_skips.get(), skips + 1);
     assert_eq!(backup.calls.load(Ordering::Relaxed), 1, "the backup served");
 }
 

@@ -34,11 +34,9 @@ mod warmup;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
-use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -48,9 +46,8 @@ use crate::metrics::Metrics;
 use crate::model::{Quote, SymbolId, SymbolTable, Timeframe};
 use crate::pipeline::{Event, QuoteOutcome, SymbolPipeline};
 use crate::repair::{RepairJob, RepairOutcome};
-use crate::sources::breaker::CircuitBreaker;
-use crate::sources::ratelimit::{RateBudget, SharedBudget};
-use crate::sources::{ErrorKind, Source, StreamEvent};
+use crate::sources::chain::{Asked, Refusal, SourceChain};
+use crate::sources::{Source, StreamEvent};
 use crate::store::TickBatch;
 use crate::store::snapshot::{FrameView, Snapshot, SymbolView};
 use crate::validate::Verdict;
@@ -74,7 +71,8 @@ pub struct Collector {
     timeframes: Vec<Timeframe>,
     symbols: SymbolTable,
     all_ids: Vec<SymbolId>,
-    sources: Vec<Arc<dyn Source>>,
+    /// Every source with its breaker and budget: the only way the collector asks them.
+    chain: Arc<SourceChain>,
     pipelines: Vec<SymbolPipeline>,
     views: Vec<SymbolView>,
     snapshot: Arc<Snapshot>,
@@ -88,8 +86,6 @@ pub struct Collector {
     /// Which symbols' tick is finished (forming bars reported), so they are not again at the
     /// end of the tick.
     finished: Vec<bool>,
-    /// Circuit breaker and request budget per source, in `sources` order.
-    guards: Vec<SourceGuard>,
     /// Push streams and what they still owe.
     streams: Vec<StreamLink>,
     /// Symbols whose market session changed this tick, to publish with the touched ones.
@@ -117,12 +113,6 @@ struct StreamLink {
     served: Vec<SymbolId>,
     rx: mpsc::Receiver<StreamEvent>,
     last_message: Option<tokio::time::Instant>,
-}
-
-/// The health bookkeeping of one source.
-struct SourceGuard {
-    breaker: CircuitBreaker,
-    budget: SharedBudget,
 }
 
 impl Collector {
@@ -154,23 +144,13 @@ impl Collector {
                 )
             })
             .collect();
-        let now = tokio::time::Instant::now();
-        let guards = sources
-            .iter()
-            .map(|s| SourceGuard {
-                breaker: CircuitBreaker::new(
-                    config.breaker_failures,
-                    Duration::from_millis(config.breaker_open_ms),
-                ),
-                budget: Arc::new(Mutex::new(RateBudget::for_live(
-                    config
-                        .providers
-                        .rate_limit(s.name())
-                        .unwrap_or(s.rate_limit()),
-                    now,
-                ))),
-            })
-            .collect();
+        let chain = Arc::new(SourceChain::configured(
+            config,
+            sources,
+            true,
+            Arc::clone(&metrics),
+            clock,
+        ));
         let symbol_count = symbols.len();
         let views = symbols
             .iter()
@@ -188,7 +168,7 @@ impl Collector {
             timeframes: config.timeframes.clone(),
             all_ids: symbols.iter().map(|(id, _)| id).collect(),
             symbols,
-            sources,
+            chain,
             pipelines,
             views,
             snapshot,
@@ -204,7 +184,6 @@ impl Collector {
             quotes: Vec::new(),
             answered: vec![false; symbol_count],
             finished: vec![false; symbol_count],
-            guards,
             streams: Vec::new(),
             session_changed: Vec::new(),
             repair: None,
@@ -221,7 +200,8 @@ impl Collector {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_tick: Option<tokio::time::Instant> = None;
-        let mut last_checkpoint = Instant::now();
+        // Tokio's clock: tests on a paused clock drive checkpoints and tick durations too.
+        let mut last_checkpoint = tokio::time::Instant::now();
         loop {
             let at = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -234,11 +214,11 @@ impl Collector {
                     .add(periods.saturating_sub(1) as u64);
             }
             last_tick = Some(at);
-            let started = Instant::now();
+            let started = tokio::time::Instant::now();
             let mut batch = self.tick().await;
             if last_checkpoint.elapsed() >= self.checkpoint_every {
                 batch.checkpoints = self.checkpoints();
-                last_checkpoint = Instant::now();
+                last_checkpoint = tokio::time::Instant::now();
             }
             self.emit(batch);
             self.metrics.tick_duration.record(started.elapsed());
@@ -334,36 +314,30 @@ impl Collector {
         }
     }
 
-    /// Fetches quotes for every symbol into `self.quotes`, falling back source by source:
-    /// a source whose breaker is open or whose budget is spent is skipped, a half-open breaker
-    /// gets one trial request, and symbols a source did not answer go to the next source.
+    /// Fetches quotes for every symbol into `self.quotes` through the source chain, falling
+    /// back source by source: symbols a source did not answer (refused, failed, not its own) go
+    /// to the next source in the same tick. Each request takes its permit when its turn comes
+    /// (at most `MAX_CONCURRENCY` in flight); at the deadline requests in flight are cut (a
+    /// timeout each) and those not yet sent are not sent at all.
     async fn fetch(&mut self, now: i64) {
         let deadline = tokio::time::Instant::now() + self.deadline;
+        let chain = Arc::clone(&self.chain);
         let mut pending: Vec<SymbolId> = self
             .all_ids
             .iter()
             .copied()
             .filter(|&id| !self.answered[id as usize])
             .collect();
-        for si in 0..self.sources.len() {
-            if pending.is_empty() {
+        let mut cut = false;
+        for si in 0..chain.len() {
+            if pending.is_empty() || cut {
                 break;
             }
-            let source = Arc::clone(&self.sources[si]);
+            let source = chain.source(si);
             let name = source.name();
-            let t = tokio::time::Instant::now();
             let (mine, mut failed): (Vec<SymbolId>, Vec<SymbolId>) =
                 pending.iter().partition(|&&id| source.supports(id));
-            let guard = &mut self.guards[si];
-            let metrics = Arc::clone(&self.metrics);
-            let stats = &metrics.sources[si];
             if mine.is_empty() {
-                pending = failed;
-                continue;
-            }
-            let trial = guard.breaker.is_trial(t);
-            if !guard.breaker.allow(t) {
-                failed.extend(mine);
                 pending = failed;
                 continue;
             }
@@ -373,149 +347,51 @@ impl Collector {
             } else {
                 1
             };
-            let mut requests: Vec<Vec<SymbolId>> = Vec::new();
-            for chunk in mine.chunks(size) {
-                // A half-open breaker lets exactly one request through as its trial.
-                if (trial && !requests.is_empty())
-                    || !guard
-                        .budget
-                        .lock()
-                        .try_acquire(t, now, source.request_cost(chunk.len()))
-                {
-                    if !trial || !requests.is_empty() {
-                        stats.budget_skips.inc();
-                    }
-                    failed.extend_from_slice(chunk);
-                } else {
-                    requests.push(chunk.to_vec());
-                }
-            }
-            if requests.is_empty() {
-                // The budget refused even the trial: give the breaker its trial back later.
-                if trial {
-                    guard.breaker.on_success_pending();
-                }
-                pending = failed;
-                continue;
-            }
-            let total = requests.len();
-            let mut in_flight = total;
-            // Requests actually started: at most MAX_CONCURRENCY run at once, and those still
-            // queued at the deadline were never sent, so they say nothing about the source.
-            let sent = Arc::new(AtomicUsize::new(0));
+            let requests: Vec<Vec<SymbolId>> = mine.chunks(size).map(<[_]>::to_vec).collect();
             let mut answers = futures::stream::iter(requests.into_iter().map(|chunk| {
-                let source = Arc::clone(&source);
-                let sent = Arc::clone(&sent);
+                let chain = Arc::clone(&chain);
                 async move {
-                    sent.fetch_add(1, AtomicOrdering::Relaxed);
-                    let started = Instant::now();
-                    let result = source.quotes(&chunk, now).await;
-                    (chunk, result, started.elapsed())
+                    let answer = chain.quotes(si, &chunk, now, deadline).await;
+                    (chunk, answer)
                 }
             }))
             .buffer_unordered(self.max_concurrency);
-            loop {
-                match tokio::time::timeout_at(deadline, answers.next()).await {
-                    Ok(Some((chunk, result, took))) => {
-                        in_flight -= 1;
-                        stats.requests.inc();
-                        stats.latency.record(took);
-                        let guard = &mut self.guards[si];
-                        let t = tokio::time::Instant::now();
-                        match result {
-                            Ok(quotes) => {
-                                guard.breaker.on_success();
-                                stats.quotes.add(quotes.len() as u64);
-                                for q in quotes {
-                                    if let Some(a) = self.answered.get_mut(q.symbol as usize) {
-                                        *a = true;
-                                        self.quotes.push((q, name));
-                                    }
-                                }
-                                failed.extend(
-                                    chunk.iter().filter(|&&id| !self.answered[id as usize]),
-                                );
-                                self.publish_answer(now);
-                            }
-                            Err(e) => {
-                                match e.kind() {
-                                    // Not this source's symbol: no verdict on its health, so a
-                                    // trial it was goes back to the breaker for the next tick.
-                                    ErrorKind::NotServed => guard.breaker.on_success_pending(),
-                                    ErrorKind::RateLimited => {
-                                        stats.rate_limited.inc();
-                                        guard.budget.lock().on_rate_limited(t, e.retry_after());
-                                        // The trial did not get an answer either way.
-                                        guard.breaker.on_success_pending();
-                                    }
-                                    ErrorKind::Failure => {
-                                        stats.errors.inc();
-                                        if guard.breaker.on_failure(t) {
-                                            stats.breaker_opens.inc();
-                                            tracing::warn!(source = name, error = %e, "circuit breaker open");
-                                        }
-                                    }
-                                }
-                                tracing::debug!(source = name, error = %e, symbols = chunk.len(), "source failed");
-                                failed.extend(chunk);
+            while let Some((chunk, answer)) = answers.next().await {
+                match answer {
+                    Ok(quotes) => {
+                        for q in quotes {
+                            if let Some(a) = self.answered.get_mut(q.symbol as usize) {
+                                *a = true;
+                                self.quotes.push((q, name));
                             }
                         }
+                        failed.extend(chunk.iter().filter(|&&id| !self.answered[id as usize]));
+                        self.publish_answer(now);
                     }
-                    Ok(None) => break,
-                    Err(_) => {
-                        self.metrics.tick_deadline_hits.inc();
-                        let answered = total - in_flight;
-                        let timed_out = sent.load(AtomicOrdering::Relaxed) - answered;
-                        stats.timeouts.add(timed_out as u64);
-                        let guard = &mut self.guards[si];
-                        for _ in 0..timed_out {
-                            if guard.breaker.on_failure(tokio::time::Instant::now()) {
-                                stats.breaker_opens.inc();
-                                tracing::warn!(
-                                    source = name,
-                                    "circuit breaker open after timeouts"
-                                );
-                            }
+                    Err(asked) => {
+                        if asked.timed_out()
+                            || matches!(asked, Asked::Refused(Refusal::PastDeadline))
+                        {
+                            cut = true;
                         }
-                        self.publish_source_states();
-                        return;
+                        if let Asked::Failed(e) = &asked {
+                            tracing::debug!(source = name, error = %e, symbols = chunk.len(), "source failed");
+                        }
+                        failed.extend(chunk);
                     }
                 }
             }
             pending = failed;
         }
-        self.publish_source_states();
-    }
-
-    /// Every source with the budget the collector spends for it, for a bootstrap running beside
-    /// it: history requests then come out of the same budget as quotes.
-    pub fn budgets(&self) -> Vec<(Arc<dyn Source>, SharedBudget)> {
-        self.sources
-            .iter()
-            .zip(&self.guards)
-            .map(|(s, g)| (Arc::clone(s), Arc::clone(&g.budget)))
-            .collect()
-    }
-
-    /// Breaker states and budgets into the metrics, for `/health` and `/metrics`.
-    fn publish_source_states(&self) {
-        let t = tokio::time::Instant::now();
-        let sources = self.guards.iter().zip(&self.sources);
-        for ((guard, source), stats) in sources.zip(&self.metrics.sources) {
-            stats.breaker_state.set(guard.breaker.state(t) as i64);
-            stats.budget_minute.set(
-                guard
-                    .budget
-                    .lock()
-                    .remaining_this_minute()
-                    .map_or(-1, i64::from),
-            );
-            stats
-                .budget_day
-                .set(guard.budget.lock().remaining_today().map_or(-1, i64::from));
-            if let Some(skew) = source.clock_skew_ms() {
-                stats.clock_skew_ms.set(skew);
-            }
+        if cut {
+            self.metrics.tick_deadline_hits.inc();
         }
+        chain.publish_states();
+    }
+
+    /// The source chain the collector asks, for everything that asks beside it (the
+    /// bootstrap, gap repair): their requests then come out of the same budgets and breakers.
+    pub fn chain(&self) -> Arc<SourceChain> {
+        Arc::clone(&self.chain)
     }
 }

@@ -25,12 +25,10 @@ impl Collector {
             retries: Vec::new(),
             in_flight: 0,
         });
-        let clock = self.clock;
         tokio::spawn(repair::run_worker(
-            self.budgets(),
+            self.chain(),
             job_rx,
             outcome_tx,
-            move || clock.now_ms(),
             shutdown.child_token(),
         ))
     }
@@ -64,6 +62,11 @@ impl Collector {
                             *features = engine.last();
                         }
                     }
+                }
+                // No source could be asked (breakers open, budgets spent): no attempt.
+                RepairOutcome::NotSent(job) => {
+                    let at = tokio::time::Instant::now() + repair::RETRY_AFTER;
+                    link.retries.push((at, job));
                 }
                 RepairOutcome::Failed(mut job) => {
                     job.tries += 1;

@@ -26,7 +26,7 @@ impl Collector {
         shutdown: &CancellationToken,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
-        for (si, source) in self.sources.iter().enumerate() {
+        for (si, source) in self.chain.sources().enumerate() {
             if !source.capabilities().stream {
                 continue;
             }
@@ -60,7 +60,7 @@ impl Collector {
         let t = tokio::time::Instant::now();
         let alive_for = (self.interval * 3).max(Duration::from_secs(3));
         for link in &mut self.streams {
-            let name = self.sources[link.source].name();
+            let name = self.chain.source(link.source).name();
             while let Ok(event) = link.rx.try_recv() {
                 link.last_message = Some(t);
                 match event {

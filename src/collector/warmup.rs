@@ -6,12 +6,13 @@ continue as if never stopped.
 */
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::Collector;
 use crate::indicators::IndicatorSet;
 use crate::model::{Bar, SymbolId, Timeframe};
 use crate::pipeline::{BarRecord, Event};
-use crate::sources::{ErrorKind, Source};
+use crate::sources::chain::Work;
 use crate::store::TickBatch;
 use crate::store::sqlite::{SqliteStore, StoreError};
 
@@ -19,6 +20,9 @@ use crate::store::sqlite::{SqliteStore, StoreError};
 /// downtime is filled in SQLite by the bootstrap; the indicators then continue from the
 /// newest of them).
 const MAX_REPAIR_BARS: i64 = 5_000;
+
+/// How long one warm-up history request may take.
+const HISTORY_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Collector {
     /// Restores indicator state from checkpoints and stored bars, then tops up missing history
@@ -34,19 +38,11 @@ impl Collector {
     pub async fn warm_up(&mut self, store: &Arc<SqliteStore>) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let mut events = Vec::new();
-        // (index in `sources` and `guards`, source) of the sources that serve history.
-        let history_sources: Vec<(usize, Arc<dyn Source>)> = self
-            .sources
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.capabilities().history)
-            .map(|(i, s)| (i, Arc::clone(s)))
-            .collect();
-        for (_, src) in &history_sources {
+        for source in self.chain.sources().filter(|s| s.capabilities().history) {
             for &tf in &self.timeframes {
-                if !src.serves_history(tf) {
+                if !source.serves_history(tf) {
                     tracing::info!(
-                        source = src.name(),
+                        source = source.name(),
                         timeframe = %tf,
                         "this source's history has no such bars; warm-up does not ask it for them"
                     );
@@ -93,62 +89,26 @@ impl Collector {
                     Some(t) => (t + tf.ms()).max(to - MAX_REPAIR_BARS.max(missing) * tf.ms()),
                 };
                 if from < to && calendar.open_within(from, to) {
-                    // The first source that serves this symbol's history, falling back on error.
-                    let serving = history_sources
-                        .iter()
-                        .filter(|(_, s)| s.supports(symbol) && s.serves_history(tf));
-                    for (si, src) in serving {
-                        // History requests spend the same budget as quotes, taken right before
-                        // the request.
-                        let budget = self.guards.get(*si).map(|g| Arc::clone(&g.budget));
-                        if let Some(budget) = &budget
-                            && !budget
-                                .lock()
-                                .try_acquire(tokio::time::Instant::now(), now, 1)
-                        {
-                            continue;
-                        }
-                        match src.history(symbol, tf, from, to).await {
-                            Ok(history) => {
-                                let before = events.len();
-                                self.pipelines[sym].ingest_history(
-                                    frame,
-                                    &history,
-                                    src.name(),
-                                    now,
-                                    &mut events,
-                                );
-                                let added = events[before..]
-                                    .iter()
-                                    .filter(|e| matches!(e, Event::Closed { .. }))
-                                    .count();
-                                self.metrics.history_bars.add(added as u64);
-                                break;
-                            }
-                            Err(e) if e.kind() == ErrorKind::NotServed => tracing::info!(
-                                source = src.name(),
-                                symbol = %self.symbols.name(symbol),
-                                timeframe = %tf,
-                                error = %e,
-                                "history not served; trying the next source"
-                            ),
-                            Err(e) => {
-                                if e.kind() == ErrorKind::RateLimited
-                                    && let Some(budget) = &budget
-                                {
-                                    budget.lock().on_rate_limited(
-                                        tokio::time::Instant::now(),
-                                        e.retry_after(),
-                                    );
-                                }
-                                tracing::warn!(
-                                    source = src.name(),
-                                    symbol = %self.symbols.name(symbol),
-                                    error = %e,
-                                    "history unavailable; trying the next source"
-                                );
-                            }
-                        }
+                    // The first source that serves this symbol's history, falling back on
+                    // error, each within the live budget (collection has not started).
+                    let answer = self
+                        .chain
+                        .first_history(symbol, tf, from, to, Work::Live, HISTORY_TIMEOUT)
+                        .await;
+                    if let Ok((source, history)) = answer {
+                        let before = events.len();
+                        self.pipelines[sym].ingest_history(
+                            frame,
+                            &history,
+                            source,
+                            now,
+                            &mut events,
+                        );
+                        let added = events[before..]
+                            .iter()
+                            .filter(|e| matches!(e, Event::Closed { .. }))
+                            .count();
+                        self.metrics.history_bars.add(added as u64);
                     }
                 }
                 let engine = self.pipelines[sym].engine(frame);

@@ -8,6 +8,8 @@ configured priority order (`SOURCES`) and by each source's health, never by name
 declares it cannot serve is never asked of it, so it costs no request budget.
 
 - `synthetic.rs` — a deterministic simulated market, the default (no network, no keys).
+- `chain.rs` — the source chain: the only way anything asks a source (permits, breakers,
+  budgets, deadlines, per-source metrics).
 - `breaker.rs`, `ratelimit.rs` — per-source circuit breaker and request budget, generic.
 - `yahoo/`, `alphavantage/`, `twelvedata/`, `polygon/`, `binance/`, `finnhub/` — the real
   providers, each `mod.rs` (requests, capabilities and the history timeframes it serves,
@@ -18,19 +20,23 @@ declares it cannot serve is never asked of it, so it costs no request budget.
 - `shape.rs` — provider answers → barkeep values: numbers, chart columns, closed and aggregated
   bars, day volume → per-quote volume.
 - `stream.rs` — the WebSocket reconnect loop behind every push stream (`Session` per provider).
-- `symbols.rs` — generic ↔ provider symbols (built-in table plus `SYMBOL_MAP`).
-- `settings.rs` — the providers' environment: base URLs, keys, budgets, stream timeouts.
+- `registry.rs` — the providers as data: each folder declares a `PROVIDER` (name, environment
+  and defaults, free tier, symbol spelling, builder); adding one is its folder plus one line.
+- `symbols.rs` — generic ↔ provider symbols (each provider's spelling plus `SYMBOL_MAP`).
+- `settings.rs` — the providers' environment, read from what the registry declares.
 - `replay.rs` — bars from OHLCV CSV files (`barkeep replay`).
 */
 
 pub mod alphavantage;
 pub mod binance;
 pub mod breaker;
+pub mod chain;
 pub mod finnhub;
 pub mod http;
 pub mod polygon;
 pub mod provider;
 pub mod ratelimit;
+pub mod registry;
 pub mod replay;
 pub mod settings;
 pub mod shape;
@@ -44,19 +50,11 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::config::Config;
 use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
+pub use registry::Plan;
 
-/// Source names `SOURCES` accepts.
-pub const KNOWN: &[&str] = &[
-    "synthetic",
-    "yahoo",
-    "alphavantage",
-    "twelvedata",
-    "polygon",
-    "binance",
-    "finnhub",
-];
+/// Source names `SOURCES` accepts: the registry's ([`registry::PROVIDERS`]).
+pub const KNOWN: [&str; registry::PROVIDERS.len()] = registry::names();
 
 /// What a source can be asked for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -275,38 +273,17 @@ pub trait Source: Send + Sync {
 /// (backoff with jitter, resubscribe, reconnect after silence) and reporting each reconnect.
 pub type StreamTask = BoxFuture<'static, ()>;
 
-/// Builds the configured sources in priority order. A provider that cannot be built (no key,
-/// bad URL) is skipped with a warning.
-pub fn build(config: &Config, symbols: &SymbolTable) -> Vec<Arc<dyn Source>> {
-    let providers = &config.providers;
-    config
-        .sources
+/// Builds the configured sources in priority order, each through its registry entry
+/// (`registry.rs`). A provider that cannot be built (no key, bad URL) is skipped with a warning.
+pub fn build<'a>(plan: impl Into<Plan<'a>>, symbols: &SymbolTable) -> Vec<Arc<dyn Source>> {
+    let plan = plan.into();
+    plan.names
         .iter()
-        .filter_map(|name| -> Option<Arc<dyn Source>> {
-            match name.as_str() {
-                "synthetic" => Some(Arc::new(synthetic::SyntheticSource::new(
-                    symbols,
-                    config.synthetic.clone(),
-                    &config.calendars,
-                ))),
-                "yahoo" => built(yahoo::YahooSource::new(symbols, providers)),
-                "alphavantage" => built(alphavantage::AlphaVantageSource::new(symbols, providers)),
-                "twelvedata" => built(twelvedata::TwelveDataSource::new(symbols, providers)),
-                "polygon" => built(polygon::PolygonSource::new(symbols, providers)),
-                "binance" => built(binance::BinanceSource::new(symbols, providers)),
-                "finnhub" => built(finnhub::FinnhubSource::new(symbols, providers)),
-                _ => None,
-            }
+        .filter_map(|name| {
+            let provider = registry::find(name)?;
+            (provider.build)(&plan, symbols)
+                .inspect_err(|e| tracing::warn!(error = %e, "source skipped"))
+                .ok()
         })
         .collect()
-}
-
-fn built<S: Source + 'static>(made: Result<S, SourceError>) -> Option<Arc<dyn Source>> {
-    match made {
-        Ok(source) => Some(Arc::new(source)),
-        Err(e) => {
-            tracing::warn!(error = %e, "source skipped");
-            None
-        }
-    }
 }

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use reqwest::header::HeaderName;
 
 use super::http::{self, ClockSkew, Fetched};
-use super::settings::{ApiKey, ProviderSettings, StreamSettings, free_tier};
+use super::registry::Provider;
+use super::settings::{ApiKey, ProviderSettings, StreamSettings};
 use super::stream::StreamPlan;
-use super::symbols::{Provider, SymbolBook};
+use super::symbols::SymbolBook;
 use super::{RateLimit, SourceError};
 use crate::model::{Bar, SymbolId, SymbolTable};
 
@@ -49,19 +50,22 @@ pub struct ProviderCore {
 
 impl ProviderCore {
     /// A provider's client, base URL, key, symbol book and budget (its free tier unless
-    /// overridden).
+    /// overridden), from its registry description and its settings.
     ///
     /// # Errors
     /// A missing key (`<PROVIDER>_API_KEY`) when `auth` needs one, or an HTTP client or base URL
     /// that cannot be built.
     pub fn new(
-        provider: Provider,
+        provider: &'static Provider,
         symbols: &SymbolTable,
         settings: &ProviderSettings,
         auth: Auth,
     ) -> Result<Self, SourceError> {
-        let name = provider.name();
-        let endpoint = settings.endpoint(provider);
+        let name = provider.name;
+        let endpoint = settings.endpoint(name).ok_or(SourceError::Unsupported {
+            source_name: name,
+            what: "be built without settings (its registry entry declares no environment)",
+        })?;
         let key = match auth {
             Auth::Keyless => None,
             Auth::Query(_) | Auth::Header { .. } => {
@@ -85,7 +89,7 @@ impl ProviderCore {
             key,
             auth,
             book: Arc::new(SymbolBook::new(provider, symbols, &settings.symbol_map)),
-            rate: endpoint.rate.apply(free_tier(provider)),
+            rate: endpoint.budget(),
             ws_url: endpoint.ws_url.clone(),
             stream_timing: settings.stream,
             skew: ClockSkew::default(),

@@ -2,248 +2,52 @@
 Generic symbols (`NAS100`, `XAUUSD`, `EURUSD`, `BTCUSD`, `AAPL`) → each provider's own symbol,
 and back.
 
-A generic symbol is first looked up in `SYMBOL_MAP`, then classified: a known index (a small
-built-in table), a currency pair (two ISO codes), a metal against a currency (`XAU`, `XAG`,
-`XPT`, `XPD`), a crypto pair (a known coin against a fiat or stable coin; `BTC/USD` with a
-slash works too) or else a plain ticker that maps to itself. Each provider then spells the class
-its own way:
+A generic symbol is first looked up in `SYMBOL_MAP`, then classified (`crate::instrument`: an
+index, a currency pair or metal, a crypto pair, or a plain ticker) and spelled by the
+provider's own [`Spelling`](super::registry::Spelling), declared in its folder with the rest of
+its description (`registry.rs`). The README's provider table shows the spellings side by side;
+a provider that does not serve a kind of instrument answers `None`, its `supports()` answers
+false and the collector uses the next source.
 
-| generic | yahoo | twelvedata | polygon | binance | finnhub | alphavantage |
-|---|---|---|---|---|---|---|
-| `NAS100` | `^NDX` | `NDX` | `I:NDX` | – | – | – |
-| `XAUUSD` | `GC=F` (futures) | `XAU/USD` | `C:XAUUSD` | – | `OANDA:XAU_USD` | `XAU/USD` |
-| `EURUSD` | `EURUSD=X` | `EUR/USD` | `C:EURUSD` | – | `OANDA:EUR_USD` | `EUR/USD` |
-| `BTCUSD` | `BTC-USD` | `BTC/USD` | `X:BTCUSD` | `BTCUSDT` | `BINANCE:BTCUSDT` | `BTC/USD` |
-| `AAPL` | `AAPL` | `AAPL` | `AAPL` | – | `AAPL` | `AAPL` |
-
-(– = not served: that source's `supports()` answers false and the collector uses the next.)
-
-`SYMBOL_MAP` overrides the table: comma-separated `provider:GENERIC=PROVIDER_SYMBOL` entries,
-e.g. `SYMBOL_MAP=yahoo:NAS100=^NDX,binance:BTCUSD=BTCFDUSD,finnhub:XAUUSD=-`. The provider
-symbol is everything after the first `=` (so `yahoo:XAUUSD=GC=F` works); `-` means "this
-provider does not serve that symbol".
+`SYMBOL_MAP` overrides the spellings: comma-separated `provider:GENERIC=PROVIDER_SYMBOL`
+entries, e.g. `SYMBOL_MAP=yahoo:NAS100=^NDX,binance:BTCUSD=BTCFDUSD,finnhub:XAUUSD=-`. The
+provider symbol is everything after the first `=` (so `yahoo:XAUUSD=GC=F` works); `-` means
+"this provider does not serve that symbol". Only providers with a spelling take entries.
 */
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::registry::{PROVIDERS, Provider};
+use crate::instrument::{Instrument, classify};
 use crate::model::{SymbolId, SymbolTable};
 
-/// The providers with a symbol vocabulary of their own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Provider {
-    Yahoo,
-    AlphaVantage,
-    TwelveData,
-    Polygon,
-    Binance,
-    Finnhub,
-}
-
-impl Provider {
-    pub const ALL: [Self; 6] = [
-        Self::Yahoo,
-        Self::AlphaVantage,
-        Self::TwelveData,
-        Self::Polygon,
-        Self::Binance,
-        Self::Finnhub,
-    ];
-
-    /// The source name, as in `SOURCES`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Yahoo => "yahoo",
-            Self::AlphaVantage => "alphavantage",
-            Self::TwelveData => "twelvedata",
-            Self::Polygon => "polygon",
-            Self::Binance => "binance",
-            Self::Finnhub => "finnhub",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.name().eq_ignore_ascii_case(name))
-    }
-}
-
-/// What a generic symbol stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Instrument<'a> {
-    Index(&'static IndexNames),
-    /// A currency pair or a metal priced in a currency.
-    Fx {
-        base: &'a str,
-        quote: &'a str,
-    },
-    Crypto {
-        base: &'a str,
-        quote: &'a str,
-    },
-    /// A ticker that every provider spells the same way.
-    Equity(&'a str),
-}
-
-/// An index under its generic aliases and each provider's name for it.
-#[derive(Debug, PartialEq, Eq)]
-pub struct IndexNames {
-    aliases: &'static [&'static str],
-    yahoo: &'static str,
-    twelvedata: Option<&'static str>,
-    polygon: Option<&'static str>,
-}
-
-impl IndexNames {
-    /// Yahoo's name for the index, which also tells which market it is (`^GDAXI` …).
-    pub fn yahoo(&self) -> &'static str {
-        self.yahoo
-    }
-}
-
-const INDICES: &[IndexNames] = &[
-    IndexNames {
-        aliases: &["NAS100", "US100", "NDX"],
-        yahoo: "^NDX",
-        twelvedata: Some("NDX"),
-        polygon: Some("I:NDX"),
-    },
-    IndexNames {
-        aliases: &["SPX500", "US500", "SPX"],
-        yahoo: "^GSPC",
-        twelvedata: Some("SPX"),
-        polygon: Some("I:SPX"),
-    },
-    IndexNames {
-        aliases: &["US30", "DJ30", "DJI"],
-        yahoo: "^DJI",
-        twelvedata: Some("DJI"),
-        polygon: Some("I:DJI"),
-    },
-    IndexNames {
-        aliases: &["VIX"],
-        yahoo: "^VIX",
-        twelvedata: None,
-        polygon: Some("I:VIX"),
-    },
-    IndexNames {
-        aliases: &["GER40", "DE40", "DAX"],
-        yahoo: "^GDAXI",
-        twelvedata: None,
-        polygon: None,
-    },
-    IndexNames {
-        aliases: &["UK100", "FTSE"],
-        yahoo: "^FTSE",
-        twelvedata: None,
-        polygon: None,
-    },
-    IndexNames {
-        aliases: &["JP225", "NIKKEI"],
-        yahoo: "^N225",
-        twelvedata: None,
-        polygon: None,
-    },
-];
-
-const FIAT: &[&str] = &[
-    "USD", "EUR", "GBP", "JPY", "CHF", "AUD", "NZD", "CAD", "SEK", "NOK", "DKK", "PLN", "HUF",
-    "CZK", "TRY", "ZAR", "MXN", "SGD", "HKD", "CNH", "CNY", "INR", "KRW", "BRL", "ILS", "THB",
-];
-const METALS: &[&str] = &["XAU", "XAG", "XPT", "XPD"];
-const COINS: &[&str] = &[
-    "BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "BNB", "LTC", "DOT", "AVAX", "LINK", "MATIC", "POL",
-    "TRX", "BCH", "XLM", "ATOM", "UNI", "SHIB", "TON", "NEAR", "ETC", "FIL", "APT", "ARB", "OP",
-    "SUI", "PEPE",
-];
-/// What coins are quoted in: stable coins, majors, fiat.
-const COIN_QUOTES: &[&str] = &[
-    "USDT", "USDC", "FDUSD", "BUSD", "USD", "EUR", "GBP", "JPY", "TRY", "BTC", "ETH", "BNB",
-];
-
-/// Classifies a generic symbol (upper case, as `SYMBOLS` delivers it).
-pub fn classify(generic: &str) -> Instrument<'_> {
-    if let Some(index) = INDICES.iter().find(|i| i.aliases.contains(&generic)) {
-        return Instrument::Index(index);
-    }
-    let (base, quote) = match generic.split_once('/') {
-        Some(pair) => pair,
-        None => {
-            // A coin prefix leaves a known quote, e.g. BTC|USDT; longest coin first (DOGE vs DOG…).
-            let coin = COINS
-                .iter()
-                .filter(|c| generic.starts_with(**c))
-                .max_by_key(|c| c.len());
-            match coin {
-                Some(c) if COIN_QUOTES.contains(&&generic[c.len()..]) => generic.split_at(c.len()),
-                _ if generic.len() == 6 && generic.is_char_boundary(3) => generic.split_at(3),
-                _ => return Instrument::Equity(generic),
-            }
-        }
-    };
-    if COINS.contains(&base) && COIN_QUOTES.contains(&quote) {
-        Instrument::Crypto { base, quote }
-    } else if (FIAT.contains(&base) || METALS.contains(&base)) && FIAT.contains(&quote) {
-        Instrument::Fx { base, quote }
-    } else {
-        Instrument::Equity(generic)
-    }
-}
-
 /// The built-in provider symbol for a generic symbol; `None` when the provider does not serve
-/// that kind of instrument.
-pub fn builtin(provider: Provider, generic: &str) -> Option<String> {
-    // USD-quoted coins trade against USDT on Binance (and Finnhub's Binance feed).
-    let tether = |q: &str| {
-        if q == "USD" {
-            "USDT".to_string()
-        } else {
-            q.to_string()
-        }
+/// that kind of instrument (or has no spelling of its own).
+pub fn builtin(provider: &Provider, generic: &str) -> Option<String> {
+    provider.spell.and_then(|spell| spell(classify(generic)))
+}
+
+/// USD-quoted coins trade against USDT on Binance (and on Finnhub's Binance feed).
+pub fn tether(quote: &str) -> &str {
+    if quote == "USD" { "USDT" } else { quote }
+}
+
+/// Looks an index up in a provider's `(index code, provider symbol)` table.
+pub fn index_symbol(table: &[(&str, &str)], instrument: Instrument<'_>) -> Option<String> {
+    let Instrument::Index(index) = instrument else {
+        return None;
     };
-    match (provider, classify(generic)) {
-        (_, Instrument::Equity(t)) if provider != Provider::Binance => Some(t.to_string()),
-        (Provider::Binance, Instrument::Crypto { base, quote }) => {
-            Some(format!("{base}{}", tether(quote)))
-        }
-        (Provider::Binance, _) => None,
-
-        (Provider::Yahoo, Instrument::Index(i)) => Some(i.yahoo.to_string()),
-        (Provider::TwelveData, Instrument::Index(i)) => i.twelvedata.map(str::to_string),
-        (Provider::Polygon, Instrument::Index(i)) => i.polygon.map(str::to_string),
-        (Provider::Finnhub | Provider::AlphaVantage, Instrument::Index(_)) => None,
-
-        (Provider::Yahoo, Instrument::Fx { base, quote }) => match (base, quote) {
-            // Yahoo has no spot metals; the front-month futures are the usual stand-in.
-            ("XAU", "USD") => Some("GC=F".into()),
-            ("XAG", "USD") => Some("SI=F".into()),
-            ("XPT", "USD") => Some("PL=F".into()),
-            ("XPD", "USD") => Some("PA=F".into()),
-            _ if METALS.contains(&base) => None,
-            _ => Some(format!("{base}{quote}=X")),
-        },
-        (Provider::Yahoo, Instrument::Crypto { base, quote }) => Some(format!("{base}-{quote}")),
-        (
-            Provider::TwelveData | Provider::AlphaVantage,
-            Instrument::Fx { base, quote } | Instrument::Crypto { base, quote },
-        ) => Some(format!("{base}/{quote}")),
-        (Provider::Polygon, Instrument::Fx { base, quote }) => Some(format!("C:{base}{quote}")),
-        (Provider::Polygon, Instrument::Crypto { base, quote }) => Some(format!("X:{base}{quote}")),
-        (Provider::Finnhub, Instrument::Fx { base, quote }) => {
-            Some(format!("OANDA:{base}_{quote}"))
-        }
-        (Provider::Finnhub, Instrument::Crypto { base, quote }) => {
-            Some(format!("BINANCE:{base}{}", tether(quote)))
-        }
-        (_, Instrument::Equity(_)) => None,
-    }
+    table
+        .iter()
+        .find(|(code, _)| *code == index.code)
+        .map(|(_, symbol)| (*symbol).to_string())
 }
 
 /// `SYMBOL_MAP` overrides: (provider, generic) → provider symbol, or `None` for "not served".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SymbolMap {
-    entries: HashMap<(Provider, String), Option<String>>,
+    entries: HashMap<(&'static str, String), Option<String>>,
 }
 
 impl SymbolMap {
@@ -266,16 +70,19 @@ impl SymbolMap {
             if generic.is_empty() || symbol.is_empty() || symbol.contains(char::is_whitespace) {
                 return Err(shape());
             }
-            let provider = Provider::from_name(provider.trim()).ok_or_else(|| {
-                format!(
-                    "entry `{entry}`: unknown provider `{}`; known: {}",
-                    provider.trim(),
-                    Provider::ALL.map(Provider::name).join(", ")
-                )
-            })?;
+            let spelled = || PROVIDERS.iter().filter(|p| p.spell.is_some());
+            let provider = spelled()
+                .find(|p| p.name.eq_ignore_ascii_case(provider.trim()))
+                .ok_or_else(|| {
+                    format!(
+                        "entry `{entry}`: unknown provider `{}`; known: {}",
+                        provider.trim(),
+                        spelled().map(|p| p.name).collect::<Vec<_>>().join(", ")
+                    )
+                })?;
             let symbol = (symbol != "-").then(|| symbol.to_string());
             if entries
-                .insert((provider, generic.to_ascii_uppercase()), symbol)
+                .insert((provider.name, generic.to_ascii_uppercase()), symbol)
                 .is_some()
             {
                 return Err(format!("entry `{entry}`: {generic} is mapped twice"));
@@ -293,8 +100,11 @@ impl SymbolMap {
     }
 
     /// The provider symbol for a generic one: the override if any, else the built-in table.
-    pub fn resolve(&self, provider: Provider, generic: &str) -> Option<String> {
-        match self.entries.get(&(provider, generic.to_ascii_uppercase())) {
+    pub fn resolve(&self, provider: &Provider, generic: &str) -> Option<String> {
+        match self
+            .entries
+            .get(&(provider.name, generic.to_ascii_uppercase()))
+        {
             Some(over) => over.clone(),
             None => builtin(provider, &generic.to_ascii_uppercase()),
         }
@@ -311,7 +121,7 @@ pub struct SymbolBook {
 }
 
 impl SymbolBook {
-    pub fn new(provider: Provider, symbols: &SymbolTable, map: &SymbolMap) -> Self {
+    pub fn new(provider: &Provider, symbols: &SymbolTable, map: &SymbolMap) -> Self {
         let mut reverse: HashMap<String, Vec<SymbolId>> = HashMap::new();
         let mut generic = Vec::with_capacity(symbols.len());
         let mut forward = Vec::with_capacity(symbols.len());
@@ -370,39 +180,54 @@ impl SymbolBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::registry::find;
+
+    fn provider(name: &str) -> &'static Provider {
+        find(name).expect("a registered provider")
+    }
 
     #[test]
-    fn builtin_table_matches_the_providers() {
+    fn builtin_spellings_match_the_providers() {
         let cases = [
-            (Provider::Yahoo, "NAS100", Some("^NDX")),
-            (Provider::Yahoo, "XAUUSD", Some("GC=F")),
-            (Provider::Yahoo, "EURUSD", Some("EURUSD=X")),
-            (Provider::Yahoo, "BTCUSD", Some("BTC-USD")),
-            (Provider::Yahoo, "AAPL", Some("AAPL")),
-            (Provider::TwelveData, "XAUUSD", Some("XAU/USD")),
-            (Provider::TwelveData, "EURUSD", Some("EUR/USD")),
-            (Provider::TwelveData, "BTCUSD", Some("BTC/USD")),
-            (Provider::Binance, "BTCUSD", Some("BTCUSDT")),
-            (Provider::Binance, "ETHBTC", Some("ETHBTC")),
-            (Provider::Binance, "DOGEUSDT", Some("DOGEUSDT")),
-            (Provider::Binance, "EURUSD", None),
-            (Provider::Binance, "AAPL", None),
-            (Provider::Binance, "NAS100", None),
-            (Provider::Polygon, "BTCUSD", Some("X:BTCUSD")),
-            (Provider::Polygon, "EURUSD", Some("C:EURUSD")),
-            (Provider::Polygon, "NAS100", Some("I:NDX")),
-            (Provider::Finnhub, "EURUSD", Some("OANDA:EUR_USD")),
-            (Provider::Finnhub, "BTCUSD", Some("BINANCE:BTCUSDT")),
-            (Provider::Finnhub, "NAS100", None),
-            (Provider::AlphaVantage, "EURUSD", Some("EUR/USD")),
-            (Provider::AlphaVantage, "MSFT", Some("MSFT")),
-            (Provider::TwelveData, "EUR/USD", Some("EUR/USD")),
+            ("yahoo", "NAS100", Some("^NDX")),
+            ("yahoo", "SPX500", Some("^GSPC")),
+            ("yahoo", "GER40", Some("^GDAXI")),
+            ("yahoo", "XAUUSD", Some("GC=F")),
+            ("yahoo", "XPTEUR", None),
+            ("yahoo", "EURUSD", Some("EURUSD=X")),
+            ("yahoo", "BTCUSD", Some("BTC-USD")),
+            ("yahoo", "AAPL", Some("AAPL")),
+            ("twelvedata", "NAS100", Some("NDX")),
+            ("twelvedata", "VIX", None),
+            ("twelvedata", "XAUUSD", Some("XAU/USD")),
+            ("twelvedata", "EURUSD", Some("EUR/USD")),
+            ("twelvedata", "BTCUSD", Some("BTC/USD")),
+            ("twelvedata", "EUR/USD", Some("EUR/USD")),
+            ("binance", "BTCUSD", Some("BTCUSDT")),
+            ("binance", "ETHBTC", Some("ETHBTC")),
+            ("binance", "DOGEUSDT", Some("DOGEUSDT")),
+            ("binance", "EURUSD", None),
+            ("binance", "AAPL", None),
+            ("binance", "NAS100", None),
+            ("polygon", "BTCUSD", Some("X:BTCUSD")),
+            ("polygon", "EURUSD", Some("C:EURUSD")),
+            ("polygon", "NAS100", Some("I:NDX")),
+            ("polygon", "VIX", Some("I:VIX")),
+            ("polygon", "UK100", None),
+            ("finnhub", "EURUSD", Some("OANDA:EUR_USD")),
+            ("finnhub", "BTCUSD", Some("BINANCE:BTCUSDT")),
+            ("finnhub", "NAS100", None),
+            ("finnhub", "AAPL", Some("AAPL")),
+            ("alphavantage", "EURUSD", Some("EUR/USD")),
+            ("alphavantage", "MSFT", Some("MSFT")),
+            ("alphavantage", "NAS100", None),
+            ("synthetic", "AAPL", None),
         ];
-        for (provider, generic, want) in cases {
+        for (name, generic, want) in cases {
             assert_eq!(
-                builtin(provider, generic).as_deref(),
+                builtin(provider(name), generic).as_deref(),
                 want,
-                "{provider:?} {generic}"
+                "{name} {generic}"
             );
         }
     }
@@ -412,19 +237,11 @@ mod tests {
         let map = SymbolMap::parse("yahoo:xauusd=XAUUSD=X, binance:BTCUSD=BTCFDUSD,finnhub:AAPL=-")
             .expect("valid");
         assert_eq!(map.len(), 3);
-        assert_eq!(
-            map.resolve(Provider::Yahoo, "XAUUSD").as_deref(),
-            Some("XAUUSD=X")
-        );
-        assert_eq!(
-            map.resolve(Provider::Binance, "BTCUSD").as_deref(),
-            Some("BTCFDUSD")
-        );
-        assert_eq!(map.resolve(Provider::Finnhub, "AAPL"), None);
-        assert_eq!(
-            map.resolve(Provider::Yahoo, "AAPL").as_deref(),
-            Some("AAPL")
-        );
+        let resolve = |name: &str, generic: &str| map.resolve(provider(name), generic);
+        assert_eq!(resolve("yahoo", "XAUUSD").as_deref(), Some("XAUUSD=X"));
+        assert_eq!(resolve("binance", "BTCUSD").as_deref(), Some("BTCFDUSD"));
+        assert_eq!(resolve("finnhub", "AAPL"), None);
+        assert_eq!(resolve("yahoo", "AAPL").as_deref(), Some("AAPL"));
     }
 
     #[test]
@@ -433,6 +250,7 @@ mod tests {
             "yahoo:NAS100",
             "NAS100=^NDX",
             "bloomberg:NAS100=NDX",
+            "synthetic:NAS100=NDX",
             "yahoo:=^NDX",
             "yahoo:NAS100=",
             "yahoo:A=B,yahoo:a=C",
@@ -444,12 +262,12 @@ mod tests {
     #[test]
     fn the_book_maps_both_ways() {
         let table = SymbolTable::new(["NAS100", "BTCUSD", "EURUSD", "NDX"]);
-        let book = SymbolBook::new(Provider::Yahoo, &table, &SymbolMap::default());
+        let book = SymbolBook::new(provider("yahoo"), &table, &SymbolMap::default());
         assert_eq!(book.provider_symbol(0), Some("^NDX"));
         assert_eq!(book.ids("^ndx"), &[0, 3]);
         assert_eq!(book.ids("BTC-USD"), &[1]);
         assert_eq!(book.ids("nope"), &[] as &[SymbolId]);
-        let binance = SymbolBook::new(Provider::Binance, &table, &SymbolMap::default());
+        let binance = SymbolBook::new(provider("binance"), &table, &SymbolMap::default());
         assert!(!binance.supports(0) && binance.supports(1) && !binance.supports(2));
         assert_eq!(binance.generic(1), "BTCUSD");
     }

@@ -21,15 +21,69 @@ symbol's calendar: no bars while closed, and quotes then repeat the session's la
 real providers do.
 */
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
-use super::{Capabilities, Source, SourceError};
+use super::registry::{Plan, Provider};
+use super::{Capabilities, RateLimit, Source, SourceError};
 use crate::calendar::{MarketCalendar, SessionCache};
-use crate::config::SyntheticConfig;
+use crate::env::{Env, EnvError};
 use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
+
+/// The simulated market's entry in the registry: no endpoint, no budget, symbols as they are.
+pub const PROVIDER: Provider = Provider {
+    name: "synthetic",
+    env: None,
+    free_tier: RateLimit::UNLIMITED,
+    spell: None,
+    build,
+};
+
+fn build(plan: &Plan<'_>, symbols: &SymbolTable) -> Result<Arc<dyn Source>, SourceError> {
+    Ok(Arc::new(SyntheticSource::new(
+        symbols,
+        plan.synthetic.clone(),
+        plan.calendars,
+    )))
+}
+
+/// The simulated market's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticConfig {
+    pub seed: u64,
+    /// Probability that a quote is deliberately broken (NaN, negative, spike, stale …).
+    pub bad_tick_rate: f64,
+    /// `SYNTHETIC_SESSIONS=calendar`: the simulated market keeps each symbol's calendar and,
+    /// while closed, answers the session's last trade as real providers do.
+    pub follow_calendars: bool,
+}
+
+impl SyntheticConfig {
+    /// `SYNTHETIC_SEED` (42), `SYNTHETIC_BAD_TICK_RATE` (0.001), `SYNTHETIC_SESSIONS`
+    /// (`always` or `calendar`).
+    ///
+    /// # Errors
+    /// The first invalid variable.
+    pub fn from_env(env: &Env<'_>) -> Result<Self, EnvError> {
+        Ok(Self {
+            seed: env.int("SYNTHETIC_SEED", 42_u64, 0, u64::MAX)?,
+            bad_tick_rate: env.float("SYNTHETIC_BAD_TICK_RATE", 0.001, 0.0, 1.0)?,
+            follow_calendars: env.parse("SYNTHETIC_SESSIONS", "always", |s| {
+                match s.to_ascii_lowercase().as_str() {
+                    "always" => Ok(false),
+                    "calendar" => Ok(true),
+                    _ => Err(
+                        "expected `always` (the simulated market never closes) or `calendar`"
+                            .into(),
+                    ),
+                }
+            })?,
+        })
+    }
+}
 
 const SECONDS_PER_YEAR: f64 = 365.0 * 86_400.0;
 /// Dyadic levels between two anchors: anchors are 2^22 s (about 48.5 days) apart.

@@ -335,7 +335,7 @@ async fn bootstrap_stores_history_keeps_rejected_rows_and_respects_the_daily_quo
             .expect("config");
             let symbols = barkeep::model::SymbolTable::new(&config.symbols);
             let sources =
-                barkeep::bootstrap::own_budgets(&barkeep::sources::build(&config, &symbols));
+                barkeep::bootstrap::own_chain(&config, barkeep::sources::build(&config, &symbols));
             let store = std::sync::Arc::new(
                 barkeep::store::sqlite::SqliteStore::open(&db, symbols.clone()).expect("db"),
             );
@@ -414,7 +414,8 @@ async fn the_past_is_not_asked_for_beyond_what_the_exchange_keeps() {
     })
     .expect("config");
     let symbols = barkeep::model::SymbolTable::new(&config.symbols);
-    let sources = barkeep::bootstrap::own_budgets(&barkeep::sources::build(&config, &symbols));
+    let sources =
+        barkeep::bootstrap::own_chain(&config, barkeep::sources::build(&config, &symbols));
     let store = std::sync::Arc::new(
         barkeep::store::sqlite::SqliteStore::open(&db, symbols.clone()).expect("db"),
     );

@@ -218,6 +218,6 @@ async fn candle_errors_and_no_data() {
 
 fn with_candles(s: &ProviderSettings) -> ProviderSettings {
     let mut s = s.clone();
-    s.finnhub_candles = true;
+    s.set_switch("FINNHUB_CANDLES", true);
     s
 }

@@ -23,13 +23,16 @@ included.
 
 pub mod parse;
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 
 use super::provider::{self, Auth, ProviderCore};
+use super::registry::{Plan, Provider, ProviderEnv};
 use super::settings::ProviderSettings;
 use super::shape::{self, DayVolume};
-use super::symbols::{Instrument, Provider, classify};
 use super::{Capabilities, RateLimit, Source, SourceError, http};
+use crate::instrument::{Instrument, classify};
 use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
 
 const NAME: &str = "alphavantage";
@@ -38,6 +41,37 @@ pub const FREE_TIER: RateLimit = RateLimit {
     per_minute: Some(5),
     per_day: Some(25),
 };
+
+/// AlphaVantageSource's entry in the registry: its environment, budget, symbol spelling and builder.
+pub const PROVIDER: Provider = Provider {
+    name: NAME,
+    env: Some(ProviderEnv {
+        base_url: ("ALPHAVANTAGE_BASE_URL", "https://www.alphavantage.co"),
+        ws_url: None,
+        api_key: Some("ALPHAVANTAGE_API_KEY"),
+        per_minute: "ALPHAVANTAGE_RATE_PER_MINUTE",
+        per_day: "ALPHAVANTAGE_RATE_PER_DAY",
+        switches: &[],
+    }),
+    free_tier: FREE_TIER,
+    spell: Some(spell),
+    build,
+};
+
+fn build(plan: &Plan<'_>, symbols: &SymbolTable) -> Result<Arc<dyn Source>, SourceError> {
+    Ok(Arc::new(AlphaVantageSource::new(symbols, plan.providers)?))
+}
+
+/// `EUR/USD`, `BTC/USD`, `AAPL`; no indices.
+fn spell(instrument: Instrument<'_>) -> Option<String> {
+    match instrument {
+        Instrument::Index(_) => None,
+        Instrument::Fx { base, quote } | Instrument::Crypto { base, quote } => {
+            Some(format!("{base}/{quote}"))
+        }
+        Instrument::Equity(ticker) => Some(ticker.to_string()),
+    }
+}
 
 const DAY_MS: i64 = 86_400_000;
 /// Rows in a `compact` answer.
@@ -79,12 +113,7 @@ impl AlphaVantageSource {
     /// A missing key (`ALPHAVANTAGE_API_KEY`), or an HTTP client or base URL that cannot be built.
     pub fn new(symbols: &SymbolTable, settings: &ProviderSettings) -> Result<Self, SourceError> {
         Ok(Self {
-            core: ProviderCore::new(
-                Provider::AlphaVantage,
-                symbols,
-                settings,
-                Auth::Query("apikey"),
-            )?,
+            core: ProviderCore::new(&PROVIDER, symbols, settings, Auth::Query("apikey"))?,
             volume: DayVolume::default(),
         })
     }

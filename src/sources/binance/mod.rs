@@ -32,11 +32,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::provider::{self, Auth, ProviderCore};
+use super::registry::{Plan, Provider, ProviderEnv};
 use super::settings::ProviderSettings;
 use super::shape;
 use super::stream::{self, Session};
-use super::symbols::{Provider, SymbolBook};
+use super::symbols::{SymbolBook, tether};
 use super::{Capabilities, RateLimit, Source, SourceError, StreamEvent, StreamTask, http};
+use crate::instrument::Instrument;
 use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
 
 const NAME: &str = "binance";
@@ -46,6 +48,34 @@ pub const FREE_TIER: RateLimit = RateLimit {
     per_minute: Some(600),
     per_day: None,
 };
+
+/// BinanceSource's entry in the registry: its environment, budget, symbol spelling and builder.
+pub const PROVIDER: Provider = Provider {
+    name: NAME,
+    env: Some(ProviderEnv {
+        base_url: ("BINANCE_BASE_URL", "https://api.binance.com"),
+        ws_url: Some(("BINANCE_WS_URL", "wss://stream.binance.com:9443/ws")),
+        api_key: None,
+        per_minute: "BINANCE_RATE_PER_MINUTE",
+        per_day: "BINANCE_RATE_PER_DAY",
+        switches: &[],
+    }),
+    free_tier: FREE_TIER,
+    spell: Some(spell),
+    build,
+};
+
+fn build(plan: &Plan<'_>, symbols: &SymbolTable) -> Result<Arc<dyn Source>, SourceError> {
+    Ok(Arc::new(BinanceSource::new(symbols, plan.providers)?))
+}
+
+/// Crypto pairs only, USD as USDT: `BTCUSD` → `BTCUSDT`, `ETHBTC` → `ETHBTC`.
+fn spell(instrument: Instrument<'_>) -> Option<String> {
+    match instrument {
+        Instrument::Crypto { base, quote } => Some(format!("{base}{}", tether(quote))),
+        _ => None,
+    }
+}
 
 /// Rows per klines request (the API's maximum).
 const KLINE_LIMIT: usize = 1_000;
@@ -82,7 +112,7 @@ impl BinanceSource {
     /// When the HTTP client cannot be built or the base URL does not parse.
     pub fn new(symbols: &SymbolTable, settings: &ProviderSettings) -> Result<Self, SourceError> {
         Ok(Self {
-            core: ProviderCore::new(Provider::Binance, symbols, settings, Auth::Keyless)?,
+            core: ProviderCore::new(&PROVIDER, symbols, settings, Auth::Keyless)?,
             invalid: Mutex::new(HashSet::new()),
             minute: Timeframe::from_ms(60_000).map_err(|reason| parse::malformed("", reason))?,
         })

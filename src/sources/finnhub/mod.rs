@@ -27,11 +27,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::provider::{self, Auth, ProviderCore};
+use super::registry::Switch;
+use super::registry::{Plan, Provider, ProviderEnv};
 use super::settings::ProviderSettings;
 use super::shape;
 use super::stream::{self, Session};
-use super::symbols::{Provider, SymbolBook};
+use super::symbols::{SymbolBook, tether};
 use super::{Capabilities, RateLimit, Source, SourceError, StreamEvent, StreamTask, http};
+use crate::instrument::Instrument;
 use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
 
 const NAME: &str = "finnhub";
@@ -40,6 +43,42 @@ pub const FREE_TIER: RateLimit = RateLimit {
     per_minute: Some(60),
     per_day: None,
 };
+
+/// FinnhubSource's entry in the registry: its environment, budget, symbol spelling and builder.
+pub const PROVIDER: Provider = Provider {
+    name: NAME,
+    env: Some(ProviderEnv {
+        base_url: ("FINNHUB_BASE_URL", "https://finnhub.io/api/v1"),
+        ws_url: Some(("FINNHUB_WS_URL", "wss://ws.finnhub.io")),
+        api_key: Some("FINNHUB_API_KEY"),
+        per_minute: "FINNHUB_RATE_PER_MINUTE",
+        per_day: "FINNHUB_RATE_PER_DAY",
+        switches: &[CANDLES],
+    }),
+    free_tier: FREE_TIER,
+    spell: Some(spell),
+    build,
+};
+
+fn build(plan: &Plan<'_>, symbols: &SymbolTable) -> Result<Arc<dyn Source>, SourceError> {
+    Ok(Arc::new(FinnhubSource::new(symbols, plan.providers)?))
+}
+
+/// `FINNHUB_CANDLES`: candles are 403 on free keys; on, history is declared.
+pub const CANDLES: Switch = Switch {
+    var: "FINNHUB_CANDLES",
+    default: false,
+};
+
+/// `OANDA:EUR_USD`, `BINANCE:BTCUSDT`, `AAPL`; no indices.
+fn spell(instrument: Instrument<'_>) -> Option<String> {
+    match instrument {
+        Instrument::Index(_) => None,
+        Instrument::Fx { base, quote } => Some(format!("OANDA:{base}_{quote}")),
+        Instrument::Crypto { base, quote } => Some(format!("BINANCE:{base}{}", tether(quote))),
+        Instrument::Equity(ticker) => Some(ticker.to_string()),
+    }
+}
 
 const DAY_MS: i64 = 86_400_000;
 /// Candle resolutions on barkeep's grid, longest first.
@@ -74,7 +113,7 @@ impl FinnhubSource {
     pub fn new(symbols: &SymbolTable, settings: &ProviderSettings) -> Result<Self, SourceError> {
         Ok(Self {
             core: ProviderCore::new(
-                Provider::Finnhub,
+                &PROVIDER,
                 symbols,
                 settings,
                 Auth::Header {
@@ -82,7 +121,7 @@ impl FinnhubSource {
                     prefix: "",
                 },
             )?,
-            candles: settings.finnhub_candles,
+            candles: settings.endpoint(NAME).is_some_and(|e| e.switch(CANDLES)),
         })
     }
 

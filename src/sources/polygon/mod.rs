@@ -31,11 +31,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::provider::{self, Auth, ProviderCore};
+use super::registry::{Plan, Provider, ProviderEnv};
 use super::settings::ProviderSettings;
 use super::shape;
 use super::stream::{self, Session};
-use super::symbols::{Provider, SymbolBook};
+use super::symbols::{SymbolBook, index_symbol};
 use super::{Capabilities, RateLimit, Source, SourceError, StreamEvent, StreamTask, http};
+use crate::instrument::Instrument;
 use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
 
 const NAME: &str = "polygon";
@@ -44,6 +46,44 @@ pub const FREE_TIER: RateLimit = RateLimit {
     per_minute: Some(5),
     per_day: None,
 };
+
+/// PolygonSource's entry in the registry: its environment, budget, symbol spelling and builder.
+pub const PROVIDER: Provider = Provider {
+    name: NAME,
+    env: Some(ProviderEnv {
+        base_url: ("POLYGON_BASE_URL", "https://api.polygon.io"),
+        ws_url: Some(("POLYGON_WS_URL", "wss://socket.polygon.io/stocks")),
+        api_key: Some("POLYGON_API_KEY"),
+        per_minute: "POLYGON_RATE_PER_MINUTE",
+        per_day: "POLYGON_RATE_PER_DAY",
+        switches: &[],
+    }),
+    free_tier: FREE_TIER,
+    spell: Some(spell),
+    build,
+};
+
+fn build(plan: &Plan<'_>, symbols: &SymbolTable) -> Result<Arc<dyn Source>, SourceError> {
+    Ok(Arc::new(PolygonSource::new(symbols, plan.providers)?))
+}
+
+/// Polygon's index tickers, by index code.
+const INDICES: &[(&str, &str)] = &[
+    ("NDX", "I:NDX"),
+    ("SPX", "I:SPX"),
+    ("DJI", "I:DJI"),
+    ("VIX", "I:VIX"),
+];
+
+/// `I:NDX`, `C:EURUSD`, `X:BTCUSD`, `AAPL`.
+fn spell(instrument: Instrument<'_>) -> Option<String> {
+    match instrument {
+        Instrument::Index(_) => index_symbol(INDICES, instrument),
+        Instrument::Fx { base, quote } => Some(format!("C:{base}{quote}")),
+        Instrument::Crypto { base, quote } => Some(format!("X:{base}{quote}")),
+        Instrument::Equity(ticker) => Some(ticker.to_string()),
+    }
+}
 
 const DAY_MS: i64 = 86_400_000;
 const PAGE_LIMIT: usize = 50_000;
@@ -69,7 +109,7 @@ impl PolygonSource {
     pub fn new(symbols: &SymbolTable, settings: &ProviderSettings) -> Result<Self, SourceError> {
         Ok(Self {
             core: ProviderCore::new(
-                Provider::Polygon,
+                &PROVIDER,
                 symbols,
                 settings,
                 Auth::Header {

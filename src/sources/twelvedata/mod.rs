@@ -23,13 +23,17 @@ the `Authorization: apikey …` header.
 
 pub mod parse;
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 
 use super::provider::{self, Auth, ProviderCore};
+use super::registry::{Plan, Provider, ProviderEnv};
 use super::settings::ProviderSettings;
 use super::shape::{self, DayVolume};
-use super::symbols::Provider;
+use super::symbols::index_symbol;
 use super::{Capabilities, RateLimit, Source, SourceError, http};
+use crate::instrument::Instrument;
 use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
 
 const NAME: &str = "twelvedata";
@@ -38,6 +42,40 @@ pub const FREE_TIER: RateLimit = RateLimit {
     per_minute: Some(8),
     per_day: Some(800),
 };
+
+/// TwelveDataSource's entry in the registry: its environment, budget, symbol spelling and builder.
+pub const PROVIDER: Provider = Provider {
+    name: NAME,
+    env: Some(ProviderEnv {
+        base_url: ("TWELVEDATA_BASE_URL", "https://api.twelvedata.com"),
+        ws_url: None,
+        api_key: Some("TWELVEDATA_API_KEY"),
+        per_minute: "TWELVEDATA_RATE_PER_MINUTE",
+        per_day: "TWELVEDATA_RATE_PER_DAY",
+        switches: &[],
+    }),
+    free_tier: FREE_TIER,
+    spell: Some(spell),
+    build,
+};
+
+fn build(plan: &Plan<'_>, symbols: &SymbolTable) -> Result<Arc<dyn Source>, SourceError> {
+    Ok(Arc::new(TwelveDataSource::new(symbols, plan.providers)?))
+}
+
+/// Twelve Data's index symbols, by index code.
+const INDICES: &[(&str, &str)] = &[("NDX", "NDX"), ("SPX", "SPX"), ("DJI", "DJI")];
+
+/// `NDX`, `EUR/USD`, `XAU/USD` (spot), `BTC/USD`, `AAPL`.
+fn spell(instrument: Instrument<'_>) -> Option<String> {
+    match instrument {
+        Instrument::Index(_) => index_symbol(INDICES, instrument),
+        Instrument::Fx { base, quote } | Instrument::Crypto { base, quote } => {
+            Some(format!("{base}/{quote}"))
+        }
+        Instrument::Equity(ticker) => Some(ticker.to_string()),
+    }
+}
 
 /// Most symbols one batched request may carry.
 const BATCH_LIMIT: usize = 120;
@@ -65,7 +103,7 @@ impl TwelveDataSource {
     /// A missing key (`TWELVEDATA_API_KEY`), or an HTTP client or base URL that cannot be built.
     pub fn new(symbols: &SymbolTable, settings: &ProviderSettings) -> Result<Self, SourceError> {
         let core = ProviderCore::new(
-            Provider::TwelveData,
+            &PROVIDER,
             symbols,
             settings,
             Auth::Header {

@@ -20,13 +20,17 @@ indices `^NDX`, FX `EURUSD=X`, futures `GC=F`, crypto `BTC-USD`).
 
 pub mod parse;
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 
 use super::provider::{self, Auth, ProviderCore};
+use super::registry::{Plan, Provider, ProviderEnv};
 use super::settings::ProviderSettings;
 use super::shape::{self, DayVolume};
-use super::symbols::Provider;
+use super::symbols::index_symbol;
 use super::{Capabilities, RateLimit, Source, SourceError, http};
+use crate::instrument::{Instrument, METALS};
 use crate::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
 
 const NAME: &str = "yahoo";
@@ -37,6 +41,55 @@ pub const FREE_TIER: RateLimit = RateLimit {
     per_minute: Some(60),
     per_day: None,
 };
+
+/// YahooSource's entry in the registry: its environment, budget, symbol spelling and builder.
+pub const PROVIDER: Provider = Provider {
+    name: NAME,
+    env: Some(ProviderEnv {
+        base_url: ("YAHOO_BASE_URL", "https://query1.finance.yahoo.com"),
+        ws_url: None,
+        api_key: None,
+        per_minute: "YAHOO_RATE_PER_MINUTE",
+        per_day: "YAHOO_RATE_PER_DAY",
+        switches: &[],
+    }),
+    free_tier: FREE_TIER,
+    spell: Some(spell),
+    build,
+};
+
+fn build(plan: &Plan<'_>, symbols: &SymbolTable) -> Result<Arc<dyn Source>, SourceError> {
+    Ok(Arc::new(YahooSource::new(symbols, plan.providers)?))
+}
+
+/// Yahoo's index symbols, by index code.
+const INDICES: &[(&str, &str)] = &[
+    ("NDX", "^NDX"),
+    ("SPX", "^GSPC"),
+    ("DJI", "^DJI"),
+    ("VIX", "^VIX"),
+    ("DAX", "^GDAXI"),
+    ("FTSE", "^FTSE"),
+    ("N225", "^N225"),
+];
+
+/// `^NDX`, `EURUSD=X`, `BTC-USD`, `AAPL`; spot metals as their front-month futures (`GC=F`:
+/// Yahoo has no spot metals), other metal pairs not at all.
+fn spell(instrument: Instrument<'_>) -> Option<String> {
+    match instrument {
+        Instrument::Index(_) => index_symbol(INDICES, instrument),
+        Instrument::Fx { base, quote } => match (base, quote) {
+            ("XAU", "USD") => Some("GC=F".into()),
+            ("XAG", "USD") => Some("SI=F".into()),
+            ("XPT", "USD") => Some("PL=F".into()),
+            ("XPD", "USD") => Some("PA=F".into()),
+            _ if METALS.contains(&base) => None,
+            _ => Some(format!("{base}{quote}=X")),
+        },
+        Instrument::Crypto { base, quote } => Some(format!("{base}-{quote}")),
+        Instrument::Equity(ticker) => Some(ticker.to_string()),
+    }
+}
 
 const MINUTE_MS: i64 = 60_000;
 const DAY_MS: i64 = 86_400_000;
@@ -51,7 +104,7 @@ impl YahooSource {
     /// When the HTTP client cannot be built or the base URL does not parse.
     pub fn new(symbols: &SymbolTable, settings: &ProviderSettings) -> Result<Self, SourceError> {
         Ok(Self {
-            core: ProviderCore::new(Provider::Yahoo, symbols, settings, Auth::Keyless)?,
+            core: ProviderCore::new(&PROVIDER, symbols, settings, Auth::Keyless)?,
             volume: DayVolume::default(),
         })
     }

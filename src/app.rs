@@ -178,9 +178,8 @@ pub async fn run_with(
         vec![stores_tx],
         clock,
     );
-    // History requests go through the collector's source chain: its breakers, and budgets
-    // that serve quotes first.
-    let chain = collector.chain();
+    // History requests spend the collector's budgets, which serve quotes first.
+    let history_sources = collector.budgets();
     let resync = redis_queue.as_ref().map(|q| Arc::clone(&q.resync));
     // Bars among a series' newest belong in its Redis ring: reconcile the rings.
     let reconcile = move || {
@@ -195,7 +194,7 @@ pub async fn run_with(
             done = crate::bootstrap::bootstrap(
                 &config,
                 &symbols,
-                &chain,
+                &history_sources,
                 &store,
                 now,
                 false,
@@ -228,17 +227,39 @@ pub async fn run_with(
     if config.bootstrap_on_start == BootstrapOnStart::Background {
         let (config, symbols, store) = (config.clone(), symbols.clone(), Arc::clone(&store));
         let token = token.clone();
+        // A failed write (a full disk, a locked database) stops a bootstrap; it resumes where
+        // it stopped, so it is run again, with a backoff, until it completes.
         tracker.spawn(async move {
-            let now = clock.now_ms();
-            let filled = crate::bootstrap::bootstrap(
-                &config, &symbols, &chain, &store, now, false, reconcile,
-            );
-            tokio::select! {
-                () = token.cancelled() => {}
-                done = filled => match done {
-                    Ok(stats) => log_bootstrap(stats),
-                    Err(e) => tracing::error!(error = %e, "background bootstrap failed"),
-                },
+            let mut log = crate::store::sqlite::FaultLog::new("background bootstrap");
+            let mut wait = Duration::from_secs(1);
+            loop {
+                let now = clock.now_ms();
+                let filled = crate::bootstrap::bootstrap(
+                    &config,
+                    &symbols,
+                    &history_sources,
+                    &store,
+                    now,
+                    false,
+                    &reconcile,
+                );
+                let done = tokio::select! {
+                    () = token.cancelled() => return,
+                    done = filled => done,
+                };
+                match done {
+                    Ok(stats) => {
+                        log.recovered(stats.stored);
+                        log_bootstrap(stats);
+                        return;
+                    }
+                    Err(e) => log.failed(&e, store.pending_rows()),
+                }
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(crate::store::writer::RETRY_MAX);
             }
         });
     }
@@ -387,12 +408,18 @@ pub async fn bootstrap(
         let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&path, symbols)).await;
         Arc::new(opened.map_err(|e| StoreError::Join(e.to_string()))??)
     };
-    let chain = crate::bootstrap::own_chain(&config, sources::build(&config, &symbols));
+    let sources = crate::bootstrap::own_budgets(&sources::build(&config, &symbols));
     let now = crate::clock::system_now_ms();
-    Ok(
-        crate::bootstrap::bootstrap(&config, &symbols, &chain, &store, now, show_progress, || {})
-            .await?,
+    Ok(crate::bootstrap::bootstrap(
+        &config,
+        &symbols,
+        &sources,
+        &store,
+        now,
+        show_progress,
+        || {},
     )
+    .await?)
 }
 
 /// One line of `replay`'s output: the bar, its quality and every feature, flat.

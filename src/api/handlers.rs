@@ -83,7 +83,13 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
         uptime_ms
     };
     let sqlite_lagging = flush_age > 3 * state.batch_write_interval_ms as i64 + 5_000;
-    let sqlite_state = if sqlite_lagging { "lagging" } else { "ok" };
+    // A write refused (disk full, read-only, locked): rows wait in memory until it works.
+    let sqlite_fault = state.store.fault();
+    let sqlite_state = match (&sqlite_fault, sqlite_lagging) {
+        (Some(_), _) => "failing",
+        (None, true) => "lagging",
+        (None, false) => "ok",
+    };
     let total = snapshot.symbols.len();
     let (redis, redis_ok) = match &state.redis {
         None => (json!({ "state": "disabled" }), true),
@@ -112,6 +118,7 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
         ("down", StatusCode::SERVICE_UNAVAILABLE)
     } else if open_fresh < open_count
         || sqlite_lagging
+        || sqlite_fault.is_some()
         || !redis_ok
         || m.sources.iter().any(|s| s.breaker_state.get() != 0)
     {
@@ -132,7 +139,10 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
             "sources": sources,
             "sqlite": {
                 "state": sqlite_state,
-                "pending_rows": m.sqlite_pending_rows.get(),
+                "reason": sqlite_fault.as_ref().map(|f| f.reason.as_str()),
+                "failing_for_ms": sqlite_fault.as_ref().map(|f| f.since.elapsed().as_millis() as u64),
+                "failed_writes": sqlite_fault.as_ref().map(|f| f.failures),
+                "pending_rows": state.store.pending_rows(),
                 "queue_depth": m.sqlite_queue_depth.get(),
                 "last_flush_age_ms": flush_age,
                 "flush_errors": m.sqlite_flush_errors.get(),

@@ -14,19 +14,32 @@ So Redis never shows a closed bar SQLite does not hold, and a slow Redis never s
 the collector. The buffer is flushed every `BATCH_WRITE_INTERVAL` in one transaction on the
 blocking pool while batches keep arriving, and once more when the collector has stopped (the
 queue closed); dropping the Redis queue's sender then tells the Redis sink to finish.
+
+A flush that fails (disk full, read-only, locked) keeps its rows in the buffer and is tried
+again with a backoff: after `min(BATCH_WRITE_INTERVAL, 1 s)`, doubling up to [`RETRY_MAX`], back
+to the normal pace after the first flush that works, which writes everything kept. Meanwhile
+batches keep being taken (and passed to Redis), so the buffer grows: nothing is dropped while
+the process runs. `/health` shows the reason and the rows waiting; the log says it once, then
+at most once a minute, and once when it is over. At shutdown the last flush is tried five times
+over about 3 s; rows still unwritten then are lost, logged with their count, and the process
+exits with code 4.
 */
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::TickBatch;
 use crate::store::reconcile::Resync;
-use crate::store::sqlite::{FlushStats, SqliteStore, StoreError};
+use crate::store::sqlite::{FaultLog, FlushStats, SqliteStore, StoreError, reason};
+
+/// The longest wait between two attempts to flush while SQLite refuses writes.
+pub const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Where batches go after SQLite: the Redis sink's queue, and how to ask it to resync.
 pub struct RedisQueue {
@@ -63,9 +76,10 @@ impl StoreChain {
     /// Takes batches until the collector closes `rx`, flushing SQLite every `flush_every`, then
     /// flushes a last time and returns (which closes the Redis queue).
     pub async fn run(self, mut rx: mpsc::Receiver<Arc<TickBatch>>) {
-        let mut timer = tokio::time::interval(self.flush_every);
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        timer.tick().await;
+        let mut log = FaultLog::new("flush");
+        let mut failures = 0u32;
+        let mut started = Instant::now();
+        let mut next_flush = started + self.flush_every;
         let mut flushing: Option<JoinHandle<Result<FlushStats, StoreError>>> = None;
         loop {
             tokio::select! {
@@ -73,13 +87,15 @@ impl StoreChain {
                     Some(batch) => self.take(batch, &rx),
                     None => break,
                 },
-                _ = timer.tick(), if flushing.is_none() => {
+                () = tokio::time::sleep_until(next_flush), if flushing.is_none() => {
+                    started = Instant::now();
                     let store = Arc::clone(&self.sqlite);
                     flushing = Some(tokio::task::spawn_blocking(move || timed_flush(&store)));
                 }
                 result = wait_flush(&mut flushing), if flushing.is_some() => {
                     flushing = None;
-                    self.record_flush(result);
+                    failures = if self.record_flush(result, &mut log) { 0 } else { failures + 1 };
+                    next_flush = started + self.delay_after(failures);
                 }
             }
         }
@@ -89,9 +105,21 @@ impl StoreChain {
                     .await
                     .map_err(|e| StoreError::Join(e.to_string()))
                     .and_then(|r| r),
+                &mut log,
             );
         }
-        self.final_flush().await;
+        self.final_flush(&mut log).await;
+    }
+
+    /// The wait before the next flush after `failures` failed ones in a row.
+    fn delay_after(&self, failures: u32) -> Duration {
+        if failures == 0 {
+            return self.flush_every;
+        }
+        let first = self.flush_every.min(Duration::from_secs(1));
+        first
+            .saturating_mul(1 << (failures - 1).min(16))
+            .min(RETRY_MAX)
     }
 
     /// One batch: SQLite takes it, then Redis is offered it.
@@ -114,15 +142,18 @@ impl StoreChain {
     }
 
     /// The last flush, retried a few times: a locked database or a full disk can be transient.
-    async fn final_flush(&self) {
+    async fn final_flush(&self, log: &mut FaultLog) {
+        let mut last_error = None;
         for attempt in 0..5 {
             let s = Arc::clone(&self.sqlite);
-            let result = tokio::task::spawn_blocking(move || timed_flush(&s)).await;
-            self.record_flush(
-                result
-                    .map_err(|e| StoreError::Join(e.to_string()))
-                    .and_then(|r| r),
-            );
+            let result = tokio::task::spawn_blocking(move || timed_flush(&s))
+                .await
+                .map_err(|e| StoreError::Join(e.to_string()))
+                .and_then(|r| r);
+            if let Err(e) = &result {
+                last_error = Some(reason(e));
+            }
+            self.record_flush(result, log);
             if self.sqlite.pending_rows() == 0 {
                 break;
             }
@@ -132,12 +163,14 @@ impl StoreChain {
         if left > 0 {
             tracing::error!(
                 rows = left,
-                "SQLite: rows could not be written before shutdown"
+                reason = %last_error.as_deref().unwrap_or("unknown"),
+                "SQLite: rows could not be written before shutdown and are lost"
             );
         }
     }
 
-    fn record_flush(&self, result: Result<FlushStats, StoreError>) {
+    /// Counts a flush and logs a failure (rate-limited); whether it worked.
+    fn record_flush(&self, result: Result<FlushStats, StoreError>, log: &mut FaultLog) -> bool {
         let metrics = &self.metrics;
         match result {
             Ok(stats) => {
@@ -150,10 +183,15 @@ impl StoreChain {
                     .sqlite_pending_rows
                     .set(self.sqlite.pending_rows() as i64);
                 metrics.sqlite_last_flush_ms.set(self.clock.now_ms());
+                log.recovered(stats.bars + stats.rejects + stats.checkpoints);
+                true
             }
             Err(e) => {
                 metrics.sqlite_flush_errors.inc();
-                tracing::warn!(error = %e, "SQLite flush failed; rows kept for the next flush");
+                let pending = self.sqlite.pending_rows();
+                metrics.sqlite_pending_rows.set(pending as i64);
+                log.failed(&e, pending);
+                false
             }
         }
     }
@@ -170,7 +208,7 @@ async fn wait_flush(
 }
 
 fn timed_flush(store: &SqliteStore) -> Result<FlushStats, StoreError> {
-    let started = Instant::now();
+    let started = std::time::Instant::now();
     let mut stats = store.flush()?;
     stats.took = started.elapsed();
     Ok(stats)

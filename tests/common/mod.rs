@@ -79,8 +79,15 @@ impl Sidecar {
     pub fn start(dir: &Path, vars: &[(&str, &str)]) -> Self {
         let mut vars = vars.to_vec();
         vars.push(("HTTP_ADDR", "127.0.0.1:0"));
-        let mut child = command(dir, &vars)
-            .arg("run")
+        let mut cmd = command(dir, &vars);
+        cmd.arg("run");
+        Self::spawn(cmd)
+    }
+
+    /// Starts `cmd` (which runs `barkeep run`, perhaps through a wrapper that `exec`s it, with
+    /// `HTTP_ADDR=127.0.0.1:0`) and waits until it listens.
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

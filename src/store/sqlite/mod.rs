@@ -6,15 +6,20 @@ warm-up, the Redis reconcile) read while the writer writes. The rooms:
 - `schema.rs` — `schema.sql`, migrations of older databases, connection settings;
 - `write.rs` — the buffer of what the pipeline produced and the transactions that store it (a
   failed transaction puts its rows back, so nothing is lost);
-- `read.rs` — the queries, with the bars not flushed yet merged in.
+- `read.rs` — the queries, with the bars not flushed yet merged in;
+- `fault.rs` — why writes fail (`disk_full`, `read_only`, `locked`, …) for `/health`, and
+  rate-limited log lines about it.
 
 This module knows nothing of Redis and does not schedule its flushes: `store::writer` decides
 when to flush, `store::reconcile` reads from here to rebuild the Redis rings.
 */
 
+mod fault;
 mod read;
 mod schema;
 mod write;
+
+pub use fault::{Fault, FaultLog, reason};
 
 use std::path::Path;
 use std::time::Duration;
@@ -85,6 +90,8 @@ pub struct SqliteStore {
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
     unflushed: Mutex<write::Unflushed>,
+    /// Why the last write failed, until one succeeds.
+    fault: Mutex<Option<Fault>>,
 }
 
 impl SqliteStore {
@@ -112,6 +119,7 @@ impl SqliteStore {
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
             unflushed: Mutex::new(write::Unflushed::default()),
+            fault: Mutex::new(None),
         })
     }
 }

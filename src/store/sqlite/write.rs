@@ -7,6 +7,10 @@ the transaction fails, puts the rows back in front of what arrived meanwhile, so
 loses nothing. Bars are upserted on `(symbol, timeframe, ts)`, so writing a bar twice is
 harmless. [`SqliteStore::upsert_now`] and [`SqliteStore::insert_missing`] write at once, in their
 own transaction, for bars that come from elsewhere than the tick (a Redis ring, the bootstrap).
+Every write that touches the database notes how it ended (`fault.rs`).
+
+While writes fail the buffer grows with the rows produced (about 100 bytes a row in memory);
+only the indicator checkpoints are coalesced, since just the newest state of a series matters.
 */
 
 use std::time::Duration;
@@ -51,13 +55,23 @@ impl Buffer {
             + self.checkpoints.len()
     }
 
-    /// Appends `newer` after these rows.
+    /// Appends `newer` after these rows; of the checkpoints, only the newest per series stays.
     fn extend(&mut self, newer: Buffer) {
         self.bars.extend(newer.bars);
         self.rejects.extend(newer.rejects);
         self.gaps.extend(newer.gaps);
         self.revisions.extend(newer.revisions);
         self.checkpoints.extend(newer.checkpoints);
+        // Stable: among equal keys the later (newer) checkpoint stays last; keep that one.
+        self.checkpoints.sort_by_key(|c| (c.symbol, c.timeframe));
+        let mut newest: Vec<Checkpoint> = Vec::with_capacity(self.checkpoints.len());
+        for c in self.checkpoints.drain(..) {
+            match newest.last_mut() {
+                Some(last) if last.symbol == c.symbol && last.timeframe == c.timeframe => *last = c,
+                _ => newest.push(c),
+            }
+        }
+        self.checkpoints = newest;
     }
 }
 
@@ -66,6 +80,8 @@ impl Buffer {
 pub(super) struct Unflushed {
     pub(super) pending: Buffer,
     pub(super) in_flight: Vec<BarRecord>,
+    /// Rows of every kind in the flush in progress.
+    in_flight_rows: usize,
 }
 
 impl Unflushed {
@@ -120,11 +136,16 @@ impl SqliteStore {
             let mut u = self.unflushed.lock();
             let buffer = std::mem::take(&mut u.pending);
             u.in_flight = buffer.bars.clone();
+            u.in_flight_rows = buffer.len();
             buffer
         };
         let result = self.write(&buffer);
+        if buffer.len() > 0 {
+            self.note(&result);
+        }
         let mut u = self.unflushed.lock();
         u.in_flight.clear();
+        u.in_flight_rows = 0;
         if result.is_err() {
             // Put the rows back in front of anything that arrived meanwhile.
             let newer = std::mem::replace(&mut u.pending, buffer);
@@ -133,9 +154,10 @@ impl SqliteStore {
         result
     }
 
-    /// Rows buffered for the next flush.
+    /// Rows not written yet: buffered for the next flush or in the flush in progress.
     pub fn pending_rows(&self) -> usize {
-        self.unflushed.lock().pending.len()
+        let u = self.unflushed.lock();
+        u.pending.len() + u.in_flight_rows
     }
 
     fn write(&self, b: &Buffer) -> Result<FlushStats, StoreError> {
@@ -252,6 +274,19 @@ impl SqliteStore {
     }
 
     fn write_now(
+        &self,
+        sql: &str,
+        symbol: SymbolId,
+        timeframe: Timeframe,
+        bars: &[StoredBar],
+        rejects: &[RejectRecord],
+    ) -> Result<usize, StoreError> {
+        let result = self.write_now_unnoted(sql, symbol, timeframe, bars, rejects);
+        self.note(&result);
+        result
+    }
+
+    fn write_now_unnoted(
         &self,
         sql: &str,
         symbol: SymbolId,

@@ -178,8 +178,9 @@ pub async fn run_with(
         vec![stores_tx],
         clock,
     );
-    // History requests spend the collector's budgets, which serve quotes first.
-    let history_sources = collector.budgets();
+    // History requests go through the collector's source chain: its breakers, and budgets
+    // that serve quotes first.
+    let chain = collector.chain();
     let resync = redis_queue.as_ref().map(|q| Arc::clone(&q.resync));
     // Bars among a series' newest belong in its Redis ring: reconcile the rings.
     let reconcile = move || {
@@ -194,7 +195,7 @@ pub async fn run_with(
             done = crate::bootstrap::bootstrap(
                 &config,
                 &symbols,
-                &history_sources,
+                &chain,
                 &store,
                 now,
                 false,
@@ -235,13 +236,7 @@ pub async fn run_with(
             loop {
                 let now = clock.now_ms();
                 let filled = crate::bootstrap::bootstrap(
-                    &config,
-                    &symbols,
-                    &history_sources,
-                    &store,
-                    now,
-                    false,
-                    &reconcile,
+                    &config, &symbols, &chain, &store, now, false, &reconcile,
                 );
                 let done = tokio::select! {
                     () = token.cancelled() => return,
@@ -408,18 +403,12 @@ pub async fn bootstrap(
         let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&path, symbols)).await;
         Arc::new(opened.map_err(|e| StoreError::Join(e.to_string()))??)
     };
-    let sources = crate::bootstrap::own_budgets(&sources::build(&config, &symbols));
+    let chain = crate::bootstrap::own_chain(&config, sources::build(&config, &symbols));
     let now = crate::clock::system_now_ms();
-    Ok(crate::bootstrap::bootstrap(
-        &config,
-        &symbols,
-        &sources,
-        &store,
-        now,
-        show_progress,
-        || {},
+    Ok(
+        crate::bootstrap::bootstrap(&config, &symbols, &chain, &store, now, show_progress, || {})
+            .await?,
     )
-    .await?)
 }
 
 /// One line of `replay`'s output: the bar, its quality and every feature, flat.

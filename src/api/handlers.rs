@@ -11,7 +11,7 @@ use super::{ApiError, ApiState, Query, Reply, json};
 use crate::model::{SymbolId, Timeframe};
 use crate::signals;
 use crate::store::redis::RedisState;
-use crate::store::snapshot::{NamedFeatures, SplicedBody};
+use crate::store::snapshot::{CachedBody, NamedFeatures};
 
 /// Symbols listed one by one in `/health`; above this only stale ones are.
 const HEALTH_DETAIL: usize = 100;
@@ -202,7 +202,6 @@ struct LatestBody<'a> {
     symbol: &'a str,
     timeframe: &'a str,
     ts: i64,
-    age_ms: i64,
     forming: bool,
     /// `open` or `closed` (the symbol's market, as of the last tick).
     session: &'static str,
@@ -211,16 +210,20 @@ struct LatestBody<'a> {
     bar: &'a crate::model::Bar,
     features: NamedFeatures<'a>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    signal: Option<signals::Signal>,
+    signal: Option<SignalBody<'a>>,
 }
 
-/// Stand-ins serialised where the per-request values go, then cut out (see [`SplicedBody`]).
-const AGE_HOLE: i64 = -7_777_777_777_777_777_777;
-const CONFIDENCE_HOLE: f64 = -7_777_777.5;
+/// The signal without its confidence, which depends on the request's time.
+#[derive(serde::Serialize)]
+struct SignalBody<'a> {
+    signal: signals::Direction,
+    score: i32,
+    reasons: &'a [&'static str],
+}
 
 /// Answers `/features` or, with `with_signal`, `/signals`. The body of a published view is
-/// serialised once; each request splices in `age_ms` (and `confidence`), which depend on the
-/// time of the request.
+/// serialised once without its closing brace; each request appends what depends on its time,
+/// `age_ms` (and `confidence`), and closes the object.
 fn latest(state: &ApiState, symbol: &str, query: &Query<'_>, with_signal: bool) -> Reply {
     let id = symbol_id(state, symbol)?;
     let (frame, tf) = timeframe(state, query)?;
@@ -241,22 +244,18 @@ fn latest(state: &ApiState, symbol: &str, query: &Query<'_>, with_signal: bool) 
         &frame_view.bodies.features
     };
     let closed = view.session.is_some_and(|s| !s.open);
-    let spliced = cell.get_or_init(|| {
+    let cached = cell.get_or_init(|| {
         let signal = with_signal.then(|| {
-            let mut s = if closed {
+            if closed {
                 signals::market_closed()
             } else {
                 signals::evaluate(features, record.bar.close, 0, state.stale_after_ms)
-            };
-            s.confidence = CONFIDENCE_HOLE;
-            s
+            }
         });
-        let score = signal.as_ref().map_or(0, |s| s.score);
         let body = LatestBody {
             symbol: name,
             timeframe: &state.snapshot.timeframe_names[frame],
             ts: record.bar.ts,
-            age_ms: AGE_HOLE,
             forming,
             session: if closed { "closed" } else { "open" },
             source: record.source,
@@ -266,49 +265,32 @@ fn latest(state: &ApiState, symbol: &str, query: &Query<'_>, with_signal: bool) 
                 names: &state.snapshot.feature_names,
                 features,
             },
-            signal,
+            signal: signal.as_ref().map(|s| SignalBody {
+                signal: s.signal,
+                score: s.score,
+                reasons: &s.reasons,
+            }),
         };
         let mut text = Vec::with_capacity(1_024);
         // Serialising numbers, strings and fixed maps into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut text, &body);
-        let mut holes = Vec::with_capacity(2);
-        for hole in [AGE_HOLE.to_string(), format!("{CONFIDENCE_HOLE:?}")] {
-            if let Some(at) = find(&text, hole.as_bytes()) {
-                text.drain(at..at + hole.len());
-                holes.push(at);
-            }
-        }
-        SplicedBody { text, holes, score }
+        // An object always ends with its brace; the request's fields go before it.
+        text.pop();
+        let score = signal.as_ref().map_or(0, |s| s.score);
+        CachedBody { text, score }
     });
-    let expected_holes = if with_signal { 2 } else { 1 };
-    if spliced.holes.len() != expected_holes {
-        return Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the response body could not be prepared",
-        ));
-    }
     let now = state.clock.now_ms();
     let age_ms = view.last_data_ms.map_or(i64::MAX, |t| (now - t).max(0));
-    let mut bytes = Vec::with_capacity(spliced.text.len() + 48);
-    let mut from = 0;
-    for (i, &hole) in spliced.holes.iter().enumerate() {
-        bytes.extend_from_slice(&spliced.text[from..hole]);
-        if i == 0 {
-            let _ = write!(bytes, "{age_ms}");
-        } else {
-            let confidence = signals::confidence(spliced.score, age_ms, state.stale_after_ms);
-            let _ = serde_json::to_writer(&mut bytes, &confidence);
-        }
-        from = hole;
+    let mut bytes = Vec::with_capacity(cached.text.len() + 48);
+    bytes.extend_from_slice(&cached.text);
+    let _ = write!(bytes, ",\"age_ms\":{age_ms}");
+    if with_signal {
+        let confidence = signals::confidence(cached.score, age_ms, state.stale_after_ms);
+        bytes.extend_from_slice(b",\"confidence\":");
+        let _ = serde_json::to_writer(&mut bytes, &confidence);
     }
-    bytes.extend_from_slice(&spliced.text[from..]);
+    bytes.push(b'}');
     Ok(super::body(StatusCode::OK, "application/json", bytes))
-}
-
-/// Where `needle` first occurs in `haystack`.
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 pub(super) fn features(state: &ApiState, symbol: &str, query: &Query<'_>) -> Reply {
@@ -378,10 +360,11 @@ mod tests {
         serde_json::from_slice(&bytes).expect("valid JSON")
     }
 
-    /// The cached body with spliced `age_ms` and `confidence` equals a body serialised from
-    /// scratch at every request time, including after the data went stale.
+    /// The cached body with `age_ms` and `confidence` appended equals a body serialised from
+    /// scratch at every request time, including after the data went stale, whatever the
+    /// feature values (one equal to the stand-in number an earlier version searched for).
     #[tokio::test(start_paused = true)]
-    async fn spliced_bodies_equal_fresh_ones() {
+    async fn cached_bodies_equal_fresh_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
         let symbols = SymbolTable::new(["EURUSD"]);
         let timeframes = vec!["1m".parse::<Timeframe>().expect("tf")];
@@ -417,6 +400,7 @@ mod tests {
         set("bb_upper", 1.5);
         set("stoch_k", 50.0);
         set("stoch_d", 50.0);
+        set("obv", -7_777_777.5);
         let features = Features { values };
         let record = BarRecord {
             symbol: 0,
@@ -467,6 +451,7 @@ mod tests {
             );
             assert_eq!(got["reasons"], json!(expected.reasons));
             assert_eq!(got["features"]["rsi_14"], 25.0);
+            assert_eq!(got["features"]["obv"], -7_777_777.5);
             assert_eq!(got["bar"]["close"], 1.25);
             let plain = body_of(super::features(&state, "EURUSD", &query));
             assert_eq!(plain["age_ms"], age);

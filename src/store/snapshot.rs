@@ -23,13 +23,13 @@ pub struct FrameView {
 }
 
 /// The `/features` and `/signals` bodies of a published view, serialised once by the first
-/// request that needs them (`api::handlers`); later requests only splice in what depends on
+/// request that needs them (`api::handlers`); later requests only append what depends on
 /// the time of the request. A clone starts empty, so the collector's working copy, which is
 /// cloned into each published view, never carries a body of older data.
 #[derive(Debug, Default)]
 pub struct BodyCache {
-    pub features: OnceLock<SplicedBody>,
-    pub signals: OnceLock<SplicedBody>,
+    pub features: OnceLock<CachedBody>,
+    pub signals: OnceLock<CachedBody>,
 }
 
 impl Clone for BodyCache {
@@ -38,12 +38,12 @@ impl Clone for BodyCache {
     }
 }
 
-/// A serialised body with holes at byte offsets `holes` (ascending) for values filled per
-/// request, and the signal score the confidence is derived from.
+/// A body serialised once per published view, without the fields that depend on the time of
+/// the request and without its closing brace (each request appends those and closes it), with
+/// the signal score the confidence is derived from.
 #[derive(Debug)]
-pub struct SplicedBody {
+pub struct CachedBody {
     pub text: Vec<u8>,
-    pub holes: Vec<usize>,
     pub score: i32,
 }
 

@@ -217,3 +217,86 @@ async fn a_stream_reconnect_of_50_symbols_is_repaired_beside_the_ticks_not_insid
         closed.len()
     );
 }
+
+/// A source whose third request stalls the whole tick for 2.5 s (as a blocked runtime would):
+/// the ticks it covered are skipped and counted, never queued up and run back to back.
+struct Stalling {
+    calls: AtomicU32,
+}
+
+impl Source for Stalling {
+    fn name(&self) -> &'static str {
+        "stalling"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            batched_quotes: true,
+            max_batch: 100,
+            history: false,
+            stream: false,
+        }
+    }
+    fn quotes<'a>(
+        &'a self,
+        symbols: &'a [SymbolId],
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Quote>, SourceError>> {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move {
+            if call == 2 {
+                tokio::time::advance(Duration::from_millis(2_500)).await;
+            }
+            Ok(symbols
+                .iter()
+                .map(|&symbol| Quote {
+                    symbol,
+                    ts: now_ms,
+                    price: 100.0,
+                    volume: 1.0,
+                })
+                .collect())
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ticks_covered_by_an_overrun_are_skipped_and_counted() {
+    let config = Config::from_lookup(|name| match name {
+        "SYMBOLS" => Some("BTCUSD".into()),
+        "TIMEFRAMES" => Some("1s".into()),
+        _ => None,
+    })
+    .expect("valid config");
+    let source = Arc::new(Stalling {
+        calls: AtomicU32::new(0),
+    });
+    let symbols = SymbolTable::new(&config.symbols);
+    let metrics = Arc::new(Metrics::new(&["stalling"]));
+    let snapshot = Arc::new(Snapshot::new(
+        symbols.clone(),
+        config.timeframes.clone(),
+        &config.indicators,
+    ));
+    let (tx, _sink) = mpsc::channel(1_000);
+    let collector = Collector::new(
+        &config,
+        symbols,
+        vec![source.clone()],
+        snapshot,
+        Arc::clone(&metrics),
+        vec![tx],
+        Clock::tokio(T0),
+    );
+    let shutdown = CancellationToken::new();
+    let start = tokio::time::Instant::now();
+    let run = tokio::spawn(collector.run(shutdown.clone()));
+    // Ticks at 0, 1 and 2 s; the one at 2 s takes until 4.5 s. The one due at 3 s runs at once,
+    // late, the one at 4 s is skipped, and the schedule goes on at 5, 6, 7, 8 and 9 s.
+    tokio::time::sleep_until(start + Duration::from_millis(9_500)).await;
+    shutdown.cancel();
+    run.await.expect("collector");
+    assert_eq!(metrics.missed_ticks.get(), 1);
+    assert_eq!(metrics.ticks.get(), 9);
+    assert_eq!(source.calls.load(Ordering::Relaxed), 9, "no tick ran twice");
+    assert!(metrics.tick_duration.quantile_ms(1.0) >= 2_500.0);
+}

@@ -327,6 +327,8 @@ impl<'a> From<&'a Config> for crate::sources::Plan<'a> {
             providers: &config.providers,
             synthetic: &config.synthetic,
             calendars: &config.calendars,
+            breaker_failures: config.breaker_failures,
+            breaker_open_ms: config.breaker_open_ms,
         }
     }
 }

@@ -147,21 +147,23 @@ impl SourceChain {
         }
     }
 
-    /// The chain of the configured sources, with the configured breakers and budgets.
-    pub fn configured(
-        config: &crate::config::Config,
+    /// The chain of the configured sources, with the configured breakers and budgets
+    /// (`&Config` converts into the [`Plan`](super::Plan)).
+    pub fn configured<'a>(
+        config: impl Into<super::Plan<'a>>,
         sources: Vec<Arc<dyn Source>>,
         live: bool,
         metrics: Arc<Metrics>,
         clock: Clock,
     ) -> Self {
-        let providers = &config.providers;
+        let plan = config.into();
+        let providers = plan.providers;
         Self::new(
             sources,
             |s| providers.rate_limit(s.name()).unwrap_or(s.rate_limit()),
             BreakerSettings {
-                failures: config.breaker_failures,
-                open_for: Duration::from_millis(config.breaker_open_ms),
+                failures: plan.breaker_failures,
+                open_for: Duration::from_millis(plan.breaker_open_ms),
             },
             live,
             metrics,

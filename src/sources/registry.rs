@@ -76,8 +76,9 @@ pub struct Switch {
     pub default: bool,
 }
 
-/// What building the sources takes from the configuration (`config::Config` converts into
-/// it), so that this module does not depend on the configuration's shape.
+/// What the sources take from the configuration (`config::Config` converts into it), so that
+/// `sources` does not depend on `config`: what building them needs, and the breaker settings
+/// of the chain they are asked through.
 #[derive(Clone, Copy)]
 pub struct Plan<'a> {
     /// Source names in priority order (`SOURCES`).
@@ -86,6 +87,10 @@ pub struct Plan<'a> {
     pub synthetic: &'a SyntheticConfig,
     /// Each symbol's trading calendar, in symbol order.
     pub calendars: &'a [MarketCalendar],
+    /// Consecutive failures that open a source's breaker (`BREAKER_FAILURES`).
+    pub breaker_failures: u32,
+    /// How long an open breaker skips its source (`BREAKER_OPEN`).
+    pub breaker_open_ms: u64,
 }
 
 /// The provider named `name` (as `SOURCES` spells it, any case).

@@ -12,8 +12,9 @@ declares it cannot serve is never asked of it, so it costs no request budget.
   budgets, deadlines, per-source metrics).
 - `breaker.rs`, `ratelimit.rs` — per-source circuit breaker and request budget, generic.
 - `yahoo/`, `alphavantage/`, `twelvedata/`, `polygon/`, `binance/`, `finnhub/` — the real
-  providers, each `mod.rs` (requests, capabilities and the history timeframes it serves,
-  budget) + `parse.rs` (pure parsers).
+  providers, each `mod.rs` (its `PROVIDER` description: variables, defaults, free tier, symbol
+  spelling, builder; requests, capabilities and the history timeframes it serves) + `parse.rs`
+  (pure parsers).
 - `provider.rs` — what every REST provider is made of (`ProviderCore`: client, base URL, key,
   symbol book, budget) and the request patterns they share (per-symbol fan-out, paged history).
 - `http.rs` — the shared HTTP client, URL building and error mapping (keys never in errors).

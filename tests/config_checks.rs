@@ -7,6 +7,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// Variables as (name, value) pairs.
+type Vars = &'static [(&'static str, &'static str)];
+
 /// `barkeep run` in `dir` with only `vars` (and `PATH`) in its environment.
 fn barkeep(dir: &Path, vars: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_barkeep"));
@@ -32,7 +35,7 @@ fn assert_refused(out: &Output, var: &str, value: &str, case: &str) {
 #[test]
 fn inconsistent_values_stop_start_up_with_exit_2_naming_the_variable() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+    let cases: &[(Vars, &str, &str)] = &[
         (&[("TIMEFRAMES", "1m,60s")], "TIMEFRAMES", "1m,60s"),
         (
             &[("TIMEFRAMES", "4611686018427387905s")],

@@ -18,7 +18,8 @@
 //! - [`model`] — symbols, timeframes, quotes, bars: the plain data everything passes around.
 //! - [`clock`] — "now", injectable so tests control time.
 //! - [`calendar`] — each symbol's trading calendar: open or closed at an instant, until when.
-//! - [`sources`] — the [`sources::Source`] trait and the providers (`synthetic`, CSV `replay`).
+//! - [`sources`] — the [`sources::Source`] trait and the providers (`synthetic`, CSV `replay`,
+//!   the REST/WebSocket ones), each one folder listed once in [`sources::registry`].
 //! - [`collector`] — the tick loop: concurrent fetch with deadline and fallback, then the
 //!   pipelines, then the snapshot and the sink queues.
 //! - [`pipeline`] — per symbol: its session, then [`validate`] → [`bars`] → [`indicators`],

@@ -8,14 +8,7 @@ bar closes on time even when its market goes quiet. Intervals without data are r
 refused as late: the closed bar has been published and is not rewritten behind the bot's back.
 */
 
-use crate::model::{Bar, Timeframe};
-
-/// Intervals `[from_ts, to_ts)` with no data between two bars.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Gap {
-    pub from_ts: i64,
-    pub to_ts: i64,
-}
+use crate::model::{Bar, Gap, Timeframe};
 
 /// A bar together with the lowest quality of the data it was built from.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -27,6 +27,7 @@ use exchange_hours::{Exchange, ExchangeCalendar, MarketHoursKey, SessionKind};
 
 use crate::indicators::{DailyAnchor, Zone};
 use crate::instrument::{Instrument, classify};
+use crate::model::Session;
 
 /// One trading calendar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,17 +40,6 @@ pub enum MarketCalendar {
     Xetra,
     Lse,
     Tse,
-}
-
-/// Whether a market is open at an instant, and until when that holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Session {
-    pub open: bool,
-    /// When the state began: the session's open, or the previous close (`i64::MIN` when not
-    /// known, as for an always-open market).
-    pub since_ms: i64,
-    /// When the state ends: the session's close, or the next open (`i64::MAX`: never).
-    pub until_ms: i64,
 }
 
 impl Session {

@@ -1,12 +1,18 @@
 //! barkeep — a market-data sidecar for trading bots.
 //!
-//! Data flows one way, every `COLLECTION_INTERVAL`:
+//! Data flows one way, every `COLLECTION_INTERVAL` (the type on each arrow in brackets):
 //!
 //! ```text
-//! sources ──▶ collector ──▶ pipeline: validate ─▶ bars ─▶ indicators ──▶ sinks
-//!                                                                        ├─ store::writer   ─▶ sqlite (history, rejects, gaps, checkpoints),
-//!                                                                        │                     then redis (rings, live bars, features, events)
-//!                                                                        └─ store::snapshot ─▶ api (HTTP)
+//! providers ─[Quote, Bar]─▶ sources::chain ─▶ collector ─[Quote]─▶ pipeline per symbol:
+//!                                  ▲              │                 validate ─▶ bars ─▶ indicators
+//!                  [history Bar]   │              │◀──────[Event: Closed, Forming, Rejected,
+//!                          repair ─┘              │         Gap, Session, Revision]
+//!                             ▲ [RepairJob]       │
+//!                             └── gaps ───────────┤
+//!                                                 ├─[Arc<TickBatch>]─▶ store::writer ─▶ sqlite,
+//!                                                 │                       then ─▶ redis (rings, events)
+//!                                                 │                       store::reconcile: sqlite ─▶ redis
+//!                                                 └─[SymbolView]─▶ store::snapshot ─▶ api (HTTP)
 //! ```
 //!
 //! Modules, in the order data meets them:
@@ -15,13 +21,16 @@
 //! - [`config`] — environment → validated [`config::Config`], every value checked against the
 //!   others; the providers' part comes from the sources' registry.
 //! - [`instrument`] — what a generic symbol stands for (index, FX, crypto, ticker), a leaf.
-//! - [`model`] — symbols, timeframes, quotes, bars: the plain data everything passes around.
+//! - [`model`] — the plain data everything passes around: symbols, timeframes, quotes, bars,
+//!   and what the pipeline emits (events, tick batches, checkpoints). Imports nothing else.
 //! - [`clock`] — "now", injectable so tests control time.
 //! - [`calendar`] — each symbol's trading calendar: open or closed at an instant, until when.
-//! - [`sources`] — the [`sources::Source`] trait and the providers (`synthetic`, CSV `replay`,
-//!   the REST/WebSocket ones), each one folder listed once in [`sources::registry`].
-//! - [`collector`] — the tick loop: concurrent fetch with deadline and fallback, then the
-//!   pipelines, then the snapshot and the sink queues.
+//! - [`sources`] — the [`sources::Source`] trait, the providers (simulated, CSV `replay`, the
+//!   REST/WebSocket ones, each one folder listed once in [`sources::registry`]) and the source
+//!   chain, the only way anything asks them (breakers, budgets, permits, deadlines).
+//! - [`collector`] — the tick loop: quotes through the source chain with deadline and fallback,
+//!   then the pipelines, then the views the API reads and the batch for the stores; streams,
+//!   warm-up and the collector's side of gap repair.
 //! - [`pipeline`] — per symbol: its session, then [`validate`] → [`bars`] → [`indicators`],
 //!   emitting events.
 //! - [`validate`] — rules, quality score, reject reasons.

@@ -24,7 +24,7 @@ use std::ops::{Deref, Index};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::validate::RejectReason;
+use crate::model::RejectReason;
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]

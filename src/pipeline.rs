@@ -14,68 +14,14 @@ broken quote a provider keeps answering): the repeats come back as
 [`QuoteOutcome::RepeatedReject`], counted like the first.
 */
 
-use crate::bars::{BarBuilder, Gap, ScoredBar};
-use crate::calendar::{MarketCalendar, Session, SessionCache};
+use crate::bars::{BarBuilder, ScoredBar};
+use crate::calendar::{MarketCalendar, SessionCache};
 use crate::config::ValidationConfig;
-use crate::indicators::{Features, IndicatorParams, IndicatorSet};
-use crate::model::{Bar, Quote, SymbolId, Timeframe};
-use crate::validate::{RejectReason, Validator, Verdict};
-
-/// A bar leaving the pipeline, with where it came from and how much it is trusted.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BarRecord {
-    pub symbol: SymbolId,
-    pub timeframe: Timeframe,
-    pub bar: Bar,
-    pub source: &'static str,
-    pub quality: f64,
-}
-
-/// An input the validator (or the bar builder) refused, kept for inspection.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RejectRecord {
-    pub symbol: SymbolId,
-    pub source: &'static str,
-    pub reason: RejectReason,
-    /// The input as received (a quote has four equal prices).
-    pub input: Bar,
-    pub received_at_ms: i64,
-}
-
-/// What the pipeline tells the sinks.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Event {
-    /// A bar closed; `features` are the committed indicator values after it.
-    Closed {
-        record: BarRecord,
-        features: Features,
-    },
-    /// The forming bar as of this tick; `features` are peeked, nothing committed.
-    Forming {
-        record: BarRecord,
-        features: Features,
-    },
-    Rejected(RejectRecord),
-    Gap {
-        symbol: SymbolId,
-        timeframe: Timeframe,
-        gap: Gap,
-    },
-    /// The symbol's market opened or closed (also reported once at start).
-    Session {
-        symbol: SymbolId,
-        session: Session,
-    },
-    /// A gap was filled after the fact: its bars were sent as `Closed` events just before, and
-    /// the indicators are what an uninterrupted run would have; `bars == 0` means the provider
-    /// confirmed the interval empty (no trades).
-    Revision {
-        symbol: SymbolId,
-        timeframe: Timeframe,
-        gap: Gap,
-        bars: u32,
-    },
-}
+use crate::indicators::{IndicatorParams, IndicatorSet};
+use crate::model::{
+    Bar, BarRecord, Event, Gap, Quote, RejectReason, RejectRecord, Session, SymbolId, Timeframe,
+};
+use crate::validate::{Validator, Verdict};
 
 /// Bars committed after a gap that a repair replays; beyond this the repair still stores the
 /// missing bars but the indicators keep their state.

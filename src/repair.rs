@@ -22,8 +22,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::bars::Gap;
-use crate::model::{Bar, SymbolId, Timeframe};
+use crate::model::{Bar, Gap, SymbolId, Timeframe};
 use crate::sources::chain::{SourceChain, Work};
 
 /// Attempts per gap before it is left recorded.

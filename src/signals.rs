@@ -17,7 +17,8 @@ reason `market_closed`. These rules are a transparent default for bots that want
 
 use serde::Serialize;
 
-use crate::indicators::{Features, idx};
+use crate::indicators::idx;
+use crate::model::Features;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -114,7 +115,7 @@ pub fn confidence(score: i32, age_ms: i64, stale_after_ms: i64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::indicators::FEATURE_COUNT;
+    use crate::model::FEATURE_COUNT;
 
     fn features(set: &[(usize, f64)]) -> Features {
         let mut f = Features {

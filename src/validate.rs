@@ -25,9 +25,7 @@ after [`LEVEL_SHIFT_CONFIRMATIONS`] consecutive spikes that agree with each othe
 accepted, with a lowered quality.
 */
 
-use serde::Serialize;
-
-use crate::model::Bar;
+use crate::model::{Bar, RejectReason};
 
 /// Validator thresholds (`MIN_QUALITY`, `SPIKE_ATR_MULTIPLE`, `MAX_CLOCK_SKEW`, `STALE_AFTER`;
 /// read by `config`, which re-exports this type).
@@ -63,59 +61,6 @@ const ATR_WARMUP: u32 = 14;
 /// The move reference never falls below this fraction of the price, so a market that sat
 /// perfectly still does not turn its first tick into a "spike".
 const MIN_RELATIVE_ATR: f64 = 1e-5;
-
-/// Why an input was refused. The names are the `reason` stored in the rejects table and used as
-/// the metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RejectReason {
-    NonFinite,
-    NonPositivePrice,
-    NegativeVolume,
-    OhlcInconsistent,
-    FutureTimestamp,
-    Stale,
-    OutOfOrder,
-    Spike,
-    LowQuality,
-    /// Accepted by the validator but too late for its bar, which had already closed.
-    Late,
-}
-
-impl RejectReason {
-    pub const ALL: [RejectReason; 10] = [
-        Self::NonFinite,
-        Self::NonPositivePrice,
-        Self::NegativeVolume,
-        Self::OhlcInconsistent,
-        Self::FutureTimestamp,
-        Self::Stale,
-        Self::OutOfOrder,
-        Self::Spike,
-        Self::LowQuality,
-        Self::Late,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NonFinite => "non_finite",
-            Self::NonPositivePrice => "non_positive_price",
-            Self::NegativeVolume => "negative_volume",
-            Self::OhlcInconsistent => "ohlc_inconsistent",
-            Self::FutureTimestamp => "future_timestamp",
-            Self::Stale => "stale",
-            Self::OutOfOrder => "out_of_order",
-            Self::Spike => "spike",
-            Self::LowQuality => "low_quality",
-            Self::Late => "late",
-        }
-    }
-
-    /// Position in [`Self::ALL`], for per-reason counters.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// The validator's decision on one input.
 #[derive(Debug, Clone, Copy, PartialEq)]

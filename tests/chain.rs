@@ -13,8 +13,7 @@ use barkeep::clock::Clock;
 use barkeep::collector::Collector;
 use barkeep::config::Config;
 use barkeep::metrics::Metrics;
-use barkeep::model::{Bar, Quote, SymbolId, SymbolTable, Timeframe};
-use barkeep::pipeline::Event;
+use barkeep::model::{Bar, Event, Quote, SymbolId, SymbolTable, Timeframe};
 use barkeep::sources::{Capabilities, Source, SourceError, StreamEvent, StreamTask};
 use barkeep::store::snapshot::Snapshot;
 

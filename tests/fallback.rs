@@ -11,8 +11,7 @@ use barkeep::clock::Clock;
 use barkeep::collector::Collector;
 use barkeep::config::Config;
 use barkeep::metrics::Metrics;
-use barkeep::model::{Quote, SymbolId, SymbolTable};
-use barkeep::pipeline::Event;
+use barkeep::model::{Event, Quote, SymbolId, SymbolTable};
 use barkeep::sources::chain::Work;
 use barkeep::sources::{Capabilities, RateLimit, Source, SourceError};
 use barkeep::store::snapshot::Snapshot;
@@ -128,7 +127,7 @@ struct Harness {
     collector: Collector,
     metrics: Arc<Metrics>,
     /// What the collector sends its sinks (each provider answer's events, as they arrive).
-    sink: tokio::sync::mpsc::Receiver<Arc<barkeep::store::TickBatch>>,
+    sink: tokio::sync::mpsc::Receiver<Arc<barkeep::model::TickBatch>>,
     closed: Vec<(i64, &'static str)>,
 }
 
@@ -292,7 +291,7 @@ async fn each_answer_reaches_the_sinks_without_waiting_for_a_slower_request() {
     });
     let mut h = Harness::new(vec![source]);
     let started = tokio::time::Instant::now();
-    let symbols_of = |batch: &barkeep::store::TickBatch| -> Vec<SymbolId> {
+    let symbols_of = |batch: &barkeep::model::TickBatch| -> Vec<SymbolId> {
         let mut ids: Vec<SymbolId> = batch
             .events
             .iter()

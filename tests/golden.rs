@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use barkeep::indicators::{FEATURE_COUNT, IndicatorParams, IndicatorSet, idx};
-use barkeep::model::Bar;
+use barkeep::indicators::{IndicatorParams, IndicatorSet, idx};
+use barkeep::model::{Bar, FEATURE_COUNT};
 
 const TOLERANCE: f64 = 1e-9;
 const FLOOR_FRACTION_OF_MEDIAN_CLOSE: f64 = 1e-6;

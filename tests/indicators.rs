@@ -6,10 +6,10 @@
 
 use barkeep::indicators::window::RollingMoments;
 use barkeep::indicators::{
-    Atr, Bollinger, CheckpointError, Ema, FEATURE_COUNT, Features, IndicatorParams, IndicatorSet,
-    Macd, Obv, Rsi, Sma, Stochastic, Vwap, idx,
+    Atr, Bollinger, CheckpointError, Ema, IndicatorParams, IndicatorSet, Macd, Obv, Rsi, Sma,
+    Stochastic, Vwap, idx,
 };
-use barkeep::model::Bar;
+use barkeep::model::{Bar, FEATURE_COUNT, Features};
 use proptest::prelude::*;
 
 /// SplitMix64: a tiny deterministic generator, so tests need no RNG crate.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use barkeep::clock::Clock;
 use barkeep::config::Config;
 use barkeep::metrics::{Kind, Metrics};
-use barkeep::validate::RejectReason;
+use barkeep::model::RejectReason;
 use common::{get, get_json, wait_for};
 
 /// `/metrics` and `/metrics/json` of a sidecar that has collected and flushed.

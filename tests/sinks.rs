@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use barkeep::clock::Clock;
-use barkeep::indicators::{FEATURE_COUNT, Features, IndicatorParams};
+use barkeep::indicators::IndicatorParams;
 use barkeep::metrics::Metrics;
-use barkeep::model::{Bar, SymbolTable, Timeframe};
-use barkeep::pipeline::{BarRecord, Event};
-use barkeep::store::TickBatch;
+use barkeep::model::{
+    Bar, BarRecord, Event, FEATURE_COUNT, Features, SymbolTable, TickBatch, Timeframe,
+};
 use barkeep::store::reconcile::{Reconciler, Resync};
 use barkeep::store::redis::{RedisSink, RedisSinkConfig, RedisStatus};
 use barkeep::store::sqlite::SqliteStore;

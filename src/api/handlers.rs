@@ -342,10 +342,9 @@ pub(super) async fn bars(state: &ApiState, symbol: &str, query: &Query<'_>) -> R
 mod tests {
     use super::*;
     use crate::clock::Clock;
-    use crate::indicators::{FEATURE_COUNT, Features, IndicatorParams};
+    use crate::indicators::IndicatorParams;
     use crate::metrics::Metrics;
-    use crate::model::{Bar, SymbolTable};
-    use crate::pipeline::BarRecord;
+    use crate::model::{Bar, BarRecord, FEATURE_COUNT, Features, SymbolTable};
     use crate::store::snapshot::{Snapshot, SymbolView};
     use crate::store::sqlite::SqliteStore;
     use std::sync::Arc;
@@ -418,7 +417,7 @@ mod tests {
         view.frames[0].last_closed = Some((record, features));
         // The same view once the market has closed: no signal to act on.
         let closed = SymbolView {
-            session: Some(crate::calendar::Session {
+            session: Some(crate::model::Session {
                 open: false,
                 since_ms: t0,
                 until_ms: t0 + 3_600_000,

@@ -43,12 +43,11 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::model::{Quote, SymbolId, SymbolTable, Timeframe};
-use crate::pipeline::{Event, QuoteOutcome, SymbolPipeline};
+use crate::model::{Event, Quote, SymbolId, SymbolTable, TickBatch, Timeframe};
+use crate::pipeline::{QuoteOutcome, SymbolPipeline};
 use crate::repair::{RepairJob, RepairOutcome};
 use crate::sources::chain::{Asked, Refusal, SourceChain};
 use crate::sources::{Source, StreamEvent};
-use crate::store::TickBatch;
 use crate::store::snapshot::{FrameView, Snapshot, SymbolView};
 use crate::validate::Verdict;
 

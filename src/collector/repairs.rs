@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Collector, RepairLink};
-use crate::pipeline::Event;
+use crate::model::Event;
 use crate::repair::{self, RepairOutcome};
 
 impl Collector {

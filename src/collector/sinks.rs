@@ -9,8 +9,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::Collector;
-use crate::store::TickBatch;
-use crate::store::sqlite::Checkpoint;
+use crate::model::{Checkpoint, TickBatch};
 
 impl Collector {
     pub(super) fn checkpoints(&self) -> Vec<Checkpoint> {

@@ -11,8 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Collector, StreamLink};
-use crate::model::SymbolId;
-use crate::pipeline::Event;
+use crate::model::{Event, SymbolId};
 use crate::sources::StreamEvent;
 
 /// Events a push stream may queue between two ticks.

@@ -6,8 +6,7 @@ in step with the events and published to the snapshot when they change.
 use std::sync::Arc;
 
 use super::Collector;
-use crate::model::{SymbolId, Timeframe};
-use crate::pipeline::Event;
+use crate::model::{Event, SymbolId, Timeframe};
 use crate::repair::RepairJob;
 use crate::store::snapshot::FrameView;
 

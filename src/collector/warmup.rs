@@ -10,10 +10,8 @@ use std::time::Duration;
 
 use super::Collector;
 use crate::indicators::IndicatorSet;
-use crate::model::{Bar, SymbolId, Timeframe};
-use crate::pipeline::{BarRecord, Event};
+use crate::model::{Bar, BarRecord, Event, SymbolId, TickBatch, Timeframe};
 use crate::sources::chain::Work;
-use crate::store::TickBatch;
 use crate::store::sqlite::{SqliteStore, StoreError};
 
 /// At most this many bars since the last stored one are fetched again at start (a longer

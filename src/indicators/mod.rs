@@ -65,8 +65,7 @@ pub use macd::{Macd, MacdValue};
 pub use obv::Obv;
 pub use rsi::Rsi;
 pub use set::{
-    CHECKPOINT_VERSION, CheckpointError, FEATURE_COUNT, Features, IndicatorParams, IndicatorSet,
-    MAX_PERIOD, idx,
+    CHECKPOINT_VERSION, CheckpointError, IndicatorParams, IndicatorSet, MAX_PERIOD, idx,
 };
 pub use sma::Sma;
 pub use stoch::{StochValue, Stochastic};

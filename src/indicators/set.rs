@@ -8,10 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::vwap::DailyAnchor;
 use super::{Atr, Bollinger, Ema, Macd, Obv, Rsi, Sma, Stochastic, Vwap};
-use crate::model::Bar;
-
-/// Number of outputs per bar.
-pub const FEATURE_COUNT: usize = 15;
+use crate::model::{Bar, FEATURE_COUNT, Features};
 
 /// Largest accepted period, TA-Lib's limit; also bounds the state a window can allocate.
 pub const MAX_PERIOD: usize = 100_000;
@@ -182,13 +179,6 @@ pub mod idx {
     pub const STOCH_D: usize = 12;
     pub const OBV: usize = 13;
     pub const VWAP: usize = 14;
-}
-
-/// The outputs of one bar, in the order of [`IndicatorParams::feature_names`]. `f64::NAN`
-/// means "not ready yet" (callers serialise it as `null`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Features {
-    pub values: [f64; FEATURE_COUNT],
 }
 
 impl Features {

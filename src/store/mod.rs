@@ -26,24 +26,3 @@ pub mod redis;
 pub mod snapshot;
 pub mod sqlite;
 pub mod writer;
-
-use crate::pipeline::Event;
-
-/// Everything one collection tick produced, shared by all stores.
-#[derive(Debug, Default)]
-pub struct TickBatch {
-    /// The collector's clock when the tick ran, Unix ms.
-    pub now_ms: i64,
-    pub events: Vec<Event>,
-    pub checkpoints: Vec<sqlite::Checkpoint>,
-}
-
-impl TickBatch {
-    pub fn new(now_ms: i64, events: Vec<Event>) -> Self {
-        Self {
-            now_ms,
-            events,
-            checkpoints: Vec::new(),
-        }
-    }
-}

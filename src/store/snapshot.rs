@@ -8,10 +8,8 @@ use arc_swap::ArcSwapOption;
 use serde::ser::{SerializeMap, Serializer};
 use std::sync::{Arc, OnceLock};
 
-use crate::calendar::Session;
-use crate::indicators::{FEATURE_COUNT, Features, IndicatorParams};
-use crate::model::{SymbolId, SymbolTable, Timeframe};
-use crate::pipeline::BarRecord;
+use crate::indicators::IndicatorParams;
+use crate::model::{BarRecord, FEATURE_COUNT, Features, Session, SymbolId, SymbolTable, Timeframe};
 
 /// The latest of one timeframe of one symbol.
 #[derive(Debug, Clone, Default)]

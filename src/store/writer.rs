@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::store::TickBatch;
+use crate::model::TickBatch;
 use crate::store::reconcile::Resync;
 use crate::store::sqlite::{FaultLog, FlushStats, SqliteStore, StoreError, reason};
 

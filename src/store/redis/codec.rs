@@ -6,9 +6,7 @@ needs no schema; the layout is the contract in the README's "Redis: what the bot
 
 use serde::ser::{SerializeMap, Serializer};
 
-use crate::indicators::FEATURE_COUNT;
-use crate::model::{Bar, Timeframe};
-use crate::pipeline::BarRecord;
+use crate::model::{Bar, BarRecord, FEATURE_COUNT, Timeframe};
 use crate::store::snapshot::NamedFeatures;
 
 /// Key names for one prefix.

@@ -32,11 +32,10 @@ pub use self::codec::Keys;
 use self::codec::SlotKeys;
 use self::write::SlotWork;
 use crate::clock::Clock;
-use crate::indicators::{FEATURE_COUNT, Features};
 use crate::metrics::Metrics;
-use crate::model::{SymbolId, SymbolTable, Timeframe};
-use crate::pipeline::BarRecord;
-use crate::store::TickBatch;
+use crate::model::{
+    BarRecord, FEATURE_COUNT, Features, SymbolId, SymbolTable, TickBatch, Timeframe,
+};
 use crate::store::reconcile::{Reconciler, Ring};
 use crate::store::sqlite::StoreError;
 

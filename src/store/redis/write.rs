@@ -13,10 +13,7 @@ use std::time::Instant;
 
 use super::codec::{BarMsg, EventMsg, FeaturesMsg, RevisionMsg, encode};
 use super::{RedisError, RedisSink};
-use crate::indicators::Features;
-use crate::model::SymbolId;
-use crate::pipeline::{BarRecord, Event};
-use crate::store::TickBatch;
+use crate::model::{BarRecord, Event, Features, SymbolId, TickBatch};
 use crate::store::reconcile::Ring;
 use crate::store::snapshot::NamedFeatures;
 
@@ -224,7 +221,7 @@ impl RedisSink {
     async fn revise(
         &mut self,
         slot: usize,
-        gap: crate::bars::Gap,
+        gap: crate::model::Gap,
         bars: u32,
     ) -> Result<(), RedisError> {
         let frames = self.timeframes.len();

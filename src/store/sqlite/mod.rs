@@ -27,7 +27,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rusqlite::Connection;
 
-use crate::model::{Bar, SymbolId, SymbolTable, Timeframe};
+use crate::model::{Bar, SymbolTable};
 
 /// What a Redis ring of the newest bars should look like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,15 +63,6 @@ pub struct StoredBar {
     pub bar: Bar,
     pub source: String,
     pub quality: f64,
-}
-
-/// One indicator checkpoint row.
-#[derive(Debug, Clone)]
-pub struct Checkpoint {
-    pub symbol: SymbolId,
-    pub timeframe: Timeframe,
-    pub last_ts: i64,
-    pub state: Vec<u8>,
 }
 
 /// What one flush wrote.
@@ -127,10 +118,9 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::indicators::Features;
-    use crate::pipeline::{BarRecord, Event, RejectRecord};
-    use crate::store::TickBatch;
-    use crate::validate::RejectReason;
+    use crate::model::{
+        BarRecord, Event, Features, RejectReason, RejectRecord, TickBatch, Timeframe,
+    };
 
     fn record(ts: i64, close: f64) -> BarRecord {
         BarRecord {
@@ -146,7 +136,7 @@ mod tests {
         Event::Closed {
             record: record(ts, close),
             features: Features {
-                values: [f64::NAN; crate::indicators::FEATURE_COUNT],
+                values: [f64::NAN; crate::model::FEATURE_COUNT],
             },
         }
     }

@@ -17,11 +17,10 @@ use std::time::Duration;
 
 use rusqlite::params;
 
-use super::{Checkpoint, FlushStats, SqliteStore, StoreError, StoredBar};
-use crate::bars::Gap;
-use crate::model::{SymbolId, Timeframe};
-use crate::pipeline::{BarRecord, Event, RejectRecord};
-use crate::store::TickBatch;
+use super::{FlushStats, SqliteStore, StoreError, StoredBar};
+use crate::model::{
+    BarRecord, Checkpoint, Event, Gap, RejectRecord, SymbolId, TickBatch, Timeframe,
+};
 
 const UPSERT_BAR: &str =
     "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume, source, quality)

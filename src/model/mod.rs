@@ -1,5 +1,7 @@
 /*!
-The plain data that flows through barkeep: symbols, timeframes, quotes, bars.
+The plain data that flows through barkeep: symbols, timeframes, quotes, bars, and (in
+`event.rs`) what the pipeline emits — events, tick batches, checkpoints and their parts. This
+module imports nothing else of the crate, so every room can use it.
 
 Everything here is `Copy` or cheap to clone so the per-tick path never allocates for it. A
 symbol travels as a [`SymbolId`] (an index into the configured list); its name is only looked up
@@ -12,6 +14,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+mod event;
+pub use event::{
+    BarRecord, Checkpoint, Event, FEATURE_COUNT, Features, Gap, RejectReason, RejectRecord,
+    Session, TickBatch,
+};
 
 /// Index of a symbol in the configured `SYMBOLS` list.
 pub type SymbolId = u32;

@@ -5,7 +5,7 @@ tick, and handed back to the collector, whose pipeline stores the bars and bring
 indicators to what an uninterrupted run would have ([`crate::pipeline::SymbolPipeline::repair`]).
 
 The worker takes one [`RepairJob`] at a time from a bounded queue and asks the source chain
-(`sources/chain.rs`) for the interval: the sources that serve the symbol and timeframe's
+(`sources/chain/`) for the interval: the sources that serve the symbol and timeframe's
 history, in `SOURCES` order, each within a permit, above the budget reserve kept for live
 quotes. An empty answer is the provider confirming the interval had no trades. When no source
 answers, the collector tries again later, [`MAX_TRIES`] attempts in all, and then leaves the

@@ -8,7 +8,7 @@ configured priority order (`SOURCES`) and by each source's health, never by name
 declares it cannot serve is never asked of it, so it costs no request budget.
 
 - `synthetic.rs` — a deterministic simulated market, the default (no network, no keys).
-- `chain.rs` — the source chain: the only way anything asks a source (permits, breakers,
+- `chain/` — the source chain: the only way anything asks a source (permits, breakers,
   budgets, deadlines, per-source metrics).
 - `breaker.rs`, `ratelimit.rs` — per-source circuit breaker and request budget, generic.
 - `yahoo/`, `alphavantage/`, `twelvedata/`, `polygon/`, `binance/`, `finnhub/` — the real

@@ -14,8 +14,9 @@ pipelines, publish the snapshot and hand the tick's events to the sinks.
 - Gaps: a gap in the bars (an outage, a stream reconnect) goes to the repair worker
   (`repair.rs`), whose answers come back at the start of a tick and are replayed through the
   pipeline; gaps found at start-up are filled by the warm-up, before live bars.
-- Sinks: each gets the tick's batch via `try_send`; when its queue is full the batch waits in
-  an overflow list that is retried first on the next tick, so a slow sink delays nothing and
+- Sinks: the store writer (`store::writer`: SQLite, then Redis) and any other consumer of the
+  batches each get the tick's batch via `try_send`; when a queue is full the batch waits in an
+  overflow list that is retried first on the next tick, so a slow consumer delays nothing and
   loses nothing. Both happenings are counted.
 
 Everything per symbol lives in this one task, so the hot path takes no lock.

@@ -119,3 +119,113 @@ fn provider_errors_that_quote_the_key_never_show_it() {
         );
     }
 }
+
+const POLYGON_KEY: &str = "pgSECRETq8Zr2";
+const FINNHUB_KEY: &str = "fhsecret9d3kw";
+
+/// Polygon and Finnhub, each answering in turn every way a key could come back: in an error
+/// body (401/403), inside a 200 envelope, and in a redirect's target, which the HTTP client then
+/// fails to reach (its error names the URL).
+#[test]
+fn polygon_and_finnhub_echoing_the_key_never_show_it() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // Nobody listens here: a redirect to it fails with the target URL in the error.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    let (polygon, finnhub) = rt.block_on(async {
+        let calls = std::sync::atomic::AtomicU64::new(0);
+        let polygon = HttpFixture::start("", move |seen: &fixture::Seen| {
+            match calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 3 {
+                0 => Reply::json(
+                    401,
+                    format!(
+                        r#"{{"status":"ERROR","request_id":"a1","error":"Unknown API Key {POLYGON_KEY}"}}"#
+                    ),
+                ),
+                1 => Reply::ok(format!(
+                    r#"{{"status":"NOT_AUTHORIZED","request_id":"a2","message":"You are not entitled to this data with key {POLYGON_KEY}. Please upgrade your plan at https://polygon.io/pricing?apiKey={POLYGON_KEY}"}}"#
+                )),
+                _ => Reply::text(302, "").header(
+                    "location",
+                    &format!("http://127.0.0.1:{dead_port}{}?apiKey={POLYGON_KEY}", seen.path),
+                ),
+            }
+        })
+        .await;
+        let calls = std::sync::atomic::AtomicU64::new(0);
+        let finnhub = HttpFixture::start("", move |seen: &fixture::Seen| {
+            match calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 3 {
+                0 => Reply::json(
+                    401,
+                    format!(r#"{{"error":"Invalid API key: {FINNHUB_KEY}"}}"#),
+                ),
+                1 => Reply::json(
+                    403,
+                    format!(
+                        r#"{{"error":"You don't have access to this resource (token={FINNHUB_KEY})."}}"#
+                    ),
+                ),
+                _ => Reply::text(307, "").header(
+                    "location",
+                    &format!("http://127.0.0.1:{dead_port}{}?token={FINNHUB_KEY}", seen.path),
+                ),
+            }
+        })
+        .await;
+        (polygon, finnhub)
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("s.db");
+    let sidecar = Sidecar::start(
+        dir.path(),
+        &[
+            ("SQLITE_PATH", db.to_str().expect("utf-8")),
+            ("SYMBOLS", "AAPL,MSFT"),
+            ("MARKET_HOURS", "*:always"),
+            ("SOURCES", "polygon,finnhub"),
+            ("POLYGON_API_KEY", POLYGON_KEY),
+            ("POLYGON_BASE_URL", polygon.base.as_str()),
+            ("FINNHUB_API_KEY", FINNHUB_KEY),
+            ("FINNHUB_BASE_URL", finnhub.base.as_str()),
+            ("BOOTSTRAP_ON_START", "false"),
+            ("WARMUP_BARS", "0"),
+            ("COLLECTION_INTERVAL", "200ms"),
+            ("BREAKER_FAILURES", "1000"),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    // Each provider gave each of its three answers at least twice.
+    wait_for(Duration::from_secs(20), || {
+        (polygon.requests().len() >= 6 && finnhub.requests().len() >= 6).then_some(())
+    })
+    .expect("both providers answered with their key errors");
+    let mut answers = String::new();
+    for path in [
+        "/health",
+        "/metrics",
+        "/metrics/json",
+        "/signals/AAPL",
+        "/features/MSFT",
+    ] {
+        answers.push_str(&get(sidecar.addr, path).1);
+    }
+    let (code, log) = sidecar.terminate();
+    assert_eq!(code, 0);
+    let log = log.join("\n");
+    assert!(
+        log.contains("***"),
+        "the key errors were logged, scrubbed:\n{log}"
+    );
+    for secret in [POLYGON_KEY, FINNHUB_KEY] {
+        assert!(!log.contains(secret), "`{secret}` in the log:\n{log}");
+        assert!(
+            !answers.contains(secret),
+            "`{secret}` in an API answer:\n{answers}"
+        );
+    }
+}

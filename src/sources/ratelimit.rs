@@ -4,10 +4,11 @@ quota that resets at UTC midnight, and a block after the provider said "too many
 (for its `Retry-After`, or a minute when it gave none). Tokio time for the bucket and block,
 the wall clock for the day.
 
-Live quotes come first: a budget the collector spends keeps a reserve (half the bucket) that
-batch work beside it — the background bootstrap, gap repair — may not take
-([`RateBudget::try_acquire_batch`], [`RateBudget::wait_for`]), so a long bootstrap waits for
-spare tokens instead of taking the ones the next tick needs.
+Live quotes come first: a budget the collector spends keeps a reserve (half the bucket, and
+half the daily quota) that batch work beside it — the background bootstrap, gap repair — may
+not take ([`RateBudget::try_acquire_batch`], [`RateBudget::wait_for`]), so a long bootstrap
+waits for spare tokens instead of taking the ones the next tick needs, and cannot spend a
+small daily quota (Alpha Vantage's 25) before the day's quotes do.
 */
 
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct RateBudget {
     blocked_until: Option<Instant>,
     /// Tokens batch work leaves in the bucket for live quotes.
     batch_reserve: f64,
+    /// Units of the daily quota batch work leaves for live quotes.
+    day_reserve: u32,
 }
 
 impl RateBudget {
@@ -47,19 +50,37 @@ impl RateBudget {
             used_today: 0,
             blocked_until: None,
             batch_reserve: 0.0,
+            day_reserve: 0,
         }
     }
 
-    /// A budget live collection spends: batch work leaves half the bucket to it.
+    /// A budget live collection spends: batch work leaves half the bucket, and half the daily
+    /// quota, to it.
     pub fn for_live(limit: RateLimit, now: Instant) -> Self {
         Self {
             batch_reserve: limit.per_minute.map_or(0.0, |m| f64::from(m / 2)),
+            day_reserve: limit.per_day.map_or(0, |d| d / 2),
             ..Self::new(limit, now)
         }
     }
 
+    /// Whether batch work would reach into today's live reserve with `cost` more units.
+    fn batch_day_spent(&self, wall_ms: i64, cost: u32) -> bool {
+        let used = if wall_ms.div_euclid(86_400_000) == self.day {
+            self.used_today
+        } else {
+            0
+        };
+        self.limit
+            .per_day
+            .is_some_and(|quota| used.saturating_add(cost) > quota.saturating_sub(self.day_reserve))
+    }
+
     /// [`Self::try_acquire`] for batch work: only tokens above the live reserve.
     pub fn try_acquire_batch(&mut self, now: Instant, wall_ms: i64, cost: u32) -> bool {
+        if self.batch_day_spent(wall_ms, cost) {
+            return false;
+        }
         if let Some(per_minute) = self.limit.per_minute {
             let capacity = f64::from(per_minute);
             let need = f64::from(cost).min(capacity);
@@ -127,12 +148,7 @@ impl RateBudget {
     /// at the next UTC day). For batch work such as the bootstrap, which waits for its budget
     /// instead of skipping a tick.
     pub fn wait_for(&self, now: Instant, wall_ms: i64, cost: u32) -> Option<Duration> {
-        let spent_today = wall_ms.div_euclid(86_400_000) == self.day
-            && self
-                .limit
-                .per_day
-                .is_some_and(|quota| self.used_today >= quota);
-        if spent_today {
+        if self.batch_day_spent(wall_ms, cost) {
             return None;
         }
         let blocked = self
@@ -263,5 +279,36 @@ mod tests {
                 .count(),
             60
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batch_work_leaves_half_the_daily_quota_to_live_quotes() {
+        let t = Instant::now();
+        // Alpha Vantage's free tier: 25 a day.
+        let limit = RateLimit {
+            per_minute: None,
+            per_day: Some(25),
+        };
+        let mut live = RateBudget::for_live(limit, t);
+        let batch_taken = (0..100)
+            .filter(|_| live.try_acquire_batch(t, DAY, 1))
+            .count();
+        assert_eq!(
+            batch_taken, 13,
+            "a bootstrap stops where the live half begins"
+        );
+        assert_eq!(
+            live.wait_for(t, DAY, 1),
+            None,
+            "batch work waits for tomorrow"
+        );
+        let live_taken = (0..100).filter(|_| live.try_acquire(t, DAY, 1)).count();
+        assert_eq!(live_taken, 12, "quotes keep the rest of the day");
+        assert_eq!(
+            live.wait_for(t, 2 * DAY, 1),
+            Some(Duration::ZERO),
+            "a new day, a new quota"
+        );
+        assert!(live.try_acquire_batch(t, 2 * DAY, 1));
     }
 }

@@ -31,6 +31,7 @@ use crate::calendar::MarketCalendar;
 use crate::env::Env;
 use crate::indicators::IndicatorParams;
 use crate::model::Timeframe;
+use crate::shard::Shard;
 use crate::sources::settings::ProviderSettings;
 
 pub use crate::env::{EnvError as ConfigError, parse_duration_ms, redact_url};
@@ -59,7 +60,12 @@ pub enum LogFormat {
 /// Everything barkeep needs to run, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The symbols this instance collects: those of `SYMBOLS` its shard owns.
     pub symbols: Vec<String>,
+    /// How many symbols `SYMBOLS` lists, across every shard.
+    pub configured_symbols: usize,
+    /// `SHARD`: which part of `SYMBOLS` this instance owns.
+    pub shard: Shard,
     /// Each symbol's trading calendar, in `symbols` order (`MARKET_HOURS`, else the symbol's
     /// own; `always` for every symbol when the simulated market is the only source and
     /// `SYNTHETIC_SESSIONS=always`).
@@ -162,6 +168,24 @@ impl Config {
             env.get("MARKET_HOURS").unwrap_or_default(),
             only_synthetic && !synthetic.follow_calendars,
         )?;
+        let shard = env.parse("SHARD", "0/1", str::parse::<Shard>)?;
+        let configured_symbols = symbols.len();
+        // Every instance reads the same SYMBOLS and MARKET_HOURS; each keeps what it owns.
+        let (symbols, calendars): (Vec<String>, Vec<MarketCalendar>) = symbols
+            .into_iter()
+            .zip(calendars)
+            .filter(|(s, _)| shard.owns(s))
+            .unzip();
+        if symbols.is_empty() {
+            return Err(ConfigError::new(
+                "SHARD",
+                shard.to_string(),
+                format!(
+                    "this shard owns none of the {configured_symbols} symbols in SYMBOLS; \
+                     fewer shards, or more symbols"
+                ),
+            ));
+        }
         let timeframes = env.list("TIMEFRAMES", "1m", checks::timeframe)?;
         let collection_interval_ms =
             env.duration_ms("COLLECTION_INTERVAL", 1_000, 10, 3_600_000)?;
@@ -236,6 +260,8 @@ impl Config {
 
         let config = Self {
             symbols,
+            configured_symbols,
+            shard,
             calendars,
             vwap_by_calendar,
             sources,

@@ -44,6 +44,7 @@
 //! - [`metrics`] — typed counters, gauges and histograms; JSON and Prometheus renderings.
 //! - [`repair`] — gaps found while running, fetched again from history off the tick.
 //! - [`bootstrap`] — `barkeep bootstrap`: history into SQLite, resumable, with progress.
+//! - [`shard`] — `SHARD=i/N`: which symbols this instance owns (rendezvous hashing), a leaf.
 //! - [`secrets`] — every configured secret scrubbed from log lines and API text.
 //! - [`app`] — wiring, start-up warm-up, ordered shutdown; the `replay` command.
 
@@ -63,6 +64,7 @@ pub mod model;
 pub mod pipeline;
 pub mod repair;
 pub mod secrets;
+pub mod shard;
 pub mod signals;
 pub mod sources;
 pub mod store;

@@ -135,6 +135,11 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
             "symbols_fresh": fresh_count,
             "symbols_open": open_count,
             "symbols_total": total,
+            "shard": {
+                "index": m.shard_index.get(),
+                "count": m.shard_count.get(),
+                "symbols": m.symbols.get(),
+            },
             "symbols": symbols,
             "sources": sources,
             "sqlite": {

@@ -28,6 +28,8 @@ use crate::store::redis::{RedisError, RedisSink, RedisSinkConfig, RedisStatus};
 use crate::store::snapshot::{NamedFeatures, Snapshot};
 use crate::store::sqlite::{SqliteStore, StoreError};
 use crate::store::writer::{RedisQueue, StoreChain};
+use crate::stream::hub::{Hub, StreamSettings};
+use crate::stream::message::Names;
 use crate::validate::{Validator, Verdict};
 
 /// Batches the stores' queue (and the Redis sink's behind it) may hold: beyond, the collector
@@ -170,15 +172,26 @@ pub async fn run_with(
             (Some(RedisQueue { tx, resync }), Some((sink, rx)))
         }
     };
-    // The collector hands every batch to one queue: the store chain's (SQLite, then Redis).
+    // The collector hands every batch to two queues: the store chain's (SQLite, then Redis)
+    // and the streaming hub's, which builds the clients' messages on its own task.
     let (stores_tx, stores_rx) = mpsc::channel(SINK_QUEUE);
+    let (stream_tx, stream_rx) = mpsc::channel(SINK_QUEUE);
+    let hub = Hub::new(
+        Names::of(&snapshot),
+        StreamSettings {
+            replay: config.stream_replay,
+            client_queue: config.stream_client_queue,
+            stale_after_ms: config.validation.stale_after_ms,
+        },
+        Arc::clone(&metrics),
+    );
     let mut collector = Collector::new(
         &config,
         symbols.clone(),
         sources,
         Arc::clone(&snapshot),
         Arc::clone(&metrics),
-        vec![stores_tx],
+        vec![stores_tx, stream_tx],
         clock,
     );
     // History requests go through the collector's source chain: its breakers, and budgets
@@ -274,6 +287,7 @@ pub async fn run_with(
     if let Some((sink, rx)) = redis {
         tracker.spawn(sink.run(rx, token.clone()));
     }
+    tracker.spawn(Arc::clone(&hub).run(stream_rx));
     tracker.spawn(collector.run(token.clone()));
     let state = Arc::new(ApiState {
         snapshot,
@@ -285,6 +299,7 @@ pub async fn run_with(
         max_bars_cache: config.max_bars_cache,
         batch_write_interval_ms: config.batch_write_interval_ms,
         redis: config.redis_url.is_some().then_some(redis_status),
+        stream: hub,
     });
     let addr = listener.local_addr().map_err(|source| AppError::Bind {
         addr: config.http_addr,

@@ -111,6 +111,11 @@ pub struct Config {
     /// Connections one source IP may hold at once (at the cap, a new one replaces that peer's
     /// oldest idle connection).
     pub http_max_connections_per_peer: usize,
+    /// Messages kept per streaming channel for clients that resume (`STREAM_REPLAY`).
+    pub stream_replay: usize,
+    /// Messages a streaming client may have waiting before it is dropped as a slow consumer
+    /// (`STREAM_CLIENT_QUEUE`).
+    pub stream_client_queue: usize,
     pub log_format: LogFormat,
     /// `RUST_LOG`, checked to be a valid tracing filter (`info` when unset).
     pub log_filter: String,
@@ -318,6 +323,8 @@ impl Config {
                 1,
                 1_000_000,
             )?,
+            stream_replay: env.int("STREAM_REPLAY", 1_000, 1, 1_000_000)?,
+            stream_client_queue: env.int("STREAM_CLIENT_QUEUE", 1_024, 1, 1_000_000)?,
             log_format,
             log_filter: env.parse("RUST_LOG", "info", checks::log_filter)?,
             validation,

@@ -6,13 +6,14 @@
 //! providers ─[Quote, Bar]─▶ sources::chain ─▶ collector ─[Quote]─▶ pipeline per symbol:
 //!                                  ▲              │                 validate ─▶ bars ─▶ indicators
 //!                  [history Bar]   │              │◀──────[Event: Closed, Forming, Rejected,
-//!                          repair ─┘              │         Gap, Session, Revision]
+//!                          repair ─┘              │         Gap, Session, Liveness, Revision]
 //!                             ▲ [RepairJob]       │
 //!                             └── gaps ───────────┤
 //!                                                 ├─[Arc<TickBatch>]─▶ store::writer ─▶ sqlite,
 //!                                                 │                       then ─▶ redis (rings, events)
 //!                                                 │                       store::reconcile: sqlite ─▶ redis
-//!                                                 └─[SymbolView]─▶ store::snapshot ─▶ api (HTTP)
+//!                                                 ├─[SymbolView]─▶ store::snapshot ─▶ api (HTTP)
+//!                                                 └─[Arc<TickBatch>]─▶ stream::hub ─[Frame]─▶ api (SSE, WebSocket)
 //! ```
 //!
 //! Modules, in the order data meets them:
@@ -41,6 +42,8 @@
 //! - [`store`] — one writer feeding SQLite first, then Redis; SQLite's reader queries; the
 //!   resync that rebuilds Redis rings from SQLite; the lock-free snapshot the API reads.
 //! - [`api`] — the hyper HTTP server and its JSON endpoints.
+//! - [`stream`] — streaming to clients: the collector's batches → one message model, numbered
+//!   per channel with a replay buffer, fanned out over SSE and WebSocket (`/streaming/…`).
 //! - [`metrics`] — typed counters, gauges and histograms; JSON and Prometheus renderings.
 //! - [`repair`] — gaps found while running, fetched again from history off the tick.
 //! - [`bootstrap`] — `barkeep bootstrap`: history into SQLite, resumable, with progress.
@@ -68,4 +71,5 @@ pub mod shard;
 pub mod signals;
 pub mod sources;
 pub mod store;
+pub mod stream;
 pub mod validate;

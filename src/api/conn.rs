@@ -17,7 +17,7 @@ read the answer.
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -76,7 +76,22 @@ pub(super) struct ConnState {
     phase: AtomicU8,
     since_us: AtomicU64,
     shed: AtomicBool,
+    /// Responses that outlive their request's handling (event streams, upgraded sessions).
+    holds: AtomicUsize,
     wake: Notify,
+}
+
+/// A response in progress after its service call returned: the connection stays busy (no
+/// idle timeout, never shed as idle) until this is dropped.
+pub(super) struct Hold(Arc<ConnState>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if self.0.holds.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.enter(Phase::Idle);
+        }
+        self.0.wake.notify_one();
+    }
 }
 
 impl ConnState {
@@ -87,6 +102,7 @@ impl ConnState {
             phase: AtomicU8::new(Phase::Head as u8),
             since_us: AtomicU64::new(0),
             shed: AtomicBool::new(false),
+            holds: AtomicUsize::new(0),
             wake: Notify::new(),
         };
         state.since_us.store(state.now_us(), Ordering::Release);
@@ -133,9 +149,24 @@ impl ConnState {
         self.enter(Phase::Busy);
     }
 
-    /// The service produced its response.
+    /// The service produced its response (still busy while a [`Hold`] lives).
     pub(super) fn end_request(&self) {
-        self.enter(Phase::Idle);
+        if self.holds.load(Ordering::Acquire) == 0 {
+            self.enter(Phase::Idle);
+        }
+    }
+
+    /// Keeps the connection busy past its service call, until the hold is dropped.
+    pub(super) fn hold(self: &Arc<Self>) -> Hold {
+        self.holds.fetch_add(1, Ordering::AcqRel);
+        Hold(Arc::clone(self))
+    }
+
+    /// Completes when no [`Hold`] is left (an upgraded session has ended).
+    pub(super) async fn released(&self) {
+        while self.holds.load(Ordering::Acquire) > 0 {
+            self.wake.notified().await;
+        }
     }
 
     /// Asks the connection to close (its watchdog ends it).

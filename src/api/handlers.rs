@@ -388,6 +388,15 @@ mod tests {
             max_bars_cache: 5_000,
             batch_write_interval_ms: 1_000,
             redis: None,
+            stream: crate::stream::hub::Hub::new(
+                crate::stream::message::Names::of(&snapshot),
+                crate::stream::hub::StreamSettings {
+                    replay: 10,
+                    client_queue: 10,
+                    stale_after_ms: 120_000,
+                },
+                Arc::new(Metrics::new(&["synthetic"])),
+            ),
         };
         // A bullish set of features: EMA up, MACD up, RSI oversold, below the band.
         let mut values = [0.5; FEATURE_COUNT];

@@ -1,6 +1,7 @@
 /*!
 The HTTP API on hyper: `/health`, `/metrics/json`, `/metrics`, `/signals/{symbol}`,
-`/features/{symbol}`, `/bars/{symbol}`.
+`/features/{symbol}`, `/bars/{symbol}`, and the streaming endpoints under `/streaming/`
+([`streaming`]: SSE, WebSocket, channel snapshots).
 
 [`handle`] maps a request to a response and is what tests call without a socket; [`serve`] is
 the accept loop, with at most `HTTP_POOL_SIZE` connections at once and a graceful stop. Reads
@@ -17,6 +18,7 @@ connection takes the place of the oldest idle one when its peer is at
 mod conn;
 mod handlers;
 mod pool;
+mod streaming;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -82,6 +84,8 @@ pub struct ApiState {
     pub batch_write_interval_ms: u64,
     /// `None` when Redis is not configured.
     pub redis: Option<Arc<crate::store::redis::RedisStatus>>,
+    /// Streaming clients' hub (`/streaming/…`).
+    pub stream: Arc<crate::stream::hub::Hub>,
 }
 
 /// An error answered to the client.
@@ -364,7 +368,7 @@ async fn connection(
             let guard = Arc::clone(&guard);
             async move {
                 guard.begin_request();
-                let response = handle(req, &state).await;
+                let response = streaming::respond(req, &state, &guard).await;
                 guard.end_request();
                 Ok::<_, Infallible>(response)
             }
@@ -372,7 +376,7 @@ async fn connection(
     };
     // The connection is dropped (its socket closed) before its slot is released.
     async {
-        let conn = http.serve_connection(TokioIo::new(io), service);
+        let conn = http.serve_connection(TokioIo::new(io), service).with_upgrades();
         tokio::pin!(conn);
         let mut head_cutoff = None;
         loop {
@@ -397,5 +401,7 @@ async fn connection(
         }
     }
     .await;
+    // An upgraded connection (a WebSocket) keeps its slot until its session ends.
+    guard.released().await;
     drop(lease);
 }

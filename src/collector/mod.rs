@@ -94,6 +94,10 @@ pub struct Collector {
     repair: Option<RepairLink>,
     /// Gaps found by the events being applied, to hand to the repair worker.
     new_gaps: Vec<RepairJob>,
+    /// `STALE_AFTER`: data older than this while the market is open is reported quiet.
+    stale_after_ms: i64,
+    /// Which symbols were last reported quiet (indexed by symbol id).
+    quiet: Vec<bool>,
 }
 
 /// The collector's end of the repair worker.
@@ -188,6 +192,8 @@ impl Collector {
             session_changed: Vec::new(),
             repair: None,
             new_gaps: Vec::new(),
+            stale_after_ms: config.validation.stale_after_ms,
+            quiet: vec![false; symbol_count],
         }
     }
 
@@ -264,6 +270,7 @@ impl Collector {
             }
         }
         self.update_sessions(now, &mut events);
+        self.update_liveness(now, &mut events);
         self.apply_events(&events);
         TickBatch::new(now, events)
     }

@@ -29,6 +29,26 @@ impl Collector {
         }
     }
 
+    /// Reports symbols whose data went quiet past `STALE_AFTER` while their market is open, and
+    /// those whose data came back ([`Event::Liveness`]).
+    pub(super) fn update_liveness(&mut self, now: i64, events: &mut Vec<Event>) {
+        for (i, view) in self.views.iter().enumerate() {
+            let Some(last) = view.last_data_ms else {
+                continue;
+            };
+            let open = view.session.is_none_or(|s| s.open);
+            let stale = open && now - last > self.stale_after_ms;
+            if stale != self.quiet[i] {
+                self.quiet[i] = stale;
+                events.push(Event::Liveness {
+                    symbol: i as SymbolId,
+                    stale,
+                    last_data_ms: last,
+                });
+            }
+        }
+    }
+
     /// Keeps the per-symbol views and counters in step with a batch of events, and publishes
     /// the views that changed.
     pub(super) fn apply_events(&mut self, events: &[Event]) {
@@ -82,7 +102,7 @@ impl Collector {
                         });
                     }
                 }
-                Event::Session { .. } => {}
+                Event::Session { .. } | Event::Liveness { .. } => {}
                 Event::Revision { bars, .. } => {
                     if *bars == 0 {
                         self.metrics.gaps_empty.inc();

@@ -231,6 +231,13 @@ metrics! {
         http_requests: Counter => "http_requests_total", "HTTP requests served";
         http_client_errors: Counter => "http_client_errors_total", "HTTP requests answered 4xx";
         http_latency: Histogram => "http_latency_seconds", "HTTP request handling time";
+        stream_messages: Counter =>
+            "stream_messages_total", "Messages built for streaming clients (SSE, WebSocket)";
+        stream_subscribers: Gauge =>
+            "stream_subscribers", "Streaming clients connected (SSE and WebSocket)";
+        stream_slow_consumers: Counter =>
+            "stream_slow_consumers_total",
+            "Streaming clients dropped because their queue was full (slow_consumer)";
     }
 
     /// Counters of one source.

@@ -133,6 +133,13 @@ pub enum Event {
         symbol: SymbolId,
         session: Session,
     },
+    /// The symbol's data went quiet (`stale`: none for `STALE_AFTER` while its market is open)
+    /// or came back; `last_data_ms` is the newest data's time. Emitted by the collector.
+    Liveness {
+        symbol: SymbolId,
+        stale: bool,
+        last_data_ms: i64,
+    },
     /// A gap was filled after the fact: its bars were sent as `Closed` events just before, and
     /// the indicators are what an uninterrupted run would have; `bars == 0` means the provider
     /// confirmed the interval empty (no trades).

@@ -90,7 +90,7 @@ impl RedisSink {
                         }
                         continue;
                     }
-                    Event::Rejected(_) | Event::Gap { .. } => continue,
+                    Event::Rejected(_) | Event::Gap { .. } | Event::Liveness { .. } => continue,
                 };
                 let Some(slot) = self.slot(record.symbol, record.timeframe) else {
                     continue;

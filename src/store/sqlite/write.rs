@@ -116,7 +116,7 @@ impl SqliteStore {
                     gap,
                     bars,
                 } => u.pending.revisions.push((*symbol, *timeframe, *gap, *bars)),
-                Event::Forming { .. } | Event::Session { .. } => {}
+                Event::Forming { .. } | Event::Session { .. } | Event::Liveness { .. } => {}
             }
         }
         u.pending

@@ -127,7 +127,7 @@ pub async fn run_with(
     let metrics = Arc::new(Metrics::new(&source_names));
     metrics.symbols.set(symbols.len() as i64);
     metrics.shard_index.set(i64::from(config.shard.index));
-    metrics.shard_count.set(i64::from(config.shard.count));
+    metrics.shards.set(i64::from(config.shard.count));
     let snapshot = Arc::new(Snapshot::new(
         symbols.clone(),
         config.timeframes.clone(),

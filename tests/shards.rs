@@ -101,6 +101,6 @@ fn health_and_metrics_say_which_shard_and_how_many_symbols() {
     assert_eq!(health["shard"]["count"], 3);
     assert_eq!(health["shard"]["symbols"], owned);
     assert_eq!(health["symbols_total"], owned);
-    assert_eq!(metrics["gauges"]["shard_count"], 3);
+    assert_eq!(metrics["gauges"]["shards"], 3);
     assert_eq!(metrics["gauges"]["symbols"], owned);
 }

@@ -137,7 +137,7 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
             "symbols_total": total,
             "shard": {
                 "index": m.shard_index.get(),
-                "count": m.shard_count.get(),
+                "count": m.shards.get(),
                 "symbols": m.symbols.get(),
             },
             "symbols": symbols,

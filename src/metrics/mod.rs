@@ -156,7 +156,7 @@ metrics! {
         /// What this instance collects; set once at start.
         symbols: Gauge => "symbols", "Symbols this instance collects (its shard's part of SYMBOLS)";
         shard_index: Gauge => "shard_index", "This instance's shard, i of SHARD=i/N";
-        shard_count: Gauge => "shard_count", "Shards SYMBOLS is split into, N of SHARD=i/N";
+        shards: Gauge => "shards", "Shards SYMBOLS is split into, N of SHARD=i/N";
         ticks: Counter => "ticks_total", "Collection ticks run";
         missed_ticks: Counter =>
             "missed_ticks_total", "Ticks skipped because the previous one overran";

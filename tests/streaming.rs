@@ -363,16 +363,30 @@ fn a_client_that_never_reads_is_dropped_while_others_and_the_ticks_go_on() {
         ("WARMUP_BARS", "20"),
     ]);
     in_process(config, Clock::System, |addr| {
-        // Asks for everything, then reads nothing.
+        // Ask for everything, then read nothing: one over SSE, one over WebSocket.
         let mut stalled = Sse::get(addr, "/streaming/sse?channels=market_data,analytics", None);
+        let mut stalled_ws = ws_connect(addr, "?channels=market_data,analytics");
         let mut reader = Sse::get(addr, "/streaming/sse?channels=stream:analytics:SYM3", None);
         let metric = |name: &str| get_json(addr, "/metrics/json").1["counters"][name].as_u64();
         let mut events = Vec::new();
         let kicked_at_tick = wait_for(Duration::from_secs(60), || {
             events.extend(reader.until(|got| !got.is_empty()));
-            (metric("stream_slow_consumers_total")? >= 1).then(|| metric("ticks_total"))?
+            (metric("stream_slow_consumers_total")? >= 2).then(|| metric("ticks_total"))?
         })
-        .expect("the stalled client is dropped as a slow consumer");
+        .expect("the stalled clients are dropped as slow consumers");
+        // The WebSocket one gets the error, then a close.
+        let error = loop {
+            match stalled_ws.read().expect("the rest, then the error") {
+                Message::Text(t) if t.contains("\"type\":\"error\"") => break t,
+                _ => {}
+            }
+        };
+        let error: Value = serde_json::from_str(&error).expect("JSON");
+        assert_eq!(error["reason"], "slow_consumer", "{error}");
+        assert!(
+            matches!(stalled_ws.read(), Ok(Message::Close(_)) | Err(_)),
+            "closed after the error"
+        );
         // The stalled client's stream ends with the final error.
         let mut last = None;
         while let Some(e) = stalled.next() {
@@ -399,8 +413,8 @@ fn a_client_that_never_reads_is_dropped_while_others_and_the_ticks_go_on() {
         .expect("ticks keep running");
         assert_eq!(
             metric("stream_slow_consumers_total"),
-            Some(1),
-            "only the stalled client"
+            Some(2),
+            "only the stalled clients"
         );
     });
 }

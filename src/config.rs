@@ -57,6 +57,10 @@ pub enum LogFormat {
     Json,
 }
 
+/// Messages the streaming channels keep for resuming clients, all channels together, when
+/// `STREAM_REPLAY` does not say otherwise (two channels per symbol; at most 1 000 each).
+pub const STREAM_REPLAY_TOTAL: usize = 100_000;
+
 /// Everything barkeep needs to run, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -181,6 +185,7 @@ impl Config {
             .zip(calendars)
             .filter(|(s, _)| shard.owns(s))
             .unzip();
+        let symbol_count = symbols.len();
         if symbols.is_empty() {
             return Err(ConfigError::new(
                 "SHARD",
@@ -323,7 +328,14 @@ impl Config {
                 1,
                 1_000_000,
             )?,
-            stream_replay: env.int("STREAM_REPLAY", 1_000, 1, 1_000_000)?,
+            // By default every channel together keeps at most STREAM_REPLAY_TOTAL messages
+            // (~75 MB), so thousands of symbols do not cost gigabytes unasked.
+            stream_replay: env.int(
+                "STREAM_REPLAY",
+                (STREAM_REPLAY_TOTAL / (2 * symbol_count.max(1))).clamp(10, 1_000),
+                1,
+                1_000_000,
+            )?,
             stream_client_queue: env.int("STREAM_CLIENT_QUEUE", 1_024, 1, 1_000_000)?,
             log_format,
             log_filter: env.parse("RUST_LOG", "info", checks::log_filter)?,

@@ -338,3 +338,25 @@ fn sources_are_planned_from_the_registry() {
     let names: Vec<&str> = built.iter().map(|s| s.name()).collect();
     assert_eq!(names, ["binance", "synthetic"]);
 }
+
+#[test]
+fn the_stream_replay_default_keeps_all_channels_within_a_total() {
+    let replay = |symbols: usize| {
+        let list: Vec<String> = (0..symbols).map(|i| format!("S{i}")).collect();
+        let list = list.join(",");
+        Config::from_lookup(|name| (name == "SYMBOLS").then(|| list.clone()))
+            .expect("config")
+            .stream_replay
+    };
+    assert_eq!(replay(3), 1_000);
+    assert_eq!(replay(50), 1_000);
+    assert_eq!(replay(1_000), 50);
+    assert_eq!(replay(10_000), 10);
+    let set = Config::from_lookup(|name| match name {
+        "SYMBOLS" => Some("A,B".into()),
+        "STREAM_REPLAY" => Some("5000".into()),
+        _ => None,
+    })
+    .expect("config");
+    assert_eq!(set.stream_replay, 5_000, "a value given wins");
+}

@@ -300,13 +300,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let pool = pool::Pool::new(settings.pool_size, settings.max_connections_per_peer);
-    let mut http = http1::Builder::new();
-    // Hyper's own head timeout counts from when it starts waiting for a head, idle time
-    // included: a backstop behind the watchdog's finer limits, never shorter than them.
-    http.timer(TokioTimer::new())
-        .header_read_timeout(settings.header_timeout + settings.idle_timeout)
-        .max_header_size(conn::MAX_HEAD_BYTES);
-    let http = Arc::new(http);
+    let http = Arc::new(http_builder(settings));
     let connections = tokio_util::task::TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -349,6 +343,29 @@ pub async fn serve(
     connections.wait().await;
 }
 
+/// How every connection is read: hyper's HTTP/1 with the server's head limits.
+fn http_builder(settings: HttpSettings) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    // Hyper's own head timeout counts from when it starts waiting for a head, idle time
+    // included: a backstop behind the watchdog's finer limits, never shorter than them.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout + settings.idle_timeout)
+        .max_header_size(conn::MAX_HEAD_BYTES);
+    http
+}
+
+/// Serves one connection over any byte stream as [`serve`] serves each accepted socket — the
+/// same hyper settings, watchdog and JSON error answers — but outside any pool, until the
+/// stream ends or the watchdog closes it. For in-memory streams (the HTTP fuzz target).
+pub async fn serve_stream<T>(io: T, state: Arc<ApiState>, settings: HttpSettings)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let guard = Arc::new(conn::ConnState::new(tokio::time::Instant::now()));
+    let http = http_builder(settings);
+    drive(io, guard, state, &http, settings, CancellationToken::new()).await;
+}
+
 /// Serves one connection until it ends, its watchdog closes it, or the server stops.
 async fn connection(
     stream: TcpStream,
@@ -360,6 +377,24 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let guard = Arc::clone(&lease.state);
+    // The connection is dropped (its socket closed) before its slot is released.
+    drive(stream, guard, state, &http, settings, shutdown).await;
+    // An upgraded connection (a WebSocket) keeps its slot until its session ends.
+    lease.state.released().await;
+    drop(lease);
+}
+
+/// One connection's requests, under its watchdog.
+async fn drive<T>(
+    stream: T,
+    guard: Arc<conn::ConnState>,
+    state: Arc<ApiState>,
+    http: &http1::Builder,
+    settings: HttpSettings,
+    shutdown: CancellationToken,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let io = conn::Guarded::new(stream, Arc::clone(&guard), Arc::clone(&state.metrics));
     let service = {
         let guard = Arc::clone(&guard);
@@ -374,34 +409,29 @@ async fn connection(
             }
         })
     };
-    // The connection is dropped (its socket closed) before its slot is released.
-    async {
-        let conn = http.serve_connection(TokioIo::new(io), service).with_upgrades();
-        tokio::pin!(conn);
-        let mut head_cutoff = None;
-        loop {
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "HTTP connection ended with an error");
-                    }
-                    break;
+    let conn = http
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let mut head_cutoff = None;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
                 }
-                closed = guard.watch(settings.header_timeout, settings.idle_timeout, head_cutoff) => {
-                    tracing::debug!(reason = closed.as_str(), "HTTP connection closed by the server");
-                    break;
-                }
-                () = shutdown.cancelled(), if head_cutoff.is_none() => {
-                    // Idle connections close now; a request in progress finishes; a head
-                    // still arriving gets a moment.
-                    conn.as_mut().graceful_shutdown();
-                    head_cutoff = Some(tokio::time::Instant::now() + STOP_GRACE);
-                }
+                break;
+            }
+            closed = guard.watch(settings.header_timeout, settings.idle_timeout, head_cutoff) => {
+                tracing::debug!(reason = closed.as_str(), "HTTP connection closed by the server");
+                break;
+            }
+            () = shutdown.cancelled(), if head_cutoff.is_none() => {
+                // Idle connections close now; a request in progress finishes; a head
+                // still arriving gets a moment.
+                conn.as_mut().graceful_shutdown();
+                head_cutoff = Some(tokio::time::Instant::now() + STOP_GRACE);
             }
         }
     }
-    .await;
-    // An upgraded connection (a WebSocket) keeps its slot until its session ends.
-    guard.released().await;
-    drop(lease);
 }

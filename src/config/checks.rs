@@ -37,11 +37,15 @@ pub(super) fn timeframe(s: &str) -> Result<Timeframe, String> {
     Ok(tf)
 }
 
-/// `RUST_LOG`: the filter `main` installs, refused here rather than silently replaced.
+/// `RUST_LOG`: the filter `main` installs, refused here rather than silently replaced. Each
+/// comma-separated directive is trimmed first: tracing-subscriber slices a directive at the
+/// offsets of its trimmed text, so ` barkeep=debug` filtered target ` barkee` and a space
+/// before a multi-byte character panicked (found by the `config` fuzz target).
 pub(super) fn log_filter(s: &str) -> Result<String, String> {
+    let s = s.split(',').map(str::trim).collect::<Vec<_>>().join(",");
     tracing_subscriber::EnvFilter::builder()
-        .parse(s)
-        .map(|_| s.to_string())
+        .parse(&s)
+        .map(|_| s.clone())
         .map_err(|e| format!("not a log filter ({e}); expected e.g. `info`, `warn,barkeep=debug`"))
 }
 

@@ -25,10 +25,10 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -39,19 +39,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+mod common;
 
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::{Proc, arg, free_port, now_ms};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -83,22 +73,6 @@ fn pct(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// CPU seconds (user + system) of a process, from /proc.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -121,13 +95,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// Peak resident set size in MB, from /proc.
 fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    common::rss_kb(pid).map_or(f64::NAN, |(_, peak)| peak as f64 / 1024.0)
 }
 
 /// With `synthetic`, barkeep's built-in simulated market replaces the HTTP fixture provider.
@@ -148,28 +116,9 @@ async fn run(n: usize, seconds: u64, http_rate: u64, synthetic: bool) {
 
     // Redis.
     let redis_port = free_port();
-    let _redis = Proc(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &redis_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            // Extra server settings to compare, e.g. `LOADTEST_REDIS_ARGS="--io-threads 2"`.
-            .args(
-                std::env::var("LOADTEST_REDIS_ARGS")
-                    .unwrap_or_default()
-                    .split_whitespace(),
-            )
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH"),
-    );
+    // Extra server settings to compare, e.g. `LOADTEST_REDIS_ARGS="--io-threads 2"`.
+    let extra = std::env::var("LOADTEST_REDIS_ARGS").unwrap_or_default();
+    let _redis = Proc(common::redis_server(redis_port, extra.split_whitespace()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let redis_url = format!("redis://127.0.0.1:{redis_port}");
 
@@ -184,11 +133,7 @@ async fn run(n: usize, seconds: u64, http_rate: u64, synthetic: bool) {
     // barkeep.
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = std::env::current_exe().expect("exe");
-    let binary = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join("barkeep"))
-        .expect("target dir");
+    let binary = common::barkeep_binary();
     let mut child = Command::new(&binary)
         .arg("run")
         .env_clear()
@@ -228,17 +173,8 @@ async fn run(n: usize, seconds: u64, http_rate: u64, synthetic: bool) {
             .next()
             .expect("barkeep exited early")
             .expect("log line");
-        if let Some(addr) = line
-            .split("addr=")
-            .nth(1)
-            .filter(|_| line.contains("listening"))
-        {
-            break addr
-                .split_whitespace()
-                .next()
-                .expect("addr")
-                .parse()
-                .expect("socket address");
+        if let Some(addr) = common::listening_addr(&line) {
+            break addr;
         }
     };
     std::thread::spawn(move || lines.for_each(|l| eprintln!("barkeep: {}", l.unwrap_or_default())));

@@ -160,6 +160,11 @@ impl SymbolPipeline {
             }
             f.builder.resume_after(bar.ts);
         }
+        // A checkpoint at the newest stored bar (a clean shutdown) leaves no bar to feed: the
+        // builder must still know where the series ends, or the downtime is no gap.
+        if let Some(ts) = f.engine.last_ts() {
+            f.builder.resume_after(ts);
+        }
     }
 
     /// Validates closed history bars of one timeframe from a source (oldest first), commits the
@@ -537,6 +542,33 @@ mod tests {
             out.iter()
                 .all(|e| !matches!(e, Event::Rejected(_) | Event::Gap { .. }))
         );
+    }
+
+    #[test]
+    fn a_restart_from_a_checkpoint_at_the_newest_bar_records_the_downtime_as_a_gap() {
+        // Found by examples/soak.rs: after a SIGTERM the 1 s downtime was in no `gaps` row.
+        let (mut first, mut out) = (pipeline(), Vec::new());
+        for ts in (0..150).map(|s| T0 + s * 1_000) {
+            first.on_quote(&quote(ts, 100.0), "synthetic", ts, &mut out);
+            first.finish_tick(ts + 500, &mut out);
+        }
+        let params = IndicatorParams::default();
+        let restored = IndicatorSet::restore(&first.engine(0).checkpoint(), &params);
+        let (mut second, mut out, back) = (pipeline(), Vec::new(), T0 + 600_000);
+        second.set_engine(0, restored.expect("checkpoint"));
+        second.warm(0, &[]);
+        second.on_quote(&quote(back, 100.0), "synthetic", back, &mut out);
+        let gaps: Vec<(i64, i64)> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::Gap { timeframe, gap, .. } if timeframe.ms() == 60_000 => {
+                    Some((gap.from_ts, gap.to_ts))
+                }
+                _ => None,
+            })
+            .collect();
+        // From the minute after the last closed one (T0 + 60 s) to the first live quote.
+        assert_eq!(gaps, [(T0 + 120_000, back)]);
     }
 
     #[test]

@@ -148,6 +148,9 @@ async fn run(n: usize, seconds: u64, http_rate: u64, synthetic: bool) {
         .env("TWELVEDATA_RATE_PER_MINUTE", "none")
         .env("TWELVEDATA_RATE_PER_DAY", "none")
         .env("TIMEFRAMES", "1s,1m")
+        // Every symbol trades round the clock: the fixture symbols would otherwise take the
+        // US-equity calendar and close no bar outside NYSE hours.
+        .env("MARKET_HOURS", "*:always")
         .env("WARMUP_BARS", "0")
         .env("BOOTSTRAP_ON_START", "false")
         .env("REDIS_URL", &redis_url)

@@ -383,18 +383,6 @@ fn the_readme_python_reader_works_when_python_has_redis_and_msgpack() {
 }
 
 /// Waits for a log line containing `marker`, keeping every line read.
-fn wait_for_log(sidecar: &mut Sidecar, marker: &str, timeout: Duration) -> Option<String> {
-    let until = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < until {
-        if let Ok(line) = sidecar.log.recv_timeout(Duration::from_millis(100)) {
-            sidecar.lines.push(line.clone());
-            if line.contains(marker) {
-                return Some(line);
-            }
-        }
-    }
-    None
-}
 
 #[test]
 fn history_is_filled_in_the_background_and_the_ring_follows() {
@@ -415,7 +403,8 @@ fn history_is_filled_in_the_background_and_the_ring_follows() {
     let mut sidecar = Sidecar::start(dir.path(), &v);
     // Serving starts before the history is complete.
     assert_eq!(get_json(sidecar.addr, "/signals/EURUSD").0, 200);
-    let done = wait_for_log(&mut sidecar, "bootstrap done", Duration::from_secs(60))
+    let done = sidecar
+        .wait_for_log("bootstrap done", Duration::from_secs(60))
         .expect("the background bootstrap finishes");
     assert!(
         common::log_field(&[done], "bootstrap done", "stored").is_some_and(|n| n > 5_000),
@@ -441,7 +430,8 @@ fn history_is_filled_in_the_background_and_the_ring_follows() {
 
     // The next start finds the history there: at most the minutes it was down are fetched.
     let mut sidecar = Sidecar::start(dir.path(), &v);
-    let done = wait_for_log(&mut sidecar, "bootstrap done", Duration::from_secs(30))
+    let done = sidecar
+        .wait_for_log("bootstrap done", Duration::from_secs(30))
         .expect("bootstrap done");
     let stored = common::log_field(&[done], "bootstrap done", "stored").expect("stored");
     assert!(stored <= 2, "stored {stored} again");

@@ -81,20 +81,6 @@ fn sqlite_health(sidecar: &Sidecar) -> serde_json::Value {
     health["sqlite"].clone()
 }
 
-/// Reads log lines for `timeout`, or until one contains `marker` (which is returned).
-fn wait_for_log(sidecar: &mut Sidecar, marker: &str, timeout: Duration) -> Option<String> {
-    let until = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < until {
-        if let Ok(line) = sidecar.log.recv_timeout(Duration::from_millis(50)) {
-            sidecar.lines.push(line.clone());
-            if line.contains(marker) {
-                return Some(line);
-            }
-        }
-    }
-    None
-}
-
 fn drain_log(sidecar: &mut Sidecar) {
     while let Ok(line) = sidecar.log.try_recv() {
         sidecar.lines.push(line);
@@ -170,7 +156,8 @@ fn a_full_disk_keeps_the_rows_retries_and_loses_nothing_once_space_returns() {
     assert!(first.contains("reason=disk_full"), "{first}");
 
     std::fs::remove_file(inside(&sidecar, &data.join("filler"))).expect("free the disk");
-    let recovered = wait_for_log(&mut sidecar, RECOVERED, Duration::from_secs(30))
+    let recovered = sidecar
+        .wait_for_log(RECOVERED, Duration::from_secs(30))
         .expect("one line when writes work again");
     assert!(
         log_field(std::slice::from_ref(&recovered), RECOVERED, "rows_written") > Some(0),
@@ -244,7 +231,8 @@ fn a_locked_database_is_reported_and_written_once_the_lock_is_released() {
     assert_eq!(locked["reason"], "locked", "{locked}");
     other.execute_batch("ROLLBACK").expect("release");
     drop(other);
-    wait_for_log(&mut sidecar, RECOVERED, Duration::from_secs(30))
+    sidecar
+        .wait_for_log(RECOVERED, Duration::from_secs(30))
         .expect("writes work again once the lock is released");
     let (code, log) = sidecar.terminate();
     assert_eq!(code, 0, "{}", log.join("\n"));
@@ -275,12 +263,9 @@ fn a_background_bootstrap_stopped_by_a_full_disk_resumes_when_space_returns() {
     ];
     // 256 KiB free: the schema and the warm-up fit, five days of minutes do not.
     let mut sidecar = on_tmpfs(dir.path(), &data, "2m", 2_048 - 256, &v);
-    let failed = wait_for_log(
-        &mut sidecar,
-        "what=\"background bootstrap\"",
-        Duration::from_secs(30),
-    )
-    .expect("the bootstrap's write fails on the full disk");
+    let failed = sidecar
+        .wait_for_log("what=\"background bootstrap\"", Duration::from_secs(30))
+        .expect("the bootstrap's write fails on the full disk");
     assert!(failed.contains(FIRST_FAILURE), "{failed}");
     assert!(failed.contains("reason=disk_full"), "{failed}");
     drain_log(&mut sidecar);
@@ -290,7 +275,8 @@ fn a_background_bootstrap_stopped_by_a_full_disk_resumes_when_space_returns() {
         "not done on a full disk"
     );
     std::fs::remove_file(inside(&sidecar, &data.join("filler"))).expect("free the disk");
-    let done = wait_for_log(&mut sidecar, "bootstrap done", Duration::from_secs(60))
+    let done = sidecar
+        .wait_for_log("bootstrap done", Duration::from_secs(60))
         .expect("the bootstrap runs again and completes");
     assert!(
         log_field(std::slice::from_ref(&done), "bootstrap done", "stored") > Some(0),

@@ -60,6 +60,8 @@ pub struct Sidecar {
     pub addr: SocketAddr,
     pub log: mpsc::Receiver<String>,
     pub lines: Vec<String>,
+    /// Lines before this index have been looked at by [`Sidecar::wait_for_log`].
+    searched: usize,
 }
 
 pub fn command(dir: &Path, vars: &[(&str, &str)]) -> Command {
@@ -121,6 +123,27 @@ impl Sidecar {
             addr,
             log: rx,
             lines,
+            searched: 0,
+        }
+    }
+
+    /// The next log line containing `marker` after the last one this found, waiting up to
+    /// `timeout`. Lines read while starting count: a line written before the listening line
+    /// (a fast background bootstrap's) is found too.
+    pub fn wait_for_log(&mut self, marker: &str, timeout: Duration) -> Option<String> {
+        let until = std::time::Instant::now() + timeout;
+        loop {
+            while self.searched < self.lines.len() {
+                let line = &self.lines[self.searched];
+                self.searched += 1;
+                if line.contains(marker) {
+                    return Some(line.clone());
+                }
+            }
+            let left = until.checked_duration_since(std::time::Instant::now())?;
+            if let Ok(line) = self.log.recv_timeout(left.min(Duration::from_millis(50))) {
+                self.lines.push(line);
+            }
         }
     }
 

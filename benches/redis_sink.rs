@@ -117,7 +117,12 @@ fn redis(c: &mut Criterion) {
         symbols,
         vec![tf],
         IndicatorParams::default().feature_names(),
-        Reconciler::new(store, Arc::new(Resync::default()), Arc::clone(&metrics)),
+        Reconciler::new(
+            store,
+            Arc::new(Resync::default()),
+            Arc::clone(&metrics),
+            Vec::new(),
+        ),
         Arc::new(RedisStatus::default()),
         metrics,
         Clock::System,

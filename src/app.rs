@@ -146,6 +146,7 @@ pub async fn run_with(
                 Arc::clone(&store),
                 Arc::clone(&resync),
                 Arc::clone(&metrics),
+                config.calendars.clone(),
             );
             let mut sink = RedisSink::new(
                 RedisSinkConfig {

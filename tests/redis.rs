@@ -250,9 +250,30 @@ fn a_ring_ahead_of_sqlite_fills_sqlite_back() {
     .expect("bars reach the ring");
     let (code, _) = sidecar.terminate();
     assert_eq!(code, 0);
-    let full = ring(&mut conn, KEY);
-    // A crash that lost SQLite's unflushed buffer: the newest bars are only in Redis.
+    let mut full = ring(&mut conn, KEY);
+    // A crash that lost SQLite's unflushed buffer: the newest bars are only in Redis, and
+    // among them a hole (two seconds without data) whose gap row was in the lost buffer too.
     let cut = full[full.len() - 10].0;
+    let hole = (full[full.len() - 5].0, full[full.len() - 3].0);
+    let doomed: Vec<Vec<u8>> = [-5, -4]
+        .iter()
+        .map(|i| {
+            redis::cmd("LINDEX")
+                .arg(KEY)
+                .arg(*i)
+                .query(&mut conn)
+                .expect("lindex")
+        })
+        .collect();
+    for raw in doomed {
+        let _: i64 = redis::cmd("LREM")
+            .arg(KEY)
+            .arg(1)
+            .arg(raw)
+            .query(&mut conn)
+            .expect("lrem");
+    }
+    full.retain(|bar| bar.0 < hole.0 || bar.0 >= hole.1);
     let sqlite = rusqlite::Connection::open(&db).expect("open");
     let removed = sqlite
         .execute(
@@ -272,9 +293,23 @@ fn a_ring_ahead_of_sqlite_fills_sqlite_back() {
     })
     .expect("redis up");
     let (_, metrics) = get_json(sidecar.addr, "/metrics/json");
-    assert_eq!(metrics["counters"]["redis_recovered_bars_total"], 10);
+    assert_eq!(metrics["counters"]["redis_recovered_bars_total"], 8);
     let (code, _) = sidecar.terminate();
     assert_eq!(code, 0);
+    let gaps: Vec<(i64, i64)> = {
+        let sqlite = rusqlite::Connection::open(&db).expect("open");
+        let mut q = sqlite
+            .prepare("SELECT from_ts, to_ts FROM gaps WHERE symbol = 'EURUSD' AND timeframe = '1s'")
+            .expect("prepare");
+        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert!(
+        gaps.contains(&hole),
+        "the hole among the recovered bars is a gap: {gaps:?}, hole {hole:?}"
+    );
     let restored = sqlite_newest(&db, "EURUSD", "1s", 5_000);
     assert!(
         full.iter().all(|bar| restored.contains(bar)),

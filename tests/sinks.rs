@@ -93,6 +93,7 @@ fn a_full_redis_queue_loses_nothing_and_the_resync_is_counted() {
                 Arc::clone(&store),
                 Arc::clone(&resync),
                 Arc::clone(&metrics),
+                Vec::new(),
             ),
             Arc::new(RedisStatus::default()),
             Arc::clone(&metrics),

@@ -23,8 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis::aio::ConnectionManager;
 
+use crate::calendar::MarketCalendar;
 use crate::metrics::Metrics;
-use crate::model::{SymbolId, Timeframe};
+use crate::model::{Gap, SymbolId, Timeframe};
 use crate::store::redis::RedisError;
 use crate::store::redis::codec::{BarMsg, decode_ts, encode};
 use crate::store::sqlite::{RingSummary, SqliteStore, StoreError, StoredBar};
@@ -65,14 +66,22 @@ pub struct Reconciler {
     store: Arc<SqliteStore>,
     resync: Arc<Resync>,
     metrics: Arc<Metrics>,
+    /// Each symbol's calendar (by id): a hole while its market was closed is no gap.
+    calendars: Vec<MarketCalendar>,
 }
 
 impl Reconciler {
-    pub fn new(store: Arc<SqliteStore>, resync: Arc<Resync>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: Arc<SqliteStore>,
+        resync: Arc<Resync>,
+        metrics: Arc<Metrics>,
+        calendars: Vec<MarketCalendar>,
+    ) -> Self {
         Self {
             store,
             resync,
             metrics,
+            calendars,
         }
     }
 
@@ -168,7 +177,10 @@ impl Reconciler {
         )
     }
 
-    /// Copies the ring's bars newer than `after` into SQLite; returns how many.
+    /// Copies the ring's bars newer than `after` into SQLite, with the holes between them (and
+    /// before the first) recorded as gaps in the same transaction: the gap rows a crash lost
+    /// with the unflushed buffer would otherwise be missing inside the stored series. Returns
+    /// how many bars.
     async fn recover_from_ring(
         &self,
         conn: &mut ConnectionManager,
@@ -191,9 +203,30 @@ impl Reconciler {
                 }
             }
         }
+        bars.sort_by_key(|b| b.bar.ts);
         let (store, symbol, tf) = (Arc::clone(&self.store), ring.symbol, ring.timeframe);
+        let calendar = self
+            .calendars
+            .get(symbol as usize)
+            .copied()
+            .unwrap_or(MarketCalendar::Always);
+        let mut gaps = Vec::new();
+        let mut previous = after;
+        for b in &bars {
+            if let Some(p) = previous
+                && b.bar.ts > p + tf.ms()
+                && calendar.open_within(p + tf.ms(), b.bar.ts)
+            {
+                gaps.push(Gap {
+                    from_ts: p + tf.ms(),
+                    to_ts: b.bar.ts,
+                });
+            }
+            previous = Some(b.bar.ts);
+        }
+        self.metrics.gaps.add(gaps.len() as u64);
         Ok(
-            tokio::task::spawn_blocking(move || store.upsert_now(symbol, tf, &bars))
+            tokio::task::spawn_blocking(move || store.recover(symbol, tf, &bars, &gaps))
                 .await
                 .map_err(|e| StoreError::Join(e.to_string()))??,
         )

@@ -22,6 +22,11 @@ use crate::model::{
     BarRecord, Checkpoint, Event, Gap, RejectRecord, SymbolId, TickBatch, Timeframe,
 };
 
+/// A gap, or a longer one where one starts at the same time.
+const INSERT_GAP: &str =
+    "INSERT INTO gaps (symbol, timeframe, from_ts, to_ts) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (symbol, timeframe, from_ts) DO UPDATE SET to_ts = max(to_ts, excluded.to_ts)";
+
 const UPSERT_BAR: &str =
     "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume, source, quality)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -197,10 +202,7 @@ impl SqliteStore {
                 ])?;
             }
             self.insert_rejects(&tx, &b.rejects)?;
-            let mut gap = tx.prepare_cached(
-                "INSERT INTO gaps (symbol, timeframe, from_ts, to_ts) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (symbol, timeframe, from_ts) DO UPDATE SET to_ts = max(to_ts, excluded.to_ts)",
-            )?;
+            let mut gap = tx.prepare_cached(INSERT_GAP)?;
             for (symbol, tf, g) in &b.gaps {
                 gap.execute(params![
                     &**self.symbols.name(*symbol),
@@ -254,6 +256,44 @@ impl SqliteStore {
         bars: &[StoredBar],
     ) -> Result<usize, StoreError> {
         self.write_now(UPSERT_BAR, symbol, timeframe, bars, &[])
+    }
+
+    /// Bars a Redis ring held and SQLite did not (a crash lost the unflushed buffer), with the
+    /// holes between them recorded as open gaps, in one transaction; how many bars.
+    ///
+    /// # Errors
+    /// A failed transaction; nothing is written then.
+    pub fn recover(
+        &self,
+        symbol: SymbolId,
+        timeframe: Timeframe,
+        bars: &[StoredBar],
+        gaps: &[Gap],
+    ) -> Result<usize, StoreError> {
+        let result = (|| {
+            let mut conn = self.writer.lock();
+            let tx = conn.transaction()?;
+            let (name, tf) = (&**self.symbols.name(symbol), timeframe.to_string());
+            let mut written = 0;
+            {
+                let mut insert = tx.prepare_cached(UPSERT_BAR)?;
+                for b in bars {
+                    let bar = &b.bar;
+                    written += insert.execute(params![
+                        name, tf, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume,
+                        b.source, b.quality
+                    ])?;
+                }
+                let mut gap = tx.prepare_cached(INSERT_GAP)?;
+                for g in gaps {
+                    gap.execute(params![name, tf, g.from_ts, g.to_ts])?;
+                }
+            }
+            tx.commit()?;
+            Ok(written)
+        })();
+        self.note(&result);
+        result
     }
 
     /// Stores the bars whose open time is not stored yet (history downloaded while collecting

@@ -94,14 +94,19 @@ fn provider_errors_that_quote_the_key_never_show_it() {
             .then_some(())
     })
     .expect("both providers answered with their key errors");
+    assert_no_secret_shown(
+        sidecar,
+        &["/signals/AAPL", "/features/EURUSD"],
+        &[TWELVEDATA_KEY, ALPHAVANTAGE_KEY, REDIS_PASSWORD],
+    );
+}
+
+/// Reads the API's answers (`/health`, both metrics endpoints and `paths`), stops the sidecar,
+/// and checks that none of `secrets` is in them or in the log, which did log the errors
+/// (scrubbed).
+fn assert_no_secret_shown(sidecar: Sidecar, paths: &[&str], secrets: &[&str]) {
     let mut answers = String::new();
-    for path in [
-        "/health",
-        "/metrics",
-        "/metrics/json",
-        "/signals/AAPL",
-        "/features/EURUSD",
-    ] {
+    for path in ["/health", "/metrics", "/metrics/json"].iter().chain(paths) {
         answers.push_str(&get(sidecar.addr, path).1);
     }
     let (code, log) = sidecar.terminate();
@@ -111,7 +116,7 @@ fn provider_errors_that_quote_the_key_never_show_it() {
         log.contains("***"),
         "the key errors were logged, scrubbed:\n{log}"
     );
-    for secret in [TWELVEDATA_KEY, ALPHAVANTAGE_KEY, REDIS_PASSWORD] {
+    for secret in secrets {
         assert!(!log.contains(secret), "`{secret}` in the log:\n{log}");
         assert!(
             !answers.contains(secret),
@@ -204,28 +209,9 @@ fn polygon_and_finnhub_echoing_the_key_never_show_it() {
         (polygon.requests().len() >= 6 && finnhub.requests().len() >= 6).then_some(())
     })
     .expect("both providers answered with their key errors");
-    let mut answers = String::new();
-    for path in [
-        "/health",
-        "/metrics",
-        "/metrics/json",
-        "/signals/AAPL",
-        "/features/MSFT",
-    ] {
-        answers.push_str(&get(sidecar.addr, path).1);
-    }
-    let (code, log) = sidecar.terminate();
-    assert_eq!(code, 0);
-    let log = log.join("\n");
-    assert!(
-        log.contains("***"),
-        "the key errors were logged, scrubbed:\n{log}"
+    assert_no_secret_shown(
+        sidecar,
+        &["/signals/AAPL", "/features/MSFT"],
+        &[POLYGON_KEY, FINNHUB_KEY],
     );
-    for secret in [POLYGON_KEY, FINNHUB_KEY] {
-        assert!(!log.contains(secret), "`{secret}` in the log:\n{log}");
-        assert!(
-            !answers.contains(secret),
-            "`{secret}` in an API answer:\n{answers}"
-        );
-    }
 }

@@ -152,9 +152,9 @@ pub async fn handle<B>(req: Request<B>, state: &ApiState) -> Response<Full<Bytes
     response
 }
 
-async fn route<B>(req: &Request<B>, state: &ApiState) -> Reply {
-    let path = req.uri().path();
-    let target_len = path.len() + req.uri().query().map_or(0, |q| q.len() + 1);
+/// A 414 for a request target (path and query) longer than [`conn::MAX_URI_BYTES`].
+pub(super) fn check_target_len(uri: &hyper::Uri) -> Result<(), ApiError> {
+    let target_len = uri.path().len() + uri.query().map_or(0, |q| q.len() + 1);
     if target_len > conn::MAX_URI_BYTES {
         return Err(ApiError::new(
             StatusCode::URI_TOO_LONG,
@@ -165,6 +165,12 @@ async fn route<B>(req: &Request<B>, state: &ApiState) -> Reply {
             ),
         ));
     }
+    Ok(())
+}
+
+async fn route<B>(req: &Request<B>, state: &ApiState) -> Reply {
+    let path = req.uri().path();
+    check_target_len(req.uri())?;
     let query = Query::parse(req.uri().query())?;
     // Split first, then decode each segment: `BTC%2FUSD` is one segment, the symbol `BTC/USD`.
     let decoded: Vec<Cow<'_, str>> = path

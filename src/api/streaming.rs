@@ -108,17 +108,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let path = req.uri().path().to_string();
-    let target_len = path.len() + req.uri().query().map_or(0, |q| q.len() + 1);
-    if target_len > conn::MAX_URI_BYTES {
-        return Err(ApiError::new(
-            StatusCode::URI_TOO_LONG,
-            "uri_too_long",
-            format!(
-                "the request target is {target_len} bytes, longer than {} bytes",
-                conn::MAX_URI_BYTES
-            ),
-        ));
-    }
+    super::check_target_len(req.uri())?;
     let raw_query = req.uri().query().map(str::to_string);
     let query = Query::parse(raw_query.as_deref())?;
     let segments: Vec<String> = path

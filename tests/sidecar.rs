@@ -113,12 +113,16 @@ fn restart_resumes_from_sqlite_without_refetching_history() {
         ("COLLECTION_INTERVAL", "100ms"),
         ("SYNTHETIC_BAD_TICK_RATE", "0"),
     ];
-    let first = Sidecar::start(dir.path(), &vars);
+    let mut first = Sidecar::start(dir.path(), &vars);
     wait_for(Duration::from_secs(10), || {
         (get(first.addr, "/health").0 == 200).then_some(())
     })
     .expect("healthy");
-    std::thread::sleep(Duration::from_millis(1_500));
+    // The background bootstrap has filled the history before the stop, so the second start
+    // has nothing to fetch but its downtime.
+    first
+        .wait_for_log("bootstrap done", Duration::from_secs(30))
+        .expect("the background bootstrap finishes");
     let (code, log) = first.terminate();
     assert_eq!(code, 0, "{}", log.join("\n"));
     let after_first = sql_u64(&db, "SELECT count(*) FROM bars");

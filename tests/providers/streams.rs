@@ -198,10 +198,20 @@ async fn binance_silence_means_reconnect() {
 
 #[tokio::test]
 async fn shutdown_stops_a_stream_that_cannot_connect() {
-    // Nothing listens there: the stream keeps backing off until told to stop.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    // A server that accepts and hangs up before any handshake: the stream never connects and
+    // keeps backing off, retrying, until told to stop.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let url = format!("ws://{}", listener.local_addr().expect("addr"));
-    drop(listener);
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&attempts);
+    let refuser = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
     let src = Arc::new(
         BinanceSource::new(
             &symbols(&["BTCUSD"]),
@@ -216,8 +226,16 @@ async fn shutdown_stops_a_stream_that_cannot_connect() {
             .stream(vec![0], tx, shutdown.clone())
             .expect("stream"),
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Two attempts seen: it tried, failed, backed off and tried again.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while attempts.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the stream retried");
     stop(shutdown, task).await;
+    refuser.abort();
     assert!(rx.try_recv().is_err(), "never connected, so no Reconnected");
 }
 

@@ -255,7 +255,7 @@ impl SqliteStore {
         timeframe: Timeframe,
         bars: &[StoredBar],
     ) -> Result<usize, StoreError> {
-        self.write_now(UPSERT_BAR, symbol, timeframe, bars, &[])
+        self.write_now(UPSERT_BAR, symbol, timeframe, bars, &[], &[])
     }
 
     /// Bars a Redis ring held and SQLite did not (a crash lost the unflushed buffer), with the
@@ -270,30 +270,7 @@ impl SqliteStore {
         bars: &[StoredBar],
         gaps: &[Gap],
     ) -> Result<usize, StoreError> {
-        let result = (|| {
-            let mut conn = self.writer.lock();
-            let tx = conn.transaction()?;
-            let (name, tf) = (&**self.symbols.name(symbol), timeframe.to_string());
-            let mut written = 0;
-            {
-                let mut insert = tx.prepare_cached(UPSERT_BAR)?;
-                for b in bars {
-                    let bar = &b.bar;
-                    written += insert.execute(params![
-                        name, tf, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume,
-                        b.source, b.quality
-                    ])?;
-                }
-                let mut gap = tx.prepare_cached(INSERT_GAP)?;
-                for g in gaps {
-                    gap.execute(params![name, tf, g.from_ts, g.to_ts])?;
-                }
-            }
-            tx.commit()?;
-            Ok(written)
-        })();
-        self.note(&result);
-        result
+        self.write_now(UPSERT_BAR, symbol, timeframe, bars, &[], gaps)
     }
 
     /// Stores the bars whose open time is not stored yet (history downloaded while collecting
@@ -309,7 +286,7 @@ impl SqliteStore {
         bars: &[StoredBar],
         rejects: &[RejectRecord],
     ) -> Result<usize, StoreError> {
-        self.write_now(INSERT_MISSING_BAR, symbol, timeframe, bars, rejects)
+        self.write_now(INSERT_MISSING_BAR, symbol, timeframe, bars, rejects, &[])
     }
 
     fn write_now(
@@ -319,8 +296,9 @@ impl SqliteStore {
         timeframe: Timeframe,
         bars: &[StoredBar],
         rejects: &[RejectRecord],
+        gaps: &[Gap],
     ) -> Result<usize, StoreError> {
-        let result = self.write_now_unnoted(sql, symbol, timeframe, bars, rejects);
+        let result = self.write_now_unnoted(sql, symbol, timeframe, bars, rejects, gaps);
         self.note(&result);
         result
     }
@@ -332,6 +310,7 @@ impl SqliteStore {
         timeframe: Timeframe,
         bars: &[StoredBar],
         rejects: &[RejectRecord],
+        gaps: &[Gap],
     ) -> Result<usize, StoreError> {
         let mut conn = self.writer.lock();
         let tx = conn.transaction()?;
@@ -346,6 +325,10 @@ impl SqliteStore {
                     name, tf, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume, b.source,
                     b.quality
                 ])?;
+            }
+            let mut gap = tx.prepare_cached(INSERT_GAP)?;
+            for g in gaps {
+                gap.execute(params![name, tf, g.from_ts, g.to_ts])?;
             }
         }
         tx.commit()?;

@@ -1139,7 +1139,7 @@ fn check(db: &Path, redis_port: u16, names: &[String]) -> Checks {
         for (tf, ms) in [("1s", 1_000i64), ("1m", 60_000)] {
             let rows = stored(&conn, name, tf);
             // 2. The ring against SQLite's newest bars.
-            let key = format!("barkeep:bars:{name}:{tf}");
+            let key = format!("barkeep:bars:{{{name}}}:{tf}");
             let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
                 .arg(&key)
                 .arg(0)

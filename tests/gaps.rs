@@ -248,7 +248,7 @@ fn a_repaired_gap_reaches_the_redis_ring_in_order_with_a_revision_event() {
     let listening = std::thread::spawn(move || {
         let mut pubsub = subscriber.as_pubsub();
         pubsub
-            .subscribe("barkeep:events:BTCUSD")
+            .subscribe("barkeep:events:{BTCUSD}")
             .expect("subscribe");
         pubsub
             .set_read_timeout(Some(Duration::from_secs(60)))
@@ -274,7 +274,7 @@ fn a_repaired_gap_reaches_the_redis_ring_in_order_with_a_revision_event() {
     assert_eq!(revision["timeframe"], "1s");
     assert_uninterrupted(&db);
     let mut conn = redis.client();
-    let in_ring = ring(&mut conn, "barkeep:bars:BTCUSD:1s");
+    let in_ring = ring(&mut conn, "barkeep:bars:{BTCUSD}:1s");
     let stored = sqlite_newest(&db, "BTCUSD", "1s", in_ring.len().max(1));
     assert!(in_ring.len() > 10, "{}", in_ring.len());
     assert_eq!(

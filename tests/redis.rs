@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::{RedisServer, Sidecar, get_json, ring, sql_u64, sqlite_newest, unpack, wait_for};
 
-const KEY: &str = "barkeep:bars:EURUSD:1s";
+const KEY: &str = "barkeep:bars:{EURUSD}:1s";
 
 fn vars<'a>(db: &'a str, url: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
@@ -101,7 +101,7 @@ fn values_are_named_maps_features_expire_and_events_are_published() {
         .expect("connect");
     let mut pubsub = subscriber.as_pubsub();
     pubsub
-        .subscribe("barkeep:events:EURUSD")
+        .subscribe("barkeep:events:{EURUSD}")
         .expect("subscribe");
     pubsub
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -131,7 +131,7 @@ fn values_are_named_maps_features_expire_and_events_are_published() {
 
     let mut conn = redis.client();
     let features: Vec<u8> = redis::cmd("GET")
-        .arg("barkeep:features:EURUSD:1s")
+        .arg("barkeep:features:{EURUSD}:1s")
         .query(&mut conn)
         .expect("features key");
     let features = unpack(&features);
@@ -147,7 +147,7 @@ fn values_are_named_maps_features_expire_and_events_are_published() {
         assert!(!features[field].is_null(), "{field}: {features}");
     }
     let live: Vec<u8> = redis::cmd("GET")
-        .arg("barkeep:live:EURUSD:1s")
+        .arg("barkeep:live:{EURUSD}:1s")
         .query(&mut conn)
         .expect("live key");
     let live = unpack(&live);
@@ -157,7 +157,7 @@ fn values_are_named_maps_features_expire_and_events_are_published() {
         assert!(!live[field].is_null(), "{field}: {live}");
     }
     let ttl: i64 = redis::cmd("PTTL")
-        .arg("barkeep:features:EURUSD:1s")
+        .arg("barkeep:features:{EURUSD}:1s")
         .query(&mut conn)
         .expect("PTTL");
     assert!(ttl > 0 && ttl <= 400, "features carry a TTL: {ttl}");
@@ -166,7 +166,7 @@ fn values_are_named_maps_features_expire_and_events_are_published() {
     assert_eq!(code, 0);
     wait_for(Duration::from_secs(5), || {
         let exists: i64 = redis::cmd("EXISTS")
-            .arg("barkeep:features:EURUSD:1s")
+            .arg("barkeep:features:{EURUSD}:1s")
             .query(&mut conn)
             .expect("EXISTS");
         (exists == 0).then_some(())
@@ -446,7 +446,7 @@ fn history_is_filled_in_the_background_and_the_ring_follows() {
         "{}",
         sidecar.lines.join("\n")
     );
-    let key = "barkeep:bars:EURUSD:1m";
+    let key = "barkeep:bars:{EURUSD}:1m";
     let mut conn = redis.client();
     wait_for(Duration::from_secs(10), || {
         let ring = ring(&mut conn, key);
@@ -512,7 +512,7 @@ fn a_closed_market_keeps_its_last_features_marked_closed_until_the_open() {
     let mut conn = redis.client();
     let features = wait_for(Duration::from_secs(20), || {
         let bytes: Option<Vec<u8>> = redis::cmd("GET")
-            .arg("barkeep:features:EURUSD:1m")
+            .arg("barkeep:features:{EURUSD}:1m")
             .query(&mut conn)
             .ok()?;
         bytes.map(|b| unpack(&b))
@@ -524,7 +524,7 @@ fn a_closed_market_keeps_its_last_features_marked_closed_until_the_open() {
     // Far longer than FEATURE_CACHE_TTL: it lives until the next open.
     std::thread::sleep(Duration::from_millis(100));
     let ttl: i64 = redis::cmd("PTTL")
-        .arg("barkeep:features:EURUSD:1m")
+        .arg("barkeep:features:{EURUSD}:1m")
         .query(&mut conn)
         .expect("pttl");
     assert!(ttl > 240_000, "ttl {ttl} ms");
@@ -546,7 +546,7 @@ fn after_an_outage_features_are_readable_again_within_two_ticks() {
     let sidecar = Sidecar::start(dir.path(), &v);
     let features = |conn: &mut redis::Connection| -> Option<Vec<u8>> {
         redis::cmd("GET")
-            .arg("barkeep:features:EURUSD:1s")
+            .arg("barkeep:features:{EURUSD}:1s")
             .query(conn)
             .ok()
             .flatten()
@@ -576,4 +576,97 @@ fn after_an_outage_features_are_readable_again_within_two_ticks() {
     );
     let (code, _) = sidecar.terminate();
     assert_eq!(code, 0);
+}
+
+#[test]
+fn keys_carry_the_symbol_as_a_hash_tag_and_the_untagged_ones_of_owned_symbols_are_removed() {
+    // Two shards: this instance is shard 0 and owns `mine`, not `theirs`.
+    let candidates = ["EURUSD", "NAS100", "XAUUSD", "GBPUSD", "USDJPY", "BTCUSD"];
+    let mine = *candidates
+        .iter()
+        .find(|s| barkeep::shard::owner(s, 2) == 0)
+        .expect("a symbol of shard 0");
+    // A symbol no longer configured whose keys this shard would have written.
+    let gone = *candidates
+        .iter()
+        .filter(|s| barkeep::shard::owner(s, 2) == 0)
+        .nth(1)
+        .expect("a second symbol of shard 0");
+    let theirs = *candidates
+        .iter()
+        .find(|s| barkeep::shard::owner(s, 2) == 1)
+        .expect("a symbol of shard 1");
+    let redis = RedisServer::start(&[]);
+    let mut conn = redis.client();
+    let set = |conn: &mut redis::Connection, key: &str| {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("old")
+            .query(conn)
+            .expect("SET");
+    };
+    // The first layout's keys: a ring, a live bar, features (also of a timeframe no longer
+    // configured and of a symbol no longer configured but owned by this shard).
+    let removed = [
+        format!("barkeep:bars:{mine}:1s"),
+        format!("barkeep:live:{mine}:1s"),
+        format!("barkeep:features:{mine}:1m"),
+        format!("barkeep:bars:{gone}:1s"),
+    ];
+    // Not barkeep's first layout, or not this shard's: never touched.
+    let kept = [
+        format!("barkeep:bars:{theirs}:1s"),
+        format!("other:bars:{mine}:1s"),
+        format!("barkeep:notes:{mine}:1s"),
+        format!("barkeep:bars:{mine}"),
+        format!("barkeep:bars:{mine}:1s:copy"),
+        format!("barkeep:bars:{mine}:weekly"),
+        format!("barkeep:bars:{{{theirs}}}:1s"),
+        format!("app:barkeep:bars:{mine}:1s"),
+    ];
+    for key in removed.iter().chain(&kept) {
+        set(&mut conn, key);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("b.db");
+    let (db_s, url) = (db.to_str().expect("utf-8").to_string(), redis.url());
+    let symbols = format!("{mine},{theirs}");
+    let mut v = vars(&db_s, &url);
+    v.retain(|(k, _)| *k != "SYMBOLS");
+    v.push(("SYMBOLS", &symbols));
+    v.push(("SHARD", "0/2"));
+    let sidecar = Sidecar::start(dir.path(), &v);
+    let tagged = format!("barkeep:bars:{{{mine}}}:1s");
+    wait_for(Duration::from_secs(10), || {
+        (!ring(&mut conn, &tagged).is_empty()).then_some(())
+    })
+    .expect("bars reach the tagged ring");
+    let (code, log) = sidecar.terminate();
+    assert_eq!(code, 0, "{}", log.join("\n"));
+    let exists = |conn: &mut redis::Connection, key: &str| -> bool {
+        redis::cmd("EXISTS")
+            .arg(key)
+            .query::<i64>(conn)
+            .expect("EXISTS")
+            == 1
+    };
+    for key in &removed {
+        assert!(!exists(&mut conn, key), "{key} is still there");
+    }
+    for key in &kept {
+        assert!(exists(&mut conn, key), "{key} was touched");
+    }
+    // Every key of the symbol is on the slot of its tag.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("barkeep:*{{{mine}}}*"))
+        .query(&mut conn)
+        .expect("KEYS");
+    assert!(
+        keys.contains(&tagged) && keys.contains(&format!("barkeep:features:{{{mine}}}:1s")),
+        "{keys:?}"
+    );
+    assert_eq!(
+        ring(&mut conn, &tagged),
+        sqlite_newest(&db, mine, "1s", 5_000)
+    );
 }

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const T0: i64 = 1_700_000_040_000;
-const KEY: &str = "barkeep:bars:EURUSD:1m";
+const KEY: &str = "barkeep:bars:{EURUSD}:1m";
 
 fn closed(tf: Timeframe, i: i64) -> Event {
     let close = 1.0 + i as f64 / 1_000.0;
@@ -85,6 +85,7 @@ fn a_full_redis_queue_loses_nothing_and_the_resync_is_counted() {
                 prefix: "barkeep".into(),
                 max_bars: 5_000,
                 features_ttl_ms: 5_000,
+                shard: barkeep::shard::Shard::ALL,
             },
             symbols,
             vec![tf],

@@ -9,11 +9,16 @@ use serde::ser::{SerializeMap, Serializer};
 use crate::model::{Bar, BarRecord, FEATURE_COUNT, Timeframe};
 use crate::store::snapshot::NamedFeatures;
 
-/// Key names for one prefix.
+/// Key names for one prefix. Every key of a symbol carries the symbol as a Redis Cluster hash
+/// tag (`barkeep:bars:{EURUSD}:1m`), so its ring, features, events channel and stream live on
+/// one slot: one key scheme whether the server is one Redis or a cluster.
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
 }
+
+/// The kinds of key the first layout (before hash tags) had, `{prefix}:{kind}:{SYMBOL}:{TF}`.
+pub(super) const UNTAGGED_KINDS: [&str; 3] = ["bars", "live", "features"];
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
@@ -22,16 +27,49 @@ impl Keys {
         }
     }
     pub fn bars(&self, symbol: &str, tf: Timeframe) -> String {
-        format!("{}:bars:{symbol}:{tf}", self.prefix)
+        format!("{}:bars:{{{symbol}}}:{tf}", self.prefix)
     }
     pub fn live(&self, symbol: &str, tf: Timeframe) -> String {
-        format!("{}:live:{symbol}:{tf}", self.prefix)
+        format!("{}:live:{{{symbol}}}:{tf}", self.prefix)
     }
     pub fn features(&self, symbol: &str, tf: Timeframe) -> String {
-        format!("{}:features:{symbol}:{tf}", self.prefix)
+        format!("{}:features:{{{symbol}}}:{tf}", self.prefix)
     }
     pub fn events(&self, symbol: &str) -> String {
-        format!("{}:events:{symbol}", self.prefix)
+        format!("{}:events:{{{symbol}}}", self.prefix)
+    }
+
+    /// The `SCAN` pattern of one kind of key under this prefix (glob characters in the prefix
+    /// escaped).
+    pub(super) fn scan_pattern(&self, kind: &str) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() + kind.len() + 4);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push(':');
+        pattern.push_str(kind);
+        pattern.push_str(":*");
+        pattern
+    }
+
+    /// The symbol of a key of the first, untagged layout (`barkeep:bars:EURUSD:1m`), `None`
+    /// for any other key (tagged, another kind, a timeframe that is none, not barkeep's shape).
+    pub(super) fn untagged_symbol<'k>(&self, kind: &str, key: &'k str) -> Option<&'k str> {
+        let rest = key
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(':')?
+            .strip_prefix(kind)?
+            .strip_prefix(':')?;
+        let (symbol, tf) = rest.split_once(':')?;
+        let plain = |c: char| c.is_ascii_alphanumeric() || "._-^=/".contains(c);
+        (!symbol.is_empty()
+            && symbol.len() <= 32
+            && symbol.chars().all(plain)
+            && tf.parse::<Timeframe>().is_ok())
+        .then_some(symbol)
     }
 }
 
@@ -172,5 +210,42 @@ pub(in crate::store) fn decode_ts(value: &redis::Value, key: &str) -> Option<i64
             tracing::warn!(key, reply = ?other, "unexpected Redis reply; rewriting the ring");
             Some(i64::MIN)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_tagged_and_the_untagged_layout_is_told_apart() {
+        let keys = Keys::new("bk");
+        let tf: Timeframe = "1m".parse().expect("tf");
+        assert_eq!(keys.bars("EURUSD", tf), "bk:bars:{EURUSD}:1m");
+        assert_eq!(keys.features("EURUSD", tf), "bk:features:{EURUSD}:1m");
+        assert_eq!(keys.events("EURUSD"), "bk:events:{EURUSD}");
+        assert_eq!(
+            keys.untagged_symbol("bars", "bk:bars:EURUSD:1m"),
+            Some("EURUSD")
+        );
+        assert_eq!(
+            keys.untagged_symbol("live", "bk:live:BRK.B:5s"),
+            Some("BRK.B")
+        );
+        for other in [
+            "bk:bars:{EURUSD}:1m",
+            "bk:bars:EURUSD",
+            "bk:bars:EURUSD:1m:x",
+            "bk:bars:EURUSD:week",
+            "bkx:bars:EURUSD:1m",
+            "bk:live:EURUSD:1m",
+            "bk:bars::1m",
+        ] {
+            assert_eq!(keys.untagged_symbol("bars", other), None, "{other}");
+        }
+        assert_eq!(
+            Keys::new("a*b[c]").scan_pattern("bars"),
+            r"a\*b\[c\]:bars:*"
+        );
     }
 }

@@ -135,6 +135,9 @@ pub struct RedisSinkConfig {
     pub prefix: String,
     pub max_bars: usize,
     pub features_ttl_ms: u64,
+    /// This instance's shard: the untagged keys of the first layout it removes are those of
+    /// the symbols it owns.
+    pub shard: crate::shard::Shard,
 }
 
 /// The Redis writer task and its state.
@@ -163,6 +166,8 @@ pub struct RedisSink {
     slot_keys: Vec<SlotKeys>,
     /// The last features written per slot, to write again when the market closes.
     last_features: Vec<Option<(BarRecord, Features, i64)>>,
+    /// The first layout's untagged keys were looked for (once per process).
+    untagged_removed: bool,
 }
 
 impl RedisSink {
@@ -212,6 +217,7 @@ impl RedisSink {
             touched: Vec::new(),
             slot_keys,
             last_features: vec![None; slots],
+            untagged_removed: false,
             local: is_local(&config.url),
             config,
         })
@@ -344,6 +350,10 @@ impl RedisSink {
         }
         // A PING proves the connection (and the password) before the reconcile.
         let _: String = redis::cmd("PING").query_async(&mut self.conns[0]).await?;
+        if !self.untagged_removed {
+            self.remove_untagged_keys().await?;
+            self.untagged_removed = true;
+        }
         let started = Instant::now();
         let (kept, rewritten) = self.reconcile().await?;
         self.synced = true;
@@ -354,6 +364,51 @@ impl RedisSink {
             took_ms = started.elapsed().as_millis() as u64,
             "Redis rings reconciled with SQLite"
         );
+        Ok(())
+    }
+
+    /// Removes the keys of the first layout, before hash tags (`barkeep:bars:EURUSD:1m`), of
+    /// the symbols this shard owns, found by `SCAN` under the prefix: nothing else is touched
+    /// (not another prefix, not another shard's symbols, not a key of another shape).
+    async fn remove_untagged_keys(&mut self) -> Result<(), RedisError> {
+        let keys = Keys::new(&self.config.prefix);
+        let conn = &mut self.conns[0];
+        let mut removed = 0usize;
+        for kind in codec::UNTAGGED_KINDS {
+            let pattern = keys.scan_pattern(kind);
+            let mut cursor = 0u64;
+            loop {
+                let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1_000)
+                    .query_async(conn)
+                    .await?;
+                let doomed: Vec<&String> = found
+                    .iter()
+                    .filter(|key| {
+                        keys.untagged_symbol(kind, key)
+                            .is_some_and(|symbol| self.config.shard.owns(symbol))
+                    })
+                    .collect();
+                if !doomed.is_empty() {
+                    let n: usize = redis::cmd("UNLINK").arg(&doomed).query_async(conn).await?;
+                    removed += n;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "Redis: removed the untagged keys of the previous layout (now barkeep:bars:{{SYMBOL}}:TF)"
+            );
+        }
         Ok(())
     }
 

@@ -302,6 +302,7 @@ pub async fn run_with(
         batch_write_interval_ms: config.batch_write_interval_ms,
         redis: config.redis_url.is_some().then_some(redis_status),
         stream: hub,
+        access: api::access::AccessRule::new(config.api_token.clone()),
     });
     let addr = listener.local_addr().map_err(|source| AppError::Bind {
         addr: config.http_addr,

@@ -32,7 +32,7 @@ use crate::env::Env;
 use crate::indicators::IndicatorParams;
 use crate::model::Timeframe;
 use crate::shard::Shard;
-use crate::sources::settings::ProviderSettings;
+use crate::sources::settings::{ApiKey, ProviderSettings};
 
 pub use crate::env::{EnvError as ConfigError, parse_duration_ms, redact_url};
 pub use crate::sources::synthetic::SyntheticConfig;
@@ -120,6 +120,9 @@ pub struct Config {
     /// Messages a streaming client may have waiting before it is dropped as a slow consumer
     /// (`STREAM_CLIENT_QUEUE`).
     pub stream_client_queue: usize,
+    /// `API_TOKEN`: what changes at run time (`/streaming/config/…`) must carry as
+    /// `Authorization: Bearer …`; `None`: changes only from loopback peers.
+    pub api_token: Option<ApiKey>,
     pub log_format: LogFormat,
     /// `RUST_LOG`, checked to be a valid tracing filter (`info` when unset).
     pub log_filter: String,
@@ -337,6 +340,7 @@ impl Config {
                 1_000_000,
             )?,
             stream_client_queue: env.int("STREAM_CLIENT_QUEUE", 1_024, 1, 1_000_000)?,
+            api_token: api_token(env)?,
             log_format,
             log_filter: env.parse("RUST_LOG", "info", checks::log_filter)?,
             validation,
@@ -363,6 +367,28 @@ impl Config {
     pub fn open_files_needed(&self) -> u64 {
         self.http_pool_size as u64 + OpenFiles::reserve(self.max_concurrency, self.redis_pool_size)
     }
+}
+
+/// The shortest `API_TOKEN` accepted: a bearer token guessable in a few tries protects nothing.
+pub const MIN_API_TOKEN_LEN: usize = 16;
+
+/// `API_TOKEN`: at least [`MIN_API_TOKEN_LEN`] visible ASCII characters (it travels in a
+/// header). A refusal never quotes the value: it is a secret.
+fn api_token(env: &Env<'_>) -> Result<Option<ApiKey>, ConfigError> {
+    let Some(token) = env.get("API_TOKEN") else {
+        return Ok(None);
+    };
+    let refuse = |reason: String| Err(ConfigError::new("API_TOKEN", "(hidden)", reason));
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return refuse("must be visible ASCII characters without spaces".into());
+    }
+    if token.len() < MIN_API_TOKEN_LEN {
+        return refuse(format!(
+            "is {} characters long; at least {MIN_API_TOKEN_LEN} are needed (e.g. `openssl rand -hex 32`)",
+            token.len()
+        ));
+    }
+    Ok(Some(ApiKey::new(&token)))
 }
 
 impl<'a> From<&'a Config> for crate::sources::Plan<'a> {

@@ -1,10 +1,10 @@
 /*!
-Secrets never leave the process as text. Every configured secret (provider API keys, the Redis
-password) is registered once at start; [`scrub`] replaces each of them — as written and
-percent-encoded, as it appears in a URL — with `***`. It is applied in one place per way out:
-every log line passes through [`ScrubbingWriter`] (so a provider's error message that quotes
-the key, a URL in an error, a redirect, whatever path the text took, is clean), and the API
-scrubs the free text it shows (`/health`'s error reasons).
+Secrets never leave the process as text. Every configured secret (provider API keys,
+`API_TOKEN`, the Redis password) is registered once at start; [`scrub`] replaces each of them —
+as written and percent-encoded, as it appears in a URL — with `***`. It is applied in one place
+per way out: every log line passes through [`ScrubbingWriter`] (so a provider's error message
+that quotes the key, a URL in an error, a redirect, whatever path the text took, is clean), and
+the API scrubs the free text it shows (`/health`'s error reasons).
 
 Secrets shorter than [`MIN_LEN`] are not registered: replacing a 2-character "key" would mangle
 every log line and protect nothing.
@@ -43,13 +43,16 @@ pub fn register<I: IntoIterator<Item = S>, S: AsRef<str>>(secrets: I) {
     known.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
-/// The secrets a configuration holds: API keys and the Redis password.
+/// The secrets a configuration holds: provider API keys, `API_TOKEN` and the Redis password.
 pub fn of_config(config: &Config) -> Vec<String> {
     let mut out: Vec<String> = config
         .providers
         .endpoints()
         .filter_map(|e| e.api_key.as_ref().map(|k| k.expose().to_string()))
         .collect();
+    if let Some(token) = &config.api_token {
+        out.push(token.expose().to_string());
+    }
     if let Some(password) = config.redis_url.as_deref().and_then(url_password) {
         out.push(password.to_string());
     }
@@ -143,6 +146,17 @@ mod tests {
             "ab is too short to be a secret"
         );
         assert!(matches!(scrub("nothing here"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn the_api_token_is_a_secret_of_the_config() {
+        let token = "api-token-a7c3e9f1b5d2";
+        let config = Config::from_lookup(|name| (name == "API_TOKEN").then(|| token.to_string()))
+            .expect("valid config");
+        assert!(of_config(&config).iter().any(|s| s == token));
+        assert!(!format!("{config:?}").contains(token), "Debug hides it");
+        register(of_config(&config));
+        assert_eq!(scrub(&format!("Bearer {token}")), "Bearer ***");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! No key reaches a log line or an API answer (issue 15): provider fixtures on 127.0.0.1 that
 //! echo the API key back in every place a provider could — Twelve Data's error message inside
 //! an HTTP 200, a 401 body, Alpha Vantage's `Error Message` and `Information` — and a Redis URL
-//! whose password belongs to nobody listening; the real binary at `RUST_LOG=debug`, its whole
-//! log and `/health` searched for the secrets.
+//! whose password belongs to nobody listening, and an `API_TOKEN` that changes carry; the real
+//! binary at `RUST_LOG=debug`, its whole log and `/health` searched for the secrets.
 
 mod common;
 
@@ -18,6 +18,7 @@ use fixture::{HttpFixture, Reply};
 const TWELVEDATA_KEY: &str = "td-secret-4f1c2a9e";
 const ALPHAVANTAGE_KEY: &str = "AVSECRET7Q2X";
 const REDIS_PASSWORD: &str = "hunter2-redis-pw";
+const API_TOKEN: &str = "api-token-5e0b7c2d9f";
 
 #[test]
 fn provider_errors_that_quote_the_key_never_show_it() {
@@ -80,6 +81,7 @@ fn provider_errors_that_quote_the_key_never_show_it() {
             ("ALPHAVANTAGE_API_KEY", ALPHAVANTAGE_KEY),
             ("ALPHAVANTAGE_BASE_URL", alphavantage.base.as_str()),
             ("REDIS_URL", redis_url.as_str()),
+            ("API_TOKEN", API_TOKEN),
             ("BOOTSTRAP_ON_START", "false"),
             ("WARMUP_BARS", "0"),
             ("COLLECTION_INTERVAL", "200ms"),
@@ -94,10 +96,22 @@ fn provider_errors_that_quote_the_key_never_show_it() {
             .then_some(())
     })
     .expect("both providers answered with their key errors");
+    // Changes with the token and with a wrong one, at RUST_LOG=debug.
+    for token in [API_TOKEN, "api-token-5e0b7c2d9e"] {
+        let auth = format!("Bearer {token}");
+        let (status, body) = common::send(
+            sidecar.addr,
+            "POST",
+            "/streaming/config/workers/stop-all",
+            &[("Authorization", &auth)],
+            None,
+        );
+        assert!(!body.contains(API_TOKEN), "{status} {body}");
+    }
     assert_no_secret_shown(
         sidecar,
         &["/signals/AAPL", "/features/EURUSD"],
-        &[TWELVEDATA_KEY, ALPHAVANTAGE_KEY, REDIS_PASSWORD],
+        &[TWELVEDATA_KEY, ALPHAVANTAGE_KEY, REDIS_PASSWORD, API_TOKEN],
     );
 }
 

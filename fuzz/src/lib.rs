@@ -320,6 +320,7 @@ impl Server {
             batch_write_interval_ms: 1_000,
             redis: None,
             stream,
+            access: barkeep::api::access::AccessRule::new(None),
         };
         let settings = barkeep::api::HttpSettings {
             pool_size: 4,

@@ -397,6 +397,7 @@ mod tests {
                 },
                 Arc::new(Metrics::new(&["synthetic"])),
             ),
+            access: crate::api::access::AccessRule::new(None),
         };
         // A bullish set of features: EMA up, MACD up, RSI oversold, below the band.
         let mut values = [0.5; FEATURE_COUNT];

@@ -15,7 +15,9 @@ connection takes the place of the oldest idle one when its peer is at
 `HTTP_MAX_CONNECTIONS_PER_PEER` or the pool is full ([`pool`]).
 */
 
+pub mod access;
 mod conn;
+mod control;
 mod handlers;
 mod pool;
 mod streaming;
@@ -86,6 +88,8 @@ pub struct ApiState {
     pub redis: Option<Arc<crate::store::redis::RedisStatus>>,
     /// Streaming clients' hub (`/streaming/…`).
     pub stream: Arc<crate::stream::hub::Hub>,
+    /// Who may change things at run time (`API_TOKEN`).
+    pub access: access::AccessRule,
 }
 
 /// An error answered to the client.
@@ -94,6 +98,8 @@ pub struct ApiError {
     status: StatusCode,
     kind: &'static str,
     message: String,
+    /// The body field a 400 refuses (`interval_ms`, `retry.attempts`, `.` for the whole body).
+    field: Option<String>,
 }
 
 impl ApiError {
@@ -102,19 +108,35 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            field: None,
         }
     }
     fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
+    /// A 400 for a body field that is missing, of the wrong type or out of bounds.
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.to_string()),
+            ..Self::bad_request(message)
+        }
+    }
     fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
     fn into_response(self) -> Response<Full<Bytes>> {
-        json(
-            self.status,
-            &serde_json::json!({ "error": self.kind, "message": self.message }),
-        )
+        let mut body = serde_json::json!({ "error": self.kind, "message": self.message });
+        if let Some(field) = self.field {
+            body["field"] = serde_json::Value::String(field);
+        }
+        let mut response = json(self.status, &body);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
@@ -338,6 +360,7 @@ pub async fn serve(
         };
         connections.spawn(connection(
             stream,
+            peer.ip(),
             lease,
             Arc::clone(&state),
             Arc::clone(&http),
@@ -369,12 +392,14 @@ where
 {
     let guard = Arc::new(conn::ConnState::new(tokio::time::Instant::now()));
     let http = http_builder(settings);
-    drive(io, guard, state, &http, settings, CancellationToken::new()).await;
+    let shutdown = CancellationToken::new();
+    drive(io, None, guard, state, &http, settings, shutdown).await;
 }
 
 /// Serves one connection until it ends, its watchdog closes it, or the server stops.
 async fn connection(
     stream: TcpStream,
+    peer: std::net::IpAddr,
     lease: pool::Lease,
     state: Arc<ApiState>,
     http: Arc<http1::Builder>,
@@ -384,15 +409,17 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let guard = Arc::clone(&lease.state);
     // The connection is dropped (its socket closed) before its slot is released.
-    drive(stream, guard, state, &http, settings, shutdown).await;
+    drive(stream, Some(peer), guard, state, &http, settings, shutdown).await;
     // An upgraded connection (a WebSocket) keeps its slot until its session ends.
     lease.state.released().await;
     drop(lease);
 }
 
-/// One connection's requests, under its watchdog.
+/// One connection's requests, under its watchdog; each request carries its `peer` (none for
+/// an in-memory stream) as an [`access::Peer`] extension.
 async fn drive<T>(
     stream: T,
+    peer: Option<std::net::IpAddr>,
     guard: Arc<conn::ConnState>,
     state: Arc<ApiState>,
     http: &http1::Builder,
@@ -404,7 +431,10 @@ async fn drive<T>(
     let io = conn::Guarded::new(stream, Arc::clone(&guard), Arc::clone(&state.metrics));
     let service = {
         let guard = Arc::clone(&guard);
-        service_fn(move |req: Request<Incoming>| {
+        service_fn(move |mut req: Request<Incoming>| {
+            if let Some(ip) = peer {
+                req.extensions_mut().insert(access::Peer(ip));
+            }
             let state = Arc::clone(&state);
             let guard = Arc::clone(&guard);
             async move {

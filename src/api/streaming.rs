@@ -20,19 +20,16 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::{Body, Frame as BodyFrame, SizeHint};
 use hyper::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
-use super::{ApiError, ApiState, Query, conn};
+use super::{ApiError, ApiState, Query, access, conn, control};
 use crate::stream::hub::{ResolveError, Start, Subscription};
 use crate::stream::sse::SseBody;
 use crate::stream::{KICK_GRACE, ws};
-
-/// Largest `POST /streaming/subscribe/sse` body.
-const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What the server answers: a whole body, or an event stream.
 pub enum ApiBody {
@@ -86,13 +83,22 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if !req.uri().path().starts_with("/streaming/") {
+    let path = req.uri().path();
+    if !path.starts_with("/streaming/") {
         return full(super::handle(req, state).await);
     }
     let started = Instant::now();
-    let response = route(req, state, conn)
-        .await
-        .unwrap_or_else(|e| full(e.into_response()));
+    let response = if path == "/streaming/config" || path.starts_with("/streaming/config/") {
+        full(
+            control::route(req, state)
+                .await
+                .unwrap_or_else(ApiError::into_response),
+        )
+    } else {
+        route(req, state, conn)
+            .await
+            .unwrap_or_else(|e| full(e.into_response()))
+    };
     state.metrics.http_requests.inc();
     if response.status().is_client_error() {
         state.metrics.http_client_errors.inc();
@@ -183,7 +189,7 @@ where
             expect(Method::POST)?;
             query.allow(&[])?;
             let last_id = header_str(&req, "last-event-id");
-            let bytes = read_body(req).await?;
+            let bytes = access::read_body(req, access::MAX_BODY_BYTES).await?;
             let selection: Selection = serde_json::from_slice(&bytes).map_err(|e| {
                 ApiError::bad_request(format!(
                     "body: {e}; expected {{\"channels\": […], \"symbols\": […], \"data_types\": […]}}"
@@ -260,23 +266,6 @@ fn header_str<B>(req: &Request<B>, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
-}
-
-async fn read_body<B>(req: Request<B>) -> Result<Bytes, ApiError>
-where
-    B: Body,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY_BYTES);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the body is longer than {MAX_BODY_BYTES} bytes"),
-        )),
-        Err(e) => Err(ApiError::bad_request(format!("body: {e}"))),
-    }
 }
 
 fn resolve_error(e: ResolveError) -> ApiError {

@@ -360,3 +360,26 @@ fn the_stream_replay_default_keeps_all_channels_within_a_total() {
     .expect("config");
     assert_eq!(set.stream_replay, 5_000, "a value given wins");
 }
+
+#[test]
+fn api_token_is_checked_and_never_quoted() {
+    assert!(cfg(&[]).expect("valid").api_token.is_none());
+    assert!(
+        cfg(&[("API_TOKEN", "  ")])
+            .expect("empty is unset")
+            .api_token
+            .is_none()
+    );
+    let token = "0123456789abcdef";
+    let c = cfg(&[("API_TOKEN", token)]).expect("16 characters");
+    assert_eq!(c.api_token.as_ref().map(|t| t.expose()), Some(token));
+    for bad in [
+        "short-secret",
+        "has a space in the middle",
+        "naïve-token-0123456789",
+    ] {
+        let e = cfg(&[("API_TOKEN", bad)]).expect_err(bad);
+        assert_eq!(e.var, "API_TOKEN");
+        assert!(!e.to_string().contains(bad), "{e}");
+    }
+}

@@ -10,16 +10,40 @@ use std::time::{Duration, Instant};
 
 /// `GET path` (or another method) → (status, body). One connection per request.
 pub fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    send(addr, method, path, &[], None)
+}
+
+/// `method path` with extra `headers` and a `body` (sent with its `Content-Length`) →
+/// (status, body). One connection per request.
+pub fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    head.push_str(body.unwrap_or_default());
+    // A server may answer (a 413) and close before reading all of a long body.
+    let _ = s.write_all(head.as_bytes());
+    let mut bytes = Vec::new();
+    // A reset after the answer (the rest of a refused body unread) keeps what was read.
+    if let Err(e) = s.read_to_end(&mut bytes)
+        && bytes.is_empty()
+    {
+        panic!("{method} {path}: no answer: {e}");
+    }
+    let raw = String::from_utf8_lossy(&bytes);
     let (head, body) = raw.split_once("\r\n\r\n").expect("http response");
     let status = head
         .split_whitespace()
@@ -325,15 +349,24 @@ pub fn in_process<T: Send + 'static>(
     clock: barkeep::clock::Clock,
     scenario: impl FnOnce(SocketAddr) -> T + Send + 'static,
 ) -> T {
+    in_process_on("127.0.0.1:0", config, clock, scenario)
+}
+
+/// [`in_process`] listening on `bind` (e.g. `0.0.0.0:0`, to be reached from another address
+/// of the machine); the scenario gets the bound address.
+pub fn in_process_on<T: Send + 'static>(
+    bind: &str,
+    config: barkeep::config::Config,
+    clock: barkeep::clock::Clock,
+    scenario: impl FnOnce(SocketAddr) -> T + Send + 'static,
+) -> T {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind(bind).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let app = tokio::spawn(barkeep::app::run_with(config, listener, clock, async {

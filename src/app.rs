@@ -29,6 +29,7 @@ use crate::store::snapshot::{NamedFeatures, Snapshot};
 use crate::store::sqlite::{SqliteStore, StoreError};
 use crate::store::writer::{RedisQueue, StoreChain};
 use crate::stream::hub::{Hub, StreamSettings};
+use crate::stream::jetstream::{NatsStatus, Publisher};
 use crate::stream::message::Names;
 use crate::validate::{Validator, Verdict};
 
@@ -187,6 +188,16 @@ pub async fn run_with(
         },
         Arc::clone(&metrics),
     );
+    // NATS JetStream, when configured: a tap on the hub, published by its own task.
+    let nats_status = config.nats.as_ref().map(|n| NatsStatus::new(&n.stream));
+    let nats = config
+        .nats
+        .clone()
+        .zip(nats_status.clone())
+        .map(|(nats, status)| {
+            let drain = Duration::from_millis(config.shutdown_timeout_ms / 2);
+            Publisher::new(nats, &hub, status, Arc::clone(&metrics), drain)
+        });
     let mut collector = Collector::new(
         &config,
         symbols.clone(),
@@ -290,6 +301,9 @@ pub async fn run_with(
         tracker.spawn(sink.run(rx, token.clone()));
     }
     tracker.spawn(Arc::clone(&hub).run(stream_rx));
+    if let Some(nats) = nats {
+        tracker.spawn(nats.run(token.clone()));
+    }
     tracker.spawn(collector.run(token.clone()));
     let state = Arc::new(ApiState {
         snapshot,
@@ -301,6 +315,7 @@ pub async fn run_with(
         max_bars_cache: config.max_bars_cache,
         batch_write_interval_ms: config.batch_write_interval_ms,
         redis: config.redis_url.is_some().then_some(redis_status),
+        nats: nats_status,
         stream: hub,
         access: api::access::AccessRule::new(config.api_token.clone()),
     });

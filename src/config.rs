@@ -20,6 +20,7 @@ it produces); `sources` never uses `config` ([`crate::sources::Plan`] is what it
 */
 
 mod checks;
+mod nats;
 mod open_files;
 #[cfg(test)]
 mod tests;
@@ -38,6 +39,7 @@ pub use crate::env::{EnvError as ConfigError, parse_duration_ms, redact_url};
 pub use crate::sources::synthetic::SyntheticConfig;
 pub use crate::validate::ValidationConfig;
 pub use checks::MAX_TIMEFRAME_MS;
+pub use nats::{NATS_QUEUE_DEFAULT, NatsConfig};
 pub use open_files::OpenFiles;
 
 /// `BOOTSTRAP_ON_START`: what `run` does about history SQLite lacks (see `bootstrap.rs`).
@@ -103,6 +105,8 @@ pub struct Config {
     pub redis_url: Option<String>,
     pub redis_pool_size: usize,
     pub redis_key_prefix: String,
+    /// `NATS_URL` and the stream's settings; `None`: no JetStream publishing.
+    pub nats: Option<NatsConfig>,
     pub sqlite_path: PathBuf,
     pub http_addr: SocketAddr,
     /// Concurrent HTTP connections (by default 1024, or what the open-files limit leaves).
@@ -270,6 +274,7 @@ impl Config {
         )?;
         let providers = ProviderSettings::from_env(env)?;
         providers.require_keys(&sources)?;
+        let nats = nats::read(env)?;
 
         let config = Self {
             symbols,
@@ -320,6 +325,7 @@ impl Config {
                     Ok(s.to_string())
                 }
             })?,
+            nats,
             sqlite_path: env.parse("SQLITE_PATH", "./data/barkeep.db", |s| Ok(PathBuf::from(s)))?,
             http_addr,
             http_pool_size,

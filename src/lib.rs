@@ -14,6 +14,7 @@
 //!                                                 │                       store::reconcile: sqlite ─▶ redis
 //!                                                 ├─[SymbolView]─▶ store::snapshot ─▶ api (HTTP)
 //!                                                 └─[Arc<TickBatch>]─▶ stream::hub ─[Frame]─▶ api (SSE, WebSocket)
+//!                                                                          └─[Frame, tap]─▶ stream::jetstream ─▶ NATS
 //! ```
 //!
 //! Modules, in the order data meets them:
@@ -43,7 +44,8 @@
 //!   resync that rebuilds Redis rings from SQLite; the lock-free snapshot the API reads.
 //! - [`api`] — the hyper HTTP server and its JSON endpoints.
 //! - [`stream`] — streaming to clients: the collector's batches → one message model, numbered
-//!   per channel with a replay buffer, fanned out over SSE and WebSocket (`/streaming/…`).
+//!   per channel with a replay buffer, fanned out over SSE and WebSocket (`/streaming/…`), and
+//!   tapped to NATS JetStream (`NATS_URL`) with message ids that make retries idempotent.
 //! - [`metrics`] — typed counters, gauges and histograms; JSON and Prometheus renderings.
 //! - [`repair`] — gaps found while running, fetched again from history off the tick.
 //! - [`bootstrap`] — `barkeep bootstrap`: history into SQLite, resumable, with progress.

@@ -43,7 +43,8 @@ pub fn register<I: IntoIterator<Item = S>, S: AsRef<str>>(secrets: I) {
     known.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
-/// The secrets a configuration holds: provider API keys, `API_TOKEN` and the Redis password.
+/// The secrets a configuration holds: provider API keys, `API_TOKEN`, the Redis password, NATS
+/// passwords and tokens.
 pub fn of_config(config: &Config) -> Vec<String> {
     let mut out: Vec<String> = config
         .providers
@@ -55,6 +56,15 @@ pub fn of_config(config: &Config) -> Vec<String> {
     }
     if let Some(password) = config.redis_url.as_deref().and_then(url_password) {
         out.push(password.to_string());
+    }
+    // NATS: a password, or a token given alone (`nats://TOKEN@host`).
+    for server in config.nats.iter().flat_map(|n| &n.servers) {
+        let token = server
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split('/').next()?.rsplit_once('@'))
+            .map(|(userinfo, _)| userinfo)
+            .filter(|u| !u.is_empty() && !u.contains(':'));
+        out.extend(url_password(server).or(token).map(str::to_string));
     }
     out
 }
@@ -171,5 +181,18 @@ mod tests {
         ] {
             assert_eq!(url_password(url), password, "{url}");
         }
+    }
+
+    #[test]
+    fn nats_passwords_and_tokens_are_secrets() {
+        let config = crate::config::Config::from_lookup(|name| {
+            (name == "NATS_URL")
+                .then(|| "nats://bob:pw1234@a:4222,nats://t0ken99@b:4222,c:4222".to_string())
+        })
+        .expect("valid config");
+        let found = of_config(&config);
+        assert!(found.contains(&"pw1234".to_string()), "{found:?}");
+        assert!(found.contains(&"t0ken99".to_string()), "{found:?}");
+        assert_eq!(found.len(), 2, "{found:?}");
     }
 }

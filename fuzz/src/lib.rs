@@ -319,6 +319,7 @@ impl Server {
             max_bars_cache: 5_000,
             batch_write_interval_ms: 1_000,
             redis: None,
+            nats: None,
             stream,
             access: barkeep::api::access::AccessRule::new(None),
         };

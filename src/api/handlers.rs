@@ -113,6 +113,29 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
             )
         }
     };
+    let (nats, nats_ok) = match &state.nats {
+        None => (json!({ "state": "disabled" }), true),
+        Some(n) => {
+            let s = n.state();
+            (
+                json!({
+                    "state": s.as_str(),
+                    "reason": n.reason().map(|e| crate::secrets::scrub(&e).into_owned()),
+                    "stream": n.stream,
+                    "queue_depth": m.nats_queue_depth.get(),
+                    "in_flight": m.nats_in_flight.get(),
+                    "published": m.nats_published.get(),
+                    "acked": m.nats_acked.get(),
+                    "retried": m.nats_retried.get(),
+                    "duplicates": m.nats_duplicates.get(),
+                    "failed": m.nats_failed.get(),
+                    "dropped": m.nats_dropped.get(),
+                    "last_ack_age_ms": n.last_ack_age_ms(),
+                }),
+                s == crate::stream::jetstream::NatsState::Up,
+            )
+        }
+    };
     // A closed market is not down: only symbols whose market is open must be fresh.
     let (status, code) = if open_count > 0 && open_fresh == 0 {
         ("down", StatusCode::SERVICE_UNAVAILABLE)
@@ -120,6 +143,7 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
         || sqlite_lagging
         || sqlite_fault.is_some()
         || !redis_ok
+        || !nats_ok
         || m.sources.iter().any(|s| s.breaker_state.get() != 0)
     {
         ("degraded", StatusCode::OK)
@@ -153,6 +177,7 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
                 "flush_errors": m.sqlite_flush_errors.get(),
             },
             "redis": redis,
+            "nats": nats,
             "gaps": {
                 "recorded": m.gaps.get(),
                 "repaired": m.gaps_repaired.get(),
@@ -388,6 +413,7 @@ mod tests {
             max_bars_cache: 5_000,
             batch_write_interval_ms: 1_000,
             redis: None,
+            nats: None,
             stream: crate::stream::hub::Hub::new(
                 crate::stream::message::Names::of(&snapshot),
                 crate::stream::hub::StreamSettings {

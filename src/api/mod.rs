@@ -86,6 +86,8 @@ pub struct ApiState {
     pub batch_write_interval_ms: u64,
     /// `None` when Redis is not configured.
     pub redis: Option<Arc<crate::store::redis::RedisStatus>>,
+    /// `None` when NATS is not configured.
+    pub nats: Option<Arc<crate::stream::jetstream::NatsStatus>>,
     /// Streaming clients' hub (`/streaming/…`).
     pub stream: Arc<crate::stream::hub::Hub>,
     /// Who may change things at run time (`API_TOKEN`).

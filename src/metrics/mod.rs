@@ -238,6 +238,27 @@ metrics! {
         stream_slow_consumers: Counter =>
             "stream_slow_consumers_total",
             "Streaming clients dropped because their queue was full (slow_consumer)";
+        nats_connected: Gauge =>
+            "nats_connected", "1 while connected to NATS with the JetStream stream ready, else 0";
+        nats_queue_depth: Gauge =>
+            "nats_queue_depth", "Messages waiting for the NATS JetStream publisher";
+        nats_in_flight: Gauge =>
+            "nats_in_flight", "Messages published to JetStream whose ack is awaited";
+        nats_published: Counter =>
+            "nats_published_total", "Messages published to JetStream (first attempts)";
+        nats_acked: Counter =>
+            "nats_acked_total", "Publishes JetStream acknowledged (stored, or duplicates)";
+        nats_retried: Counter =>
+            "nats_retried_total", "Publishes sent again after a failed or missing ack";
+        nats_duplicates: Counter =>
+            "nats_duplicates_total",
+            "Publishes JetStream recognised by message id as stored already (not stored again)";
+        nats_failed: Counter =>
+            "nats_failed_total", "Messages given up after repeated JetStream errors";
+        nats_dropped: Counter =>
+            "nats_dropped_total", "Messages not queued for NATS because its queue was full";
+        nats_ack_latency: Histogram =>
+            "nats_ack_latency_seconds", "Time from a JetStream publish to its ack";
     }
 
     /// Counters of one source.

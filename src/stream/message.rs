@@ -242,6 +242,11 @@ impl Frame {
         &self.json
     }
 
+    /// The name of the channel it was sent on.
+    pub fn channel_name(&self) -> &str {
+        &self.channel_name
+    }
+
     /// The SSE event as chunks: head, JSON, end.
     pub fn sse_chunks(&self) -> [Bytes; 3] {
         [
@@ -282,30 +287,7 @@ pub fn render(
     resumable: bool,
 ) -> Frame {
     let data_type = body.data_type();
-    let message = Message {
-        channel: env.channel,
-        data_type,
-        update_type: if prev.is_some() { "delta" } else { "snapshot" },
-        timestamp: env.timestamp,
-        symbol: env.symbol,
-        data: Data {
-            names,
-            body: &body,
-            prev,
-        },
-        vendor: env.vendor,
-        metadata: Metadata {
-            worker_id: Worker(env.kind, env.vendor),
-            retry_count: 0,
-        },
-        seq: env.seq,
-    };
-    let mut json = Vec::with_capacity(match body {
-        Body::Features { .. } => 900,
-        _ => 320,
-    });
-    // Numbers, strings and maps of them into a Vec: cannot fail.
-    let _ = serde_json::to_writer(&mut json, &message);
+    let json = message_json(names, env, &body, prev);
     let mut head = String::with_capacity(env.channel.len() + 48);
     if resumable {
         let _ = writeln!(head, "id: {}:{}", env.channel, env.seq);
@@ -327,6 +309,36 @@ pub fn render(
         channel_name: std::sync::Arc::clone(channel_name),
         ws: OnceLock::new(),
     }
+}
+
+/// A message's JSON: a delta against `prev` when given, else a snapshot.
+pub fn message_json(
+    names: &Names,
+    env: &Envelope<'_>,
+    body: &Body,
+    prev: Option<&Body>,
+) -> Vec<u8> {
+    let message = Message {
+        channel: env.channel,
+        data_type: body.data_type(),
+        update_type: if prev.is_some() { "delta" } else { "snapshot" },
+        timestamp: env.timestamp,
+        symbol: env.symbol,
+        data: Data { names, body, prev },
+        vendor: env.vendor,
+        metadata: Metadata {
+            worker_id: Worker(env.kind, env.vendor),
+            retry_count: 0,
+        },
+        seq: env.seq,
+    };
+    let mut json = Vec::with_capacity(match body {
+        Body::Features { .. } => 900,
+        _ => 320,
+    });
+    // Numbers, strings and maps of them into a Vec: cannot fail.
+    let _ = serde_json::to_writer(&mut json, &message);
+    json
 }
 
 #[derive(Serialize)]

@@ -13,12 +13,19 @@ collector ──Arc<TickBatch>──▶ hub (own task: builds, numbers, keeps, f
 - [`hub`] — channels, replay, subscriptions and the slow-consumer rule.
 - [`sse`] — the `text/event-stream` body: `id:`/`event:`/`data:`, heartbeats, the final error.
 - [`ws`] — a WebSocket session: data frames out, `subscribe`/`unsubscribe`/`resume` in, pings.
+- [`jetstream`] — the hub's tap to NATS JetStream (`NATS_URL`): subjects, message ids, a
+  pipelined publisher that retries without storing twice.
 
 The HTTP side (paths, parameters, errors) is `api::streaming`; this module knows no HTTP
 request and touches nothing of the collector beyond the batches it is handed.
+
+```text
+hub ──tap──▶ jetstream::Publisher ──▶ NATS JetStream (barkeep.<data_type>.<SYMBOL>)
+```
 */
 
 pub mod hub;
+pub mod jetstream;
 pub mod message;
 pub mod sse;
 pub mod ws;

@@ -7,6 +7,10 @@ channel's subscribers, each through a bounded queue (`STREAM_CLIENT_QUEUE`).
 A subscriber whose queue is full is dropped at once as a slow consumer (counted): the hub never
 waits for a client, so neither the collector nor the other clients notice it.
 
+A tap ([`Hub::set_tap`], the JetStream publisher's queue) gets every message the hub produced,
+each batch's at once, without waiting either; continuity messages, which go to both channels of a
+symbol, reach it once (the market-data channel's copy).
+
 Positions: every message has its channel's `seq` and a hub-wide `order` (the order the hub
 produced them in). A subscription starts [`Start::Fresh`] (each kind's newest message as a
 snapshot, in hub order: the channel's state), after one event (everything the hub produced
@@ -17,13 +21,14 @@ restart) gets a `replay_gap` message, then the channel's state.
 */
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
-use super::message::{Body, ChannelKind, Envelope, Frame, Key, Names, render};
+use super::jetstream::Tap;
+use super::message::{Body, ChannelKind, Envelope, Frame, Key, Names, message_json, render};
 use crate::metrics::Metrics;
 use crate::model::{SymbolId, TickBatch};
 
@@ -123,6 +128,8 @@ struct State {
     order: u64,
     /// Each symbol's market is open (signals say `market_closed` otherwise).
     open: Vec<bool>,
+    /// This batch's messages for the tap (reused, handed over at the end of each batch).
+    tapped: Vec<Arc<Frame>>,
 }
 
 /// Why a selection of channels did not resolve.
@@ -146,6 +153,7 @@ pub struct Hub {
     index: HashMap<Arc<str>, u32>,
     state: Mutex<State>,
     closed: AtomicBool,
+    tap: OnceLock<Arc<Tap>>,
 }
 
 impl Hub {
@@ -183,7 +191,13 @@ impl Hub {
             index,
             state: Mutex::new(state),
             closed: AtomicBool::new(false),
+            tap: OnceLock::new(),
         })
+    }
+
+    /// Every message produced from now on also goes to `tap` (once; a second tap is ignored).
+    pub fn set_tap(&self, tap: Arc<Tap>) {
+        let _ = self.tap.set(tap);
     }
 
     /// The channel named `name`.
@@ -194,6 +208,34 @@ impl Hub {
     /// The channel of `kind` for `symbol`.
     pub fn channel_of(&self, kind: ChannelKind, symbol: SymbolId) -> u32 {
         symbol * 2 + kind as u32
+    }
+
+    /// The symbol and kind of channel `c` (the inverse of [`Self::channel_of`]).
+    pub fn channel_parts(c: u32) -> (SymbolId, ChannelKind) {
+        let kind = if c.is_multiple_of(2) {
+            ChannelKind::MarketData
+        } else {
+            ChannelKind::Analytics
+        };
+        (c / 2, kind)
+    }
+
+    /// `frame` whole, as JSON: its own when it is a snapshot, rendered again from the state it
+    /// leaves its key in when it is a delta. Takes no lock.
+    pub fn snapshot_json(&self, frame: &Frame) -> bytes::Bytes {
+        if !frame.delta {
+            return frame.json().clone();
+        }
+        let (symbol, kind) = Self::channel_parts(frame.channel);
+        let env = Envelope {
+            channel: frame.channel_name(),
+            symbol: self.names.symbols.name(symbol),
+            kind,
+            timestamp: frame.timestamp,
+            vendor: frame.vendor,
+            seq: frame.seq,
+        };
+        bytes::Bytes::from(message_json(&self.names, &env, &frame.body, None))
     }
 
     pub fn names(&self) -> &Names {
@@ -283,6 +325,9 @@ impl Hub {
     /// The hub stopped: every subscription ends (a transport then closes its connection).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        if let Some(tap) = self.tap.get() {
+            tap.close();
+        }
         let mut st = self.state.lock();
         st.subs.clear();
         for ch in &mut st.channels {
@@ -511,30 +556,7 @@ impl Hub {
     pub fn latest(&self, c: u32) -> Option<bytes::Bytes> {
         let st = self.state.lock();
         let ch = st.channels.get(c as usize)?;
-        let newest = ch.replay.back()?;
-        if !newest.delta {
-            return Some(newest.json().clone());
-        }
-        let env = Envelope {
-            channel: &ch.name,
-            symbol: self.names.symbols.name(ch.symbol),
-            kind: ch.kind,
-            timestamp: newest.timestamp,
-            vendor: newest.vendor,
-            seq: newest.seq,
-        };
-        let body = newest.body.clone();
-        let frame = render(
-            &self.names,
-            &env,
-            c,
-            &ch.name,
-            newest.order,
-            body,
-            None,
-            true,
-        );
-        Some(frame.json().clone())
+        ch.replay.back().map(|newest| self.snapshot_json(newest))
     }
 }
 

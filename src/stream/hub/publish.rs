@@ -110,6 +110,11 @@ impl Hub {
                 Event::Rejected(_) => {}
             }
         }
+        if let Some(tap) = self.tap.get()
+            && !st.tapped.is_empty()
+        {
+            tap.offer(&mut st.tapped);
+        }
     }
 
     fn frame_index(&self, tf: crate::model::Timeframe) -> Option<usize> {
@@ -133,6 +138,7 @@ impl Hub {
             channels,
             subs,
             order,
+            tapped,
             ..
         } = st;
         let Some(ch) = channels.get_mut(c as usize) else {
@@ -183,6 +189,10 @@ impl Hub {
             }
         }
         self.metrics.stream_messages.inc();
+        // Continuity goes to both channels of the symbol: the tap takes it once.
+        if self.tap.get().is_some() && (frame.is_data || ch.kind == ChannelKind::MarketData) {
+            tapped.push(Arc::clone(&frame));
+        }
         let mut slow = Vec::new();
         for link in &ch.subs {
             if !link.wants(&frame) {

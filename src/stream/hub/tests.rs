@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::{Bar, BarRecord, Event, FEATURE_COUNT, Features, Gap, SymbolTable, Timeframe};
+use crate::stream::jetstream::Tap;
 
 fn hub(replay: usize, queue: usize) -> Arc<Hub> {
     let tf: Timeframe = "1m".parse().expect("tf");
@@ -166,4 +167,56 @@ fn continuity_goes_on_both_channels_and_selections_resolve() {
     );
     assert!(hub.resolve(&["stream:nope:EURUSD"], &[]).is_err());
     assert!(hub.resolve::<&str>(&[], &[]).is_err());
+}
+
+#[test]
+fn the_tap_gets_every_message_once_whole_and_never_blocks() {
+    let hub = hub(100, 100);
+    let tap = Tap::new(1_000, Arc::clone(&hub.metrics));
+    hub.set_tap(Arc::clone(&tap));
+    tick(&hub, 1, 60_000, 1.0);
+    tick(&hub, 1, 61_000, 1.5); // deltas for SSE clients
+    let gap = Event::Gap {
+        symbol: 1,
+        timeframe: "1m".parse().expect("tf"),
+        gap: Gap {
+            from_ts: 0,
+            to_ts: 60_000,
+        },
+    };
+    hub.publish(&TickBatch::new(62_000, vec![gap]));
+    let mut got = std::collections::VecDeque::new();
+    tap.take(usize::MAX, &mut got);
+    let types: Vec<&str> = got.iter().map(|f| f.data_type).collect();
+    assert_eq!(
+        types,
+        ["bar", "features", "signal", "bar", "features", "gap"],
+        "every message (the signal did not change), continuity once"
+    );
+    assert!(got[3].delta, "the hub sent the second bar as a delta");
+    let whole: serde_json::Value =
+        serde_json::from_slice(&hub.snapshot_json(&got[3])).expect("JSON");
+    assert_eq!(whole["update_type"], "snapshot");
+    assert_eq!(whole["symbol"], "BTC/USD");
+    assert_eq!(whole["channel"], "stream:market_data:BTC/USD");
+    assert_eq!(whole["data"]["close"], 1.5);
+    let delta: serde_json::Value = serde_json::from_slice(got[3].json()).expect("JSON");
+    assert!(delta["data"].get("volume").is_none(), "{delta}");
+    assert_eq!(
+        whole["data"]["volume"], 1.0,
+        "a snapshot carries what did not change"
+    );
+    assert_eq!(whole["seq"], 2);
+    // A full tap drops (counted), the hub goes on: forming updates past half, the rest past all.
+    let hub2 = self::hub(100, 100);
+    let small = Tap::new(4, Arc::clone(&hub2.metrics));
+    hub2.set_tap(Arc::clone(&small));
+    tick(&hub2, 1, 60_000, 1.0); // three forming messages: two fit in half of four
+    for t in [61_000, 62_000, 63_000] {
+        hub2.publish(&TickBatch::new(t, vec![gap])); // the third does not fit
+    }
+    assert_eq!(small.len(), 4);
+    assert_eq!(hub2.metrics.nats_dropped.get(), 2);
+    assert_eq!(hub2.metrics.nats_queue_depth.get(), 4);
+    assert_eq!(hub2.channels()[2].seq, 4, "the hub numbered everything");
 }

@@ -223,8 +223,12 @@ fn nats_down_at_start_is_reported_and_caught_up_with_when_it_comes() {
     let mut server = NatsServer::reserve();
     let dir = tempfile::tempdir().expect("tempdir");
     let barkeep = sidecar(dir.path(), &server.url());
-    // barkeep runs without it, says so, and keeps the messages.
-    let (_, health) = get_json(barkeep.addr, "/health");
+    // barkeep runs without it (fresh data), says so, and keeps the messages.
+    let health = wait_for(Duration::from_secs(20), || {
+        let (_, h) = get_json(barkeep.addr, "/health");
+        (h["symbols_fresh"].as_u64() > Some(0)).then_some(h)
+    })
+    .expect("collecting without NATS");
     assert_eq!(health["status"], "degraded", "{health}");
     assert!(
         ["connecting", "down"].contains(&health["nats"]["state"].as_str().unwrap_or("")),

@@ -53,6 +53,8 @@ pub enum AppError {
     DataLost(usize),
     #[error("REDIS_URL: {0}")]
     Redis(RedisError),
+    #[error("ALERT_WEBHOOK_URL: cannot build the HTTP client: {0}")]
+    Webhook(reqwest::Error),
     #[error("replay: {0}")]
     Replay(#[from] replay::ReplayError),
     #[error("replay: {0}")]
@@ -305,6 +307,31 @@ pub async fn run_with(
         tracker.spawn(nats.run(token.clone()));
     }
     tracker.spawn(collector.run(token.clone()));
+    metrics.sqlite_queue_capacity.set(SINK_QUEUE as i64);
+    if config.redis_url.is_some() {
+        metrics.redis_queue_capacity.set(SINK_QUEUE as i64);
+    }
+    let addr = listener.local_addr().map_err(|source| AppError::Bind {
+        addr: config.http_addr,
+        source,
+    })?;
+    let alerts = crate::alerts::spawn(
+        &config.alerts,
+        crate::alerts::Wiring {
+            metrics: Arc::clone(&metrics),
+            snapshot: Arc::clone(&snapshot),
+            clock,
+            interval: Duration::from_millis(config.collection_interval_ms),
+            redis: config.redis_url.is_some(),
+            instance: match config.shard.count {
+                1 => addr.to_string(),
+                _ => format!("{addr} shard {}", config.shard),
+            },
+        },
+        &tracker,
+        &token,
+    )
+    .map_err(AppError::Webhook)?;
     let state = Arc::new(ApiState {
         snapshot,
         metrics: Arc::clone(&metrics),
@@ -318,11 +345,8 @@ pub async fn run_with(
         nats: nats_status,
         stream: hub,
         access: api::access::AccessRule::new(config.api_token.clone()),
+        alerts,
     });
-    let addr = listener.local_addr().map_err(|source| AppError::Bind {
-        addr: config.http_addr,
-        source,
-    })?;
     match clock {
         // A test's paused clock belongs to the test's runtime: serve there.
         Clock::Tokio { .. } => {

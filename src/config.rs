@@ -28,6 +28,7 @@ mod tests;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::alerts::AlertSettings;
 use crate::calendar::MarketCalendar;
 use crate::env::Env;
 use crate::indicators::IndicatorParams;
@@ -134,6 +135,8 @@ pub struct Config {
     pub synthetic: SyntheticConfig,
     pub indicators: IndicatorParams,
     pub providers: ProviderSettings,
+    /// Alert thresholds and the webhook (`ALERT_*`).
+    pub alerts: AlertSettings,
 }
 
 impl Config {
@@ -275,6 +278,7 @@ impl Config {
         let providers = ProviderSettings::from_env(env)?;
         providers.require_keys(&sources)?;
         let nats = nats::read(env)?;
+        let alerts = AlertSettings::from_env(env, validation.stale_after_ms)?;
 
         let config = Self {
             symbols,
@@ -353,6 +357,7 @@ impl Config {
             synthetic,
             indicators,
             providers,
+            alerts,
         };
         checks::cross_check(&config, env, open_files)?;
         Ok(config)

@@ -46,6 +46,8 @@
 //! - [`stream`] — streaming to clients: the collector's batches → one message model, numbered
 //!   per channel with a replay buffer, fanned out over SSE and WebSocket (`/streaming/…`), and
 //!   tapped to NATS JetStream (`NATS_URL`) with message ids that make retries idempotent.
+//! - [`alerts`] — rules over the metrics and the snapshot, evaluated every interval on a task of
+//!   their own: `/alerts`, log lines, `alert*` metrics and the webhook (`ALERT_WEBHOOK_URL`).
 //! - [`metrics`] — typed counters, gauges and histograms; JSON and Prometheus renderings.
 //! - [`repair`] — gaps found while running, fetched again from history off the tick.
 //! - [`bootstrap`] — `barkeep bootstrap`: history into SQLite, resumable, with progress.
@@ -53,6 +55,7 @@
 //! - [`secrets`] — every configured secret scrubbed from log lines and API text.
 //! - [`app`] — wiring, start-up warm-up, ordered shutdown; the `replay` command.
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod bars;

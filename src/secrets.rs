@@ -1,10 +1,11 @@
 /*!
 Secrets never leave the process as text. Every configured secret (provider API keys,
-`API_TOKEN`, the Redis password) is registered once at start; [`scrub`] replaces each of them —
-as written and percent-encoded, as it appears in a URL — with `***`. It is applied in one place
-per way out: every log line passes through [`ScrubbingWriter`] (so a provider's error message
-that quotes the key, a URL in an error, a redirect, whatever path the text took, is clean), and
-the API scrubs the free text it shows (`/health`'s error reasons).
+`API_TOKEN`, the Redis password, the alert webhook's URL and the tokens in it) is registered once
+at start; [`scrub`] replaces each of them — as written and percent-encoded, as it appears in a
+URL — with `***`. It is applied in one place per way out: every log line passes through
+[`ScrubbingWriter`] (so a provider's error message that quotes the key, a URL in an error, a
+redirect, whatever path the text took, is clean), and the API scrubs the free text it shows
+(`/health`'s error reasons).
 
 Secrets shorter than [`MIN_LEN`] are not registered: replacing a 2-character "key" would mangle
 every log line and protect nothing.
@@ -44,7 +45,7 @@ pub fn register<I: IntoIterator<Item = S>, S: AsRef<str>>(secrets: I) {
 }
 
 /// The secrets a configuration holds: provider API keys, `API_TOKEN`, the Redis password, NATS
-/// passwords and tokens.
+/// passwords and tokens, and the alert webhook's URL with the tokens in it.
 pub fn of_config(config: &Config) -> Vec<String> {
     let mut out: Vec<String> = config
         .providers
@@ -65,6 +66,9 @@ pub fn of_config(config: &Config) -> Vec<String> {
             .map(|(userinfo, _)| userinfo)
             .filter(|u| !u.is_empty() && !u.contains(':'));
         out.extend(url_password(server).or(token).map(str::to_string));
+    }
+    if let Some(url) = &config.alerts.webhook_url {
+        out.extend(crate::alerts::webhook::secrets_of(url));
     }
     out
 }

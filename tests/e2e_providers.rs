@@ -200,6 +200,7 @@ fn yahoo_fixture_handler(
                 body: "<!DOCTYPE html><html><head><title>Yahoo</title></head><body>Internal Server Error</body></html>".into(),
                 headers: vec![("content-type".into(), "text/html; charset=utf-8".into())],
                 delay: Duration::ZERO,
+                hold: None,
             }
         } else {
             let sec = wall_ms().div_euclid(1_000);

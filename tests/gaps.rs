@@ -11,6 +11,8 @@
 
 mod common;
 
+#[path = "common/binance.rs"]
+mod binance;
 #[path = "providers/fixture.rs"]
 #[allow(dead_code, reason = "the WebSocket script fixture is not used here")]
 mod fixture;
@@ -23,68 +25,12 @@ use std::time::Duration;
 use barkeep::indicators::{IndicatorParams, IndicatorSet};
 use barkeep::model::Bar;
 
+use binance::{binance_with_outage, wall_ms};
 use common::{RedisServer, Sidecar, get_json, ring, sql_u64, sqlite_newest, unpack, wait_for};
 use fixture::{HttpFixture, Reply};
 
-fn wall_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// The fixture market: a price per second, the same in tickers and klines.
-fn price(ms: i64) -> f64 {
-    let s = ms.div_euclid(1_000);
-    42_000.0 + (s % 7) as f64 * 0.5 + (s % 11) as f64 * 0.25
-}
-
 fn binance(seen: &fixture::Seen) -> Reply {
     binance_with_outage(seen, &AtomicBool::new(false))
-}
-
-/// Binance, whose ticker answers its documented 503 error while `down`; klines keep working.
-fn binance_with_outage(seen: &fixture::Seen, down: &AtomicBool) -> Reply {
-    match seen.path.as_str() {
-        "/api/v3/klines" => {
-            if seen.q("symbol") != Some("BTCUSDT") || seen.q("interval") != Some("1s") {
-                return Reply::json(400, r#"{"code":-1120,"msg":"Invalid interval."}"#);
-            }
-            let num = |name: &str| seen.q(name).and_then(|v| v.parse::<i64>().ok());
-            let (Some(start), Some(end)) = (num("startTime"), num("endTime")) else {
-                return Reply::json(
-                    400,
-                    r#"{"code":-1102,"msg":"Mandatory parameter 'startTime' was not sent, was empty/null, or malformed."}"#,
-                );
-            };
-            let limit = num("limit").unwrap_or(500).clamp(1, 1_000) as usize;
-            let now = wall_ms();
-            let mut rows = Vec::new();
-            let mut ts = start.div_euclid(1_000) * 1_000;
-            // Only seconds that have ended are closed klines.
-            while ts <= end && ts + 1_000 <= now && rows.len() < limit {
-                let p = price(ts);
-                rows.push(format!(
-                    r#"[{ts},"{p:.2}","{p:.2}","{p:.2}","{p:.2}","2.00000000",{},"84000.00",42,"1.00000000","42000.00","0"]"#,
-                    ts + 999
-                ));
-                ts += 1_000;
-            }
-            Reply::ok(format!("[{}]", rows.join(",")))
-        }
-        "/api/v3/ticker/24hr" if down.load(Ordering::SeqCst) => Reply::json(
-            503,
-            r#"{"code":-1001,"msg":"Internal error; unable to process your request. Please try again."}"#,
-        ),
-        "/api/v3/ticker/24hr" => {
-            let now = wall_ms();
-            let second = now.div_euclid(1_000) * 1_000;
-            Reply::ok(format!(
-                r#"[{{"symbol":"BTCUSDT","openPrice":"41000.00","highPrice":"43000.00","lowPrice":"40000.00","lastPrice":"{:.2}","volume":"{}","quoteVolume":"1.0","openTime":{},"closeTime":{second},"firstId":1,"lastId":2,"count":2}}]"#,
-                price(second),
-                second / 1_000,
-                second - 86_400_000
-            ))
-        }
-        _ => Reply::json(404, r#"{"code":-1000,"msg":"Not found."}"#),
-    }
 }
 
 fn stored_1s(db: &Path) -> Vec<Bar> {

@@ -93,10 +93,21 @@ fn populated() -> Metrics {
         m.reject(reason);
     }
     m.sqlite_last_flush_ms.set(1_733_090_000_123);
+    m.symbol_last_data_ms
+        .name(["EURUSD", "BTC/USD"].map(std::sync::Arc::<str>::from));
+    m.symbol_market_open
+        .name(["EURUSD", "BTC/USD"].map(std::sync::Arc::<str>::from));
+    for i in 0..2 {
+        if let Some(g) = m.symbol_last_data_ms.get(i) {
+            g.set(1_733_090_000_500);
+        }
+    }
+    m.alerts_active[barkeep::model::AlertRule::SymbolStale].set(1);
     m.gaps_pending.set(2);
     for (i, s) in m.sources.iter().enumerate() {
         s.requests.add(5);
         s.budget_minute.set(-1);
+        s.stream_up.set(1);
         s.clock_skew_ms.set(if i == 0 { -420 } else { 1_500 });
         s.latency.record(Duration::from_millis(35));
     }

@@ -3,6 +3,8 @@
 //! no data comes, `resumed` when it does, the `gap` the outage left, the repaired bars and the
 //! `revision` — on one channel, `seq` by `seq`.
 
+#[path = "common/binance.rs"]
+mod binance;
 mod common;
 #[path = "providers/fixture.rs"]
 #[allow(dead_code, reason = "the WebSocket script fixture is not used here")]
@@ -13,55 +15,8 @@ mod sse;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use fixture::{HttpFixture, Reply};
+use fixture::HttpFixture;
 use sse::{Sse, by_channel, consecutive};
-
-fn wall_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-fn price(ms: i64) -> f64 {
-    let s = ms.div_euclid(1_000);
-    42_000.0 + (s % 7) as f64 * 0.5 + (s % 11) as f64 * 0.25
-}
-
-/// Binance: 1 s klines of ended seconds; the 24 h ticker, or its 503 while `down`.
-fn binance(seen: &fixture::Seen, down: &AtomicBool) -> Reply {
-    let num = |name: &str| seen.q(name).and_then(|v| v.parse::<i64>().ok());
-    match seen.path.as_str() {
-        "/api/v3/klines" => {
-            let (Some(start), Some(end)) = (num("startTime"), num("endTime")) else {
-                return Reply::json(400, r#"{"code":-1102,"msg":"Mandatory parameter."}"#);
-            };
-            let limit = num("limit").unwrap_or(500).clamp(1, 1_000) as usize;
-            let mut rows = Vec::new();
-            let mut ts = start.div_euclid(1_000) * 1_000;
-            while ts <= end && ts + 1_000 <= wall_ms() && rows.len() < limit {
-                let p = price(ts);
-                rows.push(format!(
-                    r#"[{ts},"{p:.2}","{p:.2}","{p:.2}","{p:.2}","2.00000000",{},"84000.00",42,"1.00000000","42000.00","0"]"#,
-                    ts + 999
-                ));
-                ts += 1_000;
-            }
-            Reply::ok(format!("[{}]", rows.join(",")))
-        }
-        "/api/v3/ticker/24hr" if down.load(Ordering::SeqCst) => Reply::json(
-            503,
-            r#"{"code":-1001,"msg":"Internal error; unable to process your request. Please try again."}"#,
-        ),
-        "/api/v3/ticker/24hr" => {
-            let second = wall_ms().div_euclid(1_000) * 1_000;
-            Reply::ok(format!(
-                r#"[{{"symbol":"BTCUSDT","openPrice":"41000.00","highPrice":"43000.00","lowPrice":"40000.00","lastPrice":"{:.2}","volume":"{}","quoteVolume":"1.0","openTime":{},"closeTime":{second},"firstId":1,"lastId":2,"count":2}}]"#,
-                price(second),
-                second / 1_000,
-                second - 86_400_000
-            ))
-        }
-        _ => Reply::json(404, r#"{"code":-1000,"msg":"Not found."}"#),
-    }
-}
 
 #[test]
 fn an_outage_shows_as_stale_resumed_gap_and_revision_on_the_stream() {
@@ -73,7 +28,7 @@ fn an_outage_shows_as_stale_resumed_gap_and_revision_on_the_stream() {
     let down = Arc::new(AtomicBool::new(false));
     let outage = Arc::clone(&down);
     let rest = rt.block_on(HttpFixture::start("", move |seen: &fixture::Seen| {
-        binance(seen, &outage)
+        binance::binance_with_outage(seen, &outage)
     }));
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let ws = format!("ws://{}/ws", dead.local_addr().expect("addr"));

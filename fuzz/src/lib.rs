@@ -322,6 +322,7 @@ impl Server {
             nats: None,
             stream,
             access: barkeep::api::access::AccessRule::new(None),
+            alerts: Arc::new(barkeep::alerts::Board::new(&Default::default())),
         };
         let settings = barkeep::api::HttpSettings {
             pool_size: 4,

@@ -191,6 +191,32 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
     )
 }
 
+/// `{now_ms, evaluated_ms, active, resolved, rules, webhook}`: the alerts firing now (critical
+/// first, then oldest first), the last resolved ones (newest first), every rule with its
+/// threshold, and the webhook's counts. The shape is documented in the README ("Alerts").
+pub(super) fn alerts(state: &ApiState) -> Response<Full<Bytes>> {
+    let board = &state.alerts;
+    let view = board.view();
+    let m = &state.metrics;
+    json(
+        StatusCode::OK,
+        &json!({
+            "now_ms": state.clock.now_ms(),
+            "evaluated_ms": view.evaluated_ms,
+            "active": view.active,
+            "resolved": view.resolved,
+            "rules": board.rules,
+            "webhook": {
+                "configured": board.webhook,
+                "delivered": m.alert_notifications.get(),
+                "failed": m.alert_notifications_failed.get(),
+                "retries": m.alert_notification_retries.get(),
+                "dropped": m.alert_notifications_dropped.get(),
+            },
+        }),
+    )
+}
+
 fn symbol_id(state: &ApiState, symbol: &str) -> Result<SymbolId, ApiError> {
     state.snapshot.symbols.id(symbol).ok_or_else(|| {
         let known: Vec<&str> = state.snapshot.symbols.iter().map(|(_, n)| &**n).collect();
@@ -424,6 +450,7 @@ mod tests {
                 Arc::new(Metrics::new(&["synthetic"])),
             ),
             access: crate::api::access::AccessRule::new(None),
+            alerts: Arc::new(crate::alerts::Board::new(&Default::default())),
         };
         // A bullish set of features: EMA up, MACD up, RSI oversold, below the band.
         let mut values = [0.5; FEATURE_COUNT];

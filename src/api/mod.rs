@@ -1,5 +1,5 @@
 /*!
-The HTTP API on hyper: `/health`, `/metrics/json`, `/metrics`, `/signals/{symbol}`,
+The HTTP API on hyper: `/health`, `/alerts`, `/metrics/json`, `/metrics`, `/signals/{symbol}`,
 `/features/{symbol}`, `/bars/{symbol}`, and the streaming endpoints under `/streaming/`
 ([`streaming`]: SSE, WebSocket, channel snapshots).
 
@@ -92,6 +92,8 @@ pub struct ApiState {
     pub stream: Arc<crate::stream::hub::Hub>,
     /// Who may change things at run time (`API_TOKEN`).
     pub access: access::AccessRule,
+    /// The alerts as last evaluated (`/alerts`).
+    pub alerts: Arc<crate::alerts::Board>,
 }
 
 /// An error answered to the client.
@@ -206,6 +208,7 @@ async fn route<B>(req: &Request<B>, state: &ApiState) -> Reply {
     let known = matches!(
         segments.as_slice(),
         ["health"]
+            | ["alerts"]
             | ["metrics"]
             | ["metrics", "json"]
             | ["signals", _]
@@ -226,6 +229,10 @@ async fn route<B>(req: &Request<B>, state: &ApiState) -> Reply {
         ["health"] => {
             query.allow(&[])?;
             Ok(handlers::health(state))
+        }
+        ["alerts"] => {
+            query.allow(&[])?;
+            Ok(handlers::alerts(state))
         }
         ["metrics"] => {
             query.allow(&[])?;

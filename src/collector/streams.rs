@@ -82,10 +82,13 @@ impl Collector {
                     StreamEvent::Reconnected { .. } => self.metrics.stream_reconnects.inc(),
                 }
             }
-            if link
+            let alive = link
                 .last_message
-                .is_some_and(|at| t.duration_since(at) < alive_for)
-            {
+                .is_some_and(|at| t.duration_since(at) < alive_for);
+            if let Some(m) = self.metrics.sources.get(link.source) {
+                m.stream_up.set(i64::from(alive));
+            }
+            if alive {
                 for &id in &link.served {
                     self.answered[id as usize] = true;
                 }

@@ -3,8 +3,8 @@ Typed metrics: plain atomics written on the hot path, read by `/metrics/json` an
 
 Every metric is declared once, in the `metrics!` table below: its field, its exported name,
 its help text and its kind (the field's type: [`Counter`], [`Gauge`], [`Histogram`], or
-[`ByReason`] for a family labelled `reason`; everything in [`SourceMetrics`] is a family
-labelled `source`). The struct fields, the constructor, the descriptor list
+[`ByReason`] and [`ByRule`] for a family labelled `reason` or `rule`, [`BySymbol`] for one
+labelled `symbol`; everything in [`SourceMetrics`] is a family labelled `source`). The struct fields, the constructor, the descriptor list
 [`Metrics::FAMILIES`] and the walk both renderers share are generated from that table, so a
 metric cannot be declared and left out of an endpoint, and the two endpoints cannot disagree.
 
@@ -23,7 +23,8 @@ mod render;
 mod series;
 
 pub use series::{
-    ByReason, Counter, Family, Gauge, Histogram, Kind, Metric, REASONS, Sample, Series, Unit,
+    Buckets, ByLabel, ByReason, ByRule, BySymbol, Counter, Family, Gauge, Histogram, Kind,
+    LabelSet, Metric, REASONS, Sample, Series, Unit,
 };
 
 use crate::model::RejectReason;
@@ -195,6 +196,8 @@ metrics! {
             "redis_queue_full_total",
             "Batches the Redis sink could not take (rings rebuilt from SQLite)";
         redis_queue_depth: Gauge => "redis_queue_depth", "Batches waiting for the Redis sink";
+        redis_queue_capacity: Gauge =>
+            "redis_queue_capacity", "Batches the Redis sink's queue holds at most";
         redis_writes: Counter =>
             "redis_writes_total", "Bar and feature updates written to Redis";
         redis_errors: Counter => "redis_errors_total", "Failed Redis connects or writes";
@@ -212,6 +215,8 @@ metrics! {
             "redis_write_latency_seconds", "Wall time of one Redis pipeline write";
         sqlite_queue_depth: Gauge =>
             "sqlite_queue_depth", "Event batches waiting for the SQLite writer";
+        sqlite_queue_capacity: Gauge =>
+            "sqlite_queue_capacity", "Event batches the SQLite writer's queue holds at most";
         sqlite_pending_rows: Gauge =>
             "sqlite_pending_rows", "Rows buffered for the next SQLite flush";
         sqlite_bars_written: Counter => "sqlite_bars_written_total", "Bars upserted into SQLite";
@@ -259,6 +264,24 @@ metrics! {
             "nats_dropped_total", "Messages not queued for NATS because its queue was full";
         nats_ack_latency: Histogram =>
             "nats_ack_latency_seconds", "Time from a JetStream publish to its ack";
+        /// Set by the alert evaluator every tick (`alerts`), named at start.
+        symbol_last_data_ms: BySymbol<Gauge> =>
+            "symbol_last_data_timestamp_seconds" in ms as "symbol_last_data_ms",
+            "Provider time of the symbol's newest accepted data (no series before the first)";
+        symbol_market_open: BySymbol<Gauge> =>
+            "symbol_market_open", "1 while the symbol's market is open, 0 while it is closed";
+        alerts_active: ByRule<Gauge> => "alerts_active", "Alerts firing now, by rule";
+        alerts_fired: ByRule<Counter> => "alerts_fired_total", "Alerts that fired, by rule";
+        alert_notifications: Counter =>
+            "alert_notifications_total", "Webhook POSTs delivered (answered 2xx)";
+        alert_notifications_failed: Counter =>
+            "alert_notifications_failed_total",
+            "Webhook POSTs given up (refused, or failing after every retry)";
+        alert_notification_retries: Counter =>
+            "alert_notification_retries_total", "Webhook POSTs sent again after a failure";
+        alert_notifications_dropped: Counter =>
+            "alert_notifications_dropped_total",
+            "Alert events not sent because the webhook queue was full";
     }
 
     /// Counters of one source.
@@ -277,6 +300,10 @@ metrics! {
         /// 0 closed, 1 open, 2 half-open.
         breaker_state: Gauge =>
             "source_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open";
+        /// Set by the collector each tick for sources with a push stream; no series otherwise.
+        stream_up: Gauge = Gauge::new(Gauge::UNSET) =>
+            "source_stream_up",
+            "Push stream delivering (a message within 3 intervals, at least 3 s): 1 yes, 0 no";
         /// Requests left in the per-minute bucket and today; −1 when unlimited.
         budget_minute: Gauge =>
             "source_budget_minute", "Requests left this minute (-1 unlimited)";

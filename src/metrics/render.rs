@@ -273,6 +273,7 @@ mod tests {
         let m = Metrics::new(&["yahoo", "twelvedata", "binance"]);
         m.sources[0].clock_skew_ms.set(-3);
         m.sources[2].clock_skew_ms.set(4);
+        with_symbols_and_streams(&m);
         let text = m.to_prometheus();
         let lines: Vec<&str> = text.lines().collect();
         for f in Metrics::FAMILIES {
@@ -299,6 +300,19 @@ mod tests {
         assert_eq!(n("barkeep_source_clock_skew_seconds{source="), 2);
         assert_eq!(n("barkeep_source_latency_seconds_count{source="), 3);
         assert_eq!(n("barkeep_rejects_total{reason="), REASONS);
+    }
+
+    /// One symbol named, with data, and every source's stream up: the families that have no
+    /// series until then get one.
+    fn with_symbols_and_streams(m: &Metrics) {
+        m.symbol_last_data_ms.name([std::sync::Arc::from("EURUSD")]);
+        m.symbol_market_open.name([std::sync::Arc::from("EURUSD")]);
+        if let Some(g) = m.symbol_last_data_ms.get(0) {
+            g.set(1_700_000_000_000);
+        }
+        for s in &m.sources {
+            s.stream_up.set(1);
+        }
     }
 
     /// The declared table follows the Prometheus naming rules, and every family reaches both
@@ -361,6 +375,7 @@ mod tests {
 
         let m = Metrics::new(&["yahoo"]);
         m.sources[0].clock_skew_ms.set(3);
+        with_symbols_and_streams(&m);
         let text = m.to_prometheus();
         let json = m.to_json();
         let types: Vec<&str> = text
@@ -381,6 +396,8 @@ mod tests {
             let key = match f.label {
                 Some("source") => format!("{}{{source=\"yahoo\"}}", f.json_name()),
                 Some("reason") => format!("{}{{reason=\"spike\"}}", f.json_name()),
+                Some("symbol") => format!("{}{{symbol=\"EURUSD\"}}", f.json_name()),
+                Some("rule") => format!("{}{{rule=\"symbol_stale\"}}", f.json_name()),
                 _ => f.json_name().to_string(),
             };
             assert!(
@@ -394,12 +411,10 @@ mod tests {
             .sum();
         let expected: usize = Metrics::FAMILIES
             .iter()
-            .map(|f| {
-                if f.label == Some("reason") {
-                    REASONS
-                } else {
-                    1
-                }
+            .map(|f| match f.label {
+                Some("reason") => REASONS,
+                Some("rule") => crate::model::AlertRule::ALL.len(),
+                _ => 1,
             })
             .sum();
         assert_eq!(

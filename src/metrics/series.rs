@@ -1,15 +1,18 @@
 /*!
 The metric types: [`Counter`], [`Gauge`], [`Histogram`] (plain atomics, written on the hot path
-with relaxed operations and no lock), [`ByReason`] for a family labelled `reason`, and the
+with relaxed operations and no lock), [`ByLabel`] for a family labelled by a closed set
+([`ByReason`], [`ByRule`]), [`BySymbol`] for one labelled by symbol, and the
 descriptors ([`Family`], [`Kind`], [`Unit`]) and traits ([`Metric`], [`Series`]) the table in
 `mod.rs` and the renderings in `render.rs` are built on.
 */
 
+use std::marker::PhantomData;
 use std::ops::{Deref, Index};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::model::RejectReason;
+use crate::model::{AlertRule, RejectReason};
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
@@ -86,14 +89,48 @@ impl Histogram {
 
     /// The `q` quantile in milliseconds (0 when empty), interpolated within its bucket.
     pub fn quantile_ms(&self, q: f64) -> f64 {
-        let counts: [u64; BUCKETS] = std::array::from_fn(|i| self.counts[i].load(Relaxed));
-        let total: u64 = counts.iter().sum();
+        self.buckets().quantile_ms(q, self.max_us.load(Relaxed))
+    }
+
+    /// The bucket counts now: the difference of two is the distribution in between
+    /// ([`Buckets::since`]).
+    pub fn buckets(&self) -> Buckets {
+        Buckets(std::array::from_fn(|i| self.counts[i].load(Relaxed)))
+    }
+}
+
+/// A [`Histogram`]'s bucket counts at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buckets([u64; BUCKETS]);
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Self([0; BUCKETS])
+    }
+}
+
+impl Buckets {
+    /// What was recorded after `earlier` (a snapshot of the same histogram).
+    pub fn since(&self, earlier: &Buckets) -> Buckets {
+        Buckets(std::array::from_fn(|i| {
+            self.0[i].saturating_sub(earlier.0[i])
+        }))
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// The `q` quantile in milliseconds (0 when empty), interpolated within its bucket and
+    /// capped at `max_us` (pass `u64::MAX` when the largest value is not known).
+    pub fn quantile_ms(&self, q: f64, max_us: u64) -> f64 {
+        let total = self.count();
         if total == 0 {
             return 0.0;
         }
         let rank = (q * total as f64).ceil().max(1.0);
         let mut seen = 0.0;
-        for (i, &c) in counts.iter().enumerate() {
+        for (i, &c) in self.0.iter().enumerate() {
             if c == 0 {
                 continue;
             }
@@ -101,44 +138,113 @@ impl Histogram {
                 let lo = if i == 0 {
                     0.0
                 } else {
-                    Self::bound_us(i - 1) as f64
+                    Histogram::bound_us(i - 1) as f64
                 };
-                let hi = (Self::bound_us(i) as f64)
-                    .min(self.max_us.load(Relaxed) as f64)
-                    .max(lo);
+                let hi = (Histogram::bound_us(i) as f64).min(max_us as f64).max(lo);
                 return (lo + (hi - lo) * (rank - seen) / c as f64) / 1_000.0;
             }
             seen += c as f64;
         }
-        self.max_us.load(Relaxed) as f64 / 1_000.0
+        max_us as f64 / 1_000.0
     }
 }
 
 /// Number of reject reasons, the length of a [`ByReason`].
 pub const REASONS: usize = RejectReason::ALL.len();
 
-/// One `M` per reject reason, indexed by [`RejectReason::index`] (or by the reason itself);
-/// exported as one family labelled `reason`, with a series for every reason.
+/// A closed set of values a family is labelled by: reject reasons, alert rules.
+pub trait LabelSet: Copy + 'static {
+    /// The label's name.
+    const LABEL: &'static str;
+    /// Every value, in exposition order; [`LabelSet::index`] is the position in it.
+    const ALL: &'static [Self];
+    fn index(self) -> usize;
+    fn as_str(self) -> &'static str;
+}
+
+impl LabelSet for RejectReason {
+    const LABEL: &'static str = "reason";
+    const ALL: &'static [Self] = &RejectReason::ALL;
+    fn index(self) -> usize {
+        RejectReason::index(self)
+    }
+    fn as_str(self) -> &'static str {
+        RejectReason::as_str(self)
+    }
+}
+
+impl LabelSet for AlertRule {
+    const LABEL: &'static str = "rule";
+    const ALL: &'static [Self] = &AlertRule::ALL;
+    fn index(self) -> usize {
+        AlertRule::index(self)
+    }
+    fn as_str(self) -> &'static str {
+        AlertRule::as_str(self)
+    }
+}
+
+/// One `M` per value of `K`, indexed by the value (or its [`LabelSet::index`]); exported as one
+/// family labelled [`LabelSet::LABEL`], with a series for every value.
 #[derive(Debug)]
-pub struct ByReason<M>([M; REASONS]);
+pub struct ByLabel<K, M> {
+    series: Box<[M]>,
+    keys: PhantomData<fn() -> K>,
+}
 
-impl<M: Default> Default for ByReason<M> {
+/// One `M` per reject reason: a family labelled `reason`.
+pub type ByReason<M> = ByLabel<RejectReason, M>;
+
+/// One `M` per alert rule: a family labelled `rule`.
+pub type ByRule<M> = ByLabel<AlertRule, M>;
+
+impl<K: LabelSet, M: Default> Default for ByLabel<K, M> {
     fn default() -> Self {
-        Self(std::array::from_fn(|_| M::default()))
+        Self {
+            series: K::ALL.iter().map(|_| M::default()).collect(),
+            keys: PhantomData,
+        }
     }
 }
 
-impl<M> Deref for ByReason<M> {
-    type Target = [M; REASONS];
+impl<K, M> Deref for ByLabel<K, M> {
+    type Target = [M];
     fn deref(&self) -> &Self::Target {
-        &self.0
+        &self.series
     }
 }
 
-impl<M> Index<RejectReason> for ByReason<M> {
+impl<K: LabelSet, M> Index<K> for ByLabel<K, M> {
     type Output = M;
-    fn index(&self, reason: RejectReason) -> &M {
-        &self.0[reason.index()]
+    fn index(&self, key: K) -> &M {
+        &self.series[key.index()]
+    }
+}
+
+/// Series with their label values.
+type Named<M> = Box<[(Arc<str>, M)]>;
+
+/// One `M` per configured symbol, named once at start ([`BySymbol::name`]): a family labelled
+/// `symbol`, without series until it is named.
+#[derive(Debug, Default)]
+pub struct BySymbol<M> {
+    series: OnceLock<Named<M>>,
+}
+
+impl<M: Default> BySymbol<M> {
+    /// Gives the family one series per name, in [`crate::model::SymbolId`] order; only the
+    /// first call counts.
+    pub fn name(&self, names: impl IntoIterator<Item = Arc<str>>) {
+        let _ = self
+            .series
+            .set(names.into_iter().map(|n| (n, M::default())).collect());
+    }
+}
+
+impl<M> BySymbol<M> {
+    /// The series of symbol `id`, once named.
+    pub fn get(&self, id: usize) -> Option<&M> {
+        self.series.get().and_then(|s| s.get(id)).map(|(_, m)| m)
     }
 }
 
@@ -255,13 +361,25 @@ macro_rules! unlabelled {
 }
 unlabelled!(Counter, Gauge, Histogram);
 
-impl<M: Metric> Series for ByReason<M> {
+impl<K: LabelSet, M: Metric> Series for ByLabel<K, M> {
     const KIND: Kind = M::KIND;
-    const LABEL: Option<&'static str> = Some("reason");
+    const LABEL: Option<&'static str> = Some(K::LABEL);
     fn each(&self, f: &mut dyn FnMut(&str, Sample<'_>)) {
-        for reason in RejectReason::ALL {
-            if let Some(s) = self[reason].sample() {
-                f(reason.as_str(), s);
+        for (&key, m) in K::ALL.iter().zip(self.series.iter()) {
+            if let Some(s) = m.sample() {
+                f(key.as_str(), s);
+            }
+        }
+    }
+}
+
+impl<M: Metric> Series for BySymbol<M> {
+    const KIND: Kind = M::KIND;
+    const LABEL: Option<&'static str> = Some("symbol");
+    fn each(&self, f: &mut dyn FnMut(&str, Sample<'_>)) {
+        for (name, m) in self.series.get().into_iter().flat_map(|s| s.iter()) {
+            if let Some(s) = m.sample() {
+                f(name, s);
             }
         }
     }

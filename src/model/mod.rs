@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+mod alert;
 mod event;
+pub use alert::{AlertRule, Severity};
 pub use event::{
     BarRecord, Checkpoint, Event, FEATURE_COUNT, Features, Gap, RejectReason, RejectRecord,
     Session, TickBatch,

@@ -141,7 +141,7 @@ impl ClockSkew {
 }
 
 /// An error's message with its causes, e.g. "error sending request: connection refused".
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

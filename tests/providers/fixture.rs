@@ -23,9 +23,20 @@ use tokio_tungstenite::tungstenite::handshake::server::{
 /// What the HTTP fixture was asked.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    #[allow(
+        dead_code,
+        reason = "read by the tests that receive webhooks, not by the provider ones"
+    )]
+    pub method: String,
     pub path: String,
     pub query: HashMap<String, String>,
     pub headers: HashMap<String, String>,
+    /// The request body (lossy UTF-8).
+    #[allow(
+        dead_code,
+        reason = "read by the tests that receive webhooks, not by the provider ones"
+    )]
+    pub body: String,
 }
 
 impl Seen {
@@ -41,6 +52,8 @@ pub struct Reply {
     pub body: String,
     pub headers: Vec<(String, String)>,
     pub delay: Duration,
+    /// Answers only once this has a permit for it (for a receiver held until a test lets go).
+    pub hold: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Reply {
@@ -50,6 +63,7 @@ impl Reply {
             body: body.into(),
             headers: vec![("content-type".into(), "application/json".into())],
             delay: Duration::ZERO,
+            hold: None,
         }
     }
 
@@ -63,11 +77,19 @@ impl Reply {
             body: body.into(),
             headers: vec![("content-type".into(), "text/plain".into())],
             delay: Duration::ZERO,
+            hold: None,
         }
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Answers only when `gate` gives a permit (taken for good): a test holds the request as
+    /// long as it wants.
+    pub fn held(mut self, gate: &Arc<tokio::sync::Semaphore>) -> Self {
+        self.hold = Some(Arc::clone(gate));
         self
     }
 
@@ -120,11 +142,18 @@ impl HttpFixture {
                                         req.uri()
                                     ))
                                     .expect("request URI");
+                                    let (head, body) = req.into_parts();
+                                    let body = http_body_util::BodyExt::collect(body)
+                                        .await
+                                        .map(|b| b.to_bytes())
+                                        .unwrap_or_default();
                                     let request = Seen {
+                                        method: head.method.to_string(),
                                         path: url.path().to_string(),
                                         query: url.query_pairs().into_owned().collect(),
-                                        headers: req
-                                            .headers()
+                                        body: String::from_utf8_lossy(&body).into_owned(),
+                                        headers: head
+                                            .headers
                                             .iter()
                                             .map(|(k, v)| {
                                                 (
@@ -136,6 +165,9 @@ impl HttpFixture {
                                     };
                                     let reply = handler(&request);
                                     seen.lock().push(request);
+                                    if let Some(gate) = &reply.hold {
+                                        gate.acquire().await.expect("gate open").forget();
+                                    }
                                     if !reply.delay.is_zero() {
                                         tokio::time::sleep(reply.delay).await;
                                     }

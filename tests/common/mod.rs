@@ -393,3 +393,18 @@ pub fn config_of(vars: &[(&str, String)]) -> barkeep::config::Config {
     })
     .expect("valid config")
 }
+
+/// promtool is not on PATH: a notice and a pass, unless `CI` is set, where it must be (`.ci/run`
+/// installs Debian's `prometheus` package, which ships it).
+pub fn promtool_missing(what: &str) {
+    let ci = std::env::var("CI").unwrap_or_default();
+    assert!(
+        ["", "0", "false"].contains(&ci.as_str()),
+        "promtool is not installed, and CI={ci}: install it \
+         (`apt-get install prometheus`, or run .ci/run, which does)"
+    );
+    eprintln!(
+        "NOTICE: promtool not found on PATH, {what} \
+         (apt-get install prometheus; with CI set this test fails instead)"
+    );
+}

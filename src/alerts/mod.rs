@@ -14,6 +14,8 @@ imports nothing of the API or the collector.
 */
 
 pub mod rules;
+#[cfg(test)]
+mod tests;
 pub mod webhook;
 
 use std::sync::Arc;

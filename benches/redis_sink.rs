@@ -113,6 +113,7 @@ fn redis(c: &mut Criterion) {
             prefix: "bench".into(),
             max_bars: 5_000,
             features_ttl_ms: 5_000,
+            stream_maxlen: 1_000,
             shard: barkeep::shard::Shard::ALL,
         },
         symbols,

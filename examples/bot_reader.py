@@ -20,11 +20,13 @@ r = redis.Redis.from_url(url)
 # The newest 5 closed bars, oldest first: maps {ts, open, high, low, close, volume, source, quality}.
 bars = [msgpack.unpackb(b) for b in r.lrange(f"barkeep:bars:{{{symbol}}}:{tf}", -5, -1)]
 
-# Latest features: {ts, age_ms, forming, close, sma_20, rsi_14, ...}; None once barkeep stops.
+# The newest bar and its features: {ts, age_ms, forming, open, high, low, close, volume, sma_20,
+# rsi_14, ...}; None once barkeep stops.
 raw = r.get(f"barkeep:features:{{{symbol}}}:{tf}")
 features = msgpack.unpackb(raw) if raw else None
 
-# Push: one message per closed bar ("bar") and per forming-bar update ("features").
+# Push: one message per tick, {data_type: "tick", timestamp, seq, data: {"1m": {closed: [{bar,
+# features}, ...], live: {bar, features}}}}; "revision" when a gap was filled after the fact.
 pubsub = r.pubsub()
 pubsub.subscribe(f"barkeep:events:{{{symbol}}}")
 event = None

@@ -11,7 +11,7 @@
 //! - `redis-server` on a free port, and the release `barkeep` binary pointed at both, with
 //!   `TIMEFRAMES=1s,1m` so every symbol closes a bar every second;
 //! - a subscriber on `barkeep:events:*` that measures tick-to-Redis-visible latency from the
-//!   `tick_ms` carried in each event;
+//!   tick time (`timestamp`) carried in each message;
 //! - HTTP load on `/signals/{symbol}` and `/health` (fixed rate and saturation) with a small
 //!   keep-alive client, and the same load against a minimal hyper hello-world (this binary with
 //!   `--hello PORT`, in its own process, measured while barkeep keeps collecting so both face
@@ -354,7 +354,10 @@ fn subscriber(url: &str, latencies: &parking_lot::Mutex<Vec<f64>>, stop: &Atomic
         .expect("timeout");
     #[derive(serde::Deserialize)]
     struct Event {
-        tick_ms: i64,
+        /// The tick's time: `timestamp` of a message, `tick_ms` of an event of the old layout
+        /// (one per closed bar and forming update) when measuring an earlier binary.
+        #[serde(alias = "tick_ms")]
+        timestamp: i64,
     }
     while !stop.load(Ordering::Relaxed) {
         let Ok(msg) = pubsub.get_message() else {
@@ -362,7 +365,7 @@ fn subscriber(url: &str, latencies: &parking_lot::Mutex<Vec<f64>>, stop: &Atomic
         };
         let received = now_ms();
         if let Ok(e) = rmp_serde::from_slice::<Event>(msg.get_payload_bytes()) {
-            latencies.lock().push((received - e.tick_ms) as f64);
+            latencies.lock().push((received - e.timestamp) as f64);
         }
     }
 }

@@ -159,6 +159,7 @@ pub async fn run_with(
                     max_bars: config.max_bars_cache,
                     features_ttl_ms: (config.feature_cache_ttl_ms * 2)
                         .max(config.collection_interval_ms * 3),
+                    stream_maxlen: config.redis_stream_maxlen,
                     shard: config.shard,
                 },
                 symbols.clone(),

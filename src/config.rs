@@ -108,6 +108,8 @@ pub struct Config {
     pub redis_key_prefix: String,
     /// `NATS_URL` and the stream's settings; `None`: no JetStream publishing.
     pub nats: Option<NatsConfig>,
+    /// Entries kept per symbol's Redis stream (`REDIS_STREAM_MAXLEN`); 0: no stream.
+    pub redis_stream_maxlen: usize,
     pub sqlite_path: PathBuf,
     pub http_addr: SocketAddr,
     /// Concurrent HTTP connections (by default 1024, or what the open-files limit leaves).
@@ -330,6 +332,14 @@ impl Config {
                 }
             })?,
             nats,
+            // The same budget as STREAM_REPLAY's: a bot resuming from Redis has the window a
+            // streaming client has, and thousands of symbols do not cost gigabytes unasked.
+            redis_stream_maxlen: env.int(
+                "REDIS_STREAM_MAXLEN",
+                (STREAM_REPLAY_TOTAL / symbol_count.max(1)).clamp(10, 1_000),
+                0,
+                1_000_000,
+            )?,
             sqlite_path: env.parse("SQLITE_PATH", "./data/barkeep.db", |s| Ok(PathBuf::from(s)))?,
             http_addr,
             http_pool_size,

@@ -10,7 +10,7 @@
 //!                             ▲ [RepairJob]       │
 //!                             └── gaps ───────────┤
 //!                                                 ├─[Arc<TickBatch>]─▶ store::writer ─▶ sqlite,
-//!                                                 │                       then ─▶ redis (rings, events)
+//!                                                 │                       then ─▶ redis (rings, features, messages)
 //!                                                 │                       store::reconcile: sqlite ─▶ redis
 //!                                                 ├─[SymbolView]─▶ store::snapshot ─▶ api (HTTP)
 //!                                                 └─[Arc<TickBatch>]─▶ stream::hub ─[Frame]─▶ api (SSE, WebSocket)

@@ -201,8 +201,8 @@ fn a_repaired_gap_reaches_the_redis_ring_in_order_with_a_revision_event() {
             .expect("timeout");
         while let Ok(msg) = pubsub.get_message() {
             let event = unpack(msg.get_payload_bytes());
-            if event["type"] == "revision" {
-                let _ = tx.send(event);
+            if event["data_type"] == "revision" {
+                let _ = tx.send(event["data"].clone());
                 return;
             }
         }

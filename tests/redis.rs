@@ -4,7 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{RedisServer, Sidecar, get_json, ring, sql_u64, sqlite_newest, unpack, wait_for};
+use common::{
+    RedisServer, Sidecar, get_json, ring, sql_u64, sqlite_newest, unpack, wait_for, xread,
+};
 
 const KEY: &str = "barkeep:bars:{EURUSD}:1s";
 
@@ -108,25 +110,41 @@ fn values_are_named_maps_features_expire_and_events_are_published() {
         .expect("timeout");
     let sidecar = Sidecar::start(dir.path(), &v);
 
-    let mut kinds = std::collections::HashSet::new();
+    // One message per tick: the closed 1s bar with its committed features, and the forming
+    // bar with its peeked ones, in the streaming model's envelope.
+    let (mut closed, mut live, mut last_seq) = (0, 0, None::<u64>);
     for _ in 0..1_000 {
-        let msg = pubsub.get_message().expect("an event within 10 s");
-        let event = unpack(msg.get_payload_bytes());
-        assert_eq!(event["symbol"], "EURUSD");
-        assert_eq!(event["timeframe"], "1s");
-        assert!(
-            event["bar"]["close"].is_f64() && event["features"]["obv"].is_f64(),
-            "{event}"
-        );
-        // The first history bars publish while the indicators are still warming up.
-        if event["features"]["ema_12"].is_f64() {
-            kinds.insert(event["type"].as_str().expect("type").to_string());
+        let msg = pubsub.get_message().expect("a message within 10 s");
+        let m = unpack(msg.get_payload_bytes());
+        assert_eq!(m["symbol"], "EURUSD", "{m}");
+        assert_eq!(m["channel"], "barkeep:events:{EURUSD}", "{m}");
+        assert_eq!(m["data_type"], "tick", "{m}");
+        assert_eq!(m["update_type"], "snapshot", "{m}");
+        assert_eq!(m["metadata"]["worker_id"], "market_data:synthetic", "{m}");
+        assert!(m["timestamp"].as_i64() > Some(1_600_000_000_000), "{m}");
+        let seq = m["seq"].as_u64().expect("seq");
+        if let Some(last) = last_seq {
+            assert_eq!(seq, last + 1, "seq goes up by one per message");
         }
-        if kinds.len() == 2 {
+        last_seq = Some(seq);
+        let frame = &m["data"]["1s"];
+        for bar in frame["closed"].as_array().expect("closed bars") {
+            assert!(
+                bar["bar"]["close"].is_f64() && bar["features"]["obv"].is_f64(),
+                "{m}"
+            );
+            // The first history bars are sent while the indicators are still warming up.
+            closed += usize::from(bar["features"]["ema_12"].is_f64());
+        }
+        if frame["live"]["features"]["ema_12"].is_f64() {
+            assert!(frame["live"]["bar"]["open"].is_f64(), "{m}");
+            live += 1;
+        }
+        if closed > 0 && live > 0 {
             break;
         }
     }
-    assert_eq!(kinds.len(), 2, "both bar and features events: {kinds:?}");
+    assert!(closed > 0 && live > 0, "closed {closed}, live {live}");
     drop(pubsub);
 
     let mut conn = redis.client();
@@ -135,10 +153,18 @@ fn values_are_named_maps_features_expire_and_events_are_published() {
         .query(&mut conn)
         .expect("features key");
     let features = unpack(&features);
+    // The newest bar and its features are one value.
     for field in [
         "ts",
         "age_ms",
         "forming",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "source",
+        "quality",
         "sma_20",
         "rsi_14",
         "macd_hist",
@@ -146,16 +172,11 @@ fn values_are_named_maps_features_expire_and_events_are_published() {
     ] {
         assert!(!features[field].is_null(), "{field}: {features}");
     }
-    let live: Vec<u8> = redis::cmd("GET")
+    let live_key: i64 = redis::cmd("EXISTS")
         .arg("barkeep:live:{EURUSD}:1s")
         .query(&mut conn)
-        .expect("live key");
-    let live = unpack(&live);
-    for field in [
-        "ts", "open", "high", "low", "close", "volume", "source", "quality",
-    ] {
-        assert!(!live[field].is_null(), "{field}: {live}");
-    }
+        .expect("EXISTS");
+    assert_eq!(live_key, 0, "no live key: the bar is in the features value");
     let ttl: i64 = redis::cmd("PTTL")
         .arg("barkeep:features:{EURUSD}:1s")
         .query(&mut conn)
@@ -375,16 +396,41 @@ fn wrong_password_and_unreachable_redis_degrade_health_without_crashing() {
     );
 }
 
-#[test]
-fn the_readme_python_reader_works_when_python_has_redis_and_msgpack() {
-    let python_ready = std::process::Command::new("python3")
+/// Whether the README's Python examples can run here (said when not).
+fn python_has_redis_and_msgpack() -> bool {
+    let ready = std::process::Command::new("python3")
         .args(["-c", "import redis, msgpack"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !python_ready {
+    if !ready {
         eprintln!(
             "skipped: python3 with redis and msgpack is not installed (pip install redis msgpack)"
         );
+    }
+    ready
+}
+
+/// Runs an example script in `examples/` with `args`; its stdout as JSON.
+fn run_python_example(script: &str, args: &[&str]) -> serde_json::Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(script);
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON from the script")
+}
+
+#[test]
+fn the_readme_python_readers_work_when_python_has_redis_and_msgpack() {
+    if !python_has_redis_and_msgpack() {
         return;
     }
     let redis = RedisServer::start(&[]);
@@ -396,28 +442,39 @@ fn the_readme_python_reader_works_when_python_has_redis_and_msgpack() {
         (redis_state(sidecar.addr) == "up").then_some(())
     })
     .expect("redis up");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bot_reader.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .args([url.as_str(), "EURUSD", "1s"])
-        .output()
-        .expect("run python");
-    let (code, _) = sidecar.terminate();
-    assert_eq!(code, 0);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let read: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("JSON from the script");
+    let read = run_python_example("bot_reader.py", &[url.as_str(), "EURUSD", "1s"]);
     assert_eq!(read["bars"].as_array().map(Vec::len), Some(5));
     assert!(read["bars"][4]["close"].is_f64());
     assert!(read["features"]["rsi_14"].is_f64(), "{read}");
     assert_eq!(read["event"]["symbol"], "EURUSD");
-}
 
-/// Waits for a log line containing `marker`, keeping every line read.
+    // The stream: read five from the oldest, then, after ten more came, on from the last id.
+    let run = |last_id: &str, count: &str| {
+        run_python_example(
+            "bot_stream_reader.py",
+            &[url.as_str(), "EURUSD", last_id, count],
+        )
+    };
+    let first = run("0", "5");
+    // The reader is away while messages keep coming; it resumes from the id it printed.
+    let mut conn = redis.client();
+    let away_from = first["last_id"].as_str().expect("last id").to_string();
+    wait_for(Duration::from_secs(10), || {
+        (xread(&mut conn, "barkeep:stream:{EURUSD}", &away_from, 20, 100).len() >= 10).then_some(())
+    })
+    .expect("ten more messages");
+    let second = run(&away_from, "10");
+    let (code, _) = sidecar.terminate();
+    assert_eq!(code, 0);
+    let seqs: Vec<u64> = [&first, &second]
+        .iter()
+        .flat_map(|r| r["messages"].as_array().cloned().unwrap_or_default())
+        .map(|m| m["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs.len(), 15);
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert!(second["messages"][0]["closes"]["1s"].is_f64(), "{second}");
+}
 
 #[test]
 fn history_is_filled_in_the_background_and_the_ring_follows() {
@@ -610,6 +667,7 @@ fn keys_carry_the_symbol_as_a_hash_tag_and_the_untagged_ones_of_owned_symbols_ar
     let removed = [
         format!("barkeep:bars:{mine}:1s"),
         format!("barkeep:live:{mine}:1s"),
+        format!("barkeep:live:{{{mine}}}:1s"),
         format!("barkeep:features:{mine}:1m"),
         format!("barkeep:bars:{gone}:1s"),
     ];
@@ -668,5 +726,97 @@ fn keys_carry_the_symbol_as_a_hash_tag_and_the_untagged_ones_of_owned_symbols_ar
     assert_eq!(
         ring(&mut conn, &tagged),
         sqlite_newest(&db, mine, "1s", 5_000)
+    );
+}
+
+#[test]
+fn a_stream_reader_that_stops_for_30_ticks_resumes_from_its_last_id_and_misses_nothing() {
+    let redis = RedisServer::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("b.db");
+    let (db_s, url) = (db.to_str().expect("utf-8").to_string(), redis.url());
+    let mut v = vars(&db_s, &url);
+    v.push(("REDIS_STREAM_MAXLEN", "1000"));
+    let key = "barkeep:stream:{EURUSD}";
+    let sidecar = Sidecar::start(dir.path(), &v);
+    let mut conn = redis.client();
+    // Read from the start until a few messages are in hand.
+    let mut got: Vec<(String, serde_json::Value)> = Vec::new();
+    let mut last_id = "0".to_string();
+    while got.len() < 5 {
+        let read = xread(&mut conn, key, &last_id, 10, 5_000);
+        assert!(!read.is_empty(), "messages on the stream within 5 s");
+        last_id = read.last().expect("one").0.clone();
+        got.extend(read);
+    }
+    // Stop reading for 30 ticks (100 ms each).
+    let ticks = |addr| get_json(addr, "/metrics/json").1["counters"]["ticks_total"].as_u64();
+    let at_stop = ticks(sidecar.addr).expect("ticks");
+    wait_for(Duration::from_secs(20), || {
+        (ticks(sidecar.addr)? >= at_stop + 30).then_some(())
+    })
+    .expect("30 ticks");
+    let (code, log) = sidecar.terminate();
+    assert_eq!(code, 0, "{}", log.join("\n"));
+    // Resume from the last id: everything since, then nothing more.
+    loop {
+        let read = xread(&mut conn, key, &last_id, 100, 200);
+        let Some(last) = read.last() else { break };
+        last_id = last.0.clone();
+        got.extend(read);
+    }
+    let seqs: Vec<u64> = got
+        .iter()
+        .map(|(_, m)| m["seq"].as_u64().expect("seq"))
+        .collect();
+    assert!(seqs.len() >= 35, "{} messages", seqs.len());
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "every message exactly once, in order: {seqs:?}"
+    );
+    // One message per tick: each carries its own tick's time.
+    let ticks: Vec<i64> = got
+        .iter()
+        .map(|(_, m)| m["timestamp"].as_i64().expect("timestamp"))
+        .collect();
+    assert!(ticks.windows(2).all(|w| w[1] > w[0]), "{ticks:?}");
+    // Every closed bar the stream announced is the ring's, once, in order.
+    let announced: Vec<(i64, f64)> = got
+        .iter()
+        .flat_map(|(_, m)| {
+            m["data"]["1s"]["closed"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|b| {
+            let bar = &b["bar"];
+            (
+                bar["ts"].as_i64().expect("ts"),
+                bar["close"].as_f64().expect("close"),
+            )
+        })
+        .collect();
+    let in_ring = ring(&mut conn, KEY);
+    assert!(announced.len() >= 3, "{announced:?}");
+    let from = in_ring
+        .iter()
+        .position(|b| *b == announced[0])
+        .expect("the first announced bar is in the ring");
+    assert_eq!(&in_ring[from..from + announced.len()], &announced[..]);
+
+    // After a restart the seq goes on from the stream's last message.
+    let sidecar = Sidecar::start(dir.path(), &v);
+    let next = wait_for(Duration::from_secs(10), || {
+        xread(&mut conn, key, &last_id, 1, 500).into_iter().next()
+    })
+    .expect("a message after the restart");
+    let (code, _) = sidecar.terminate();
+    assert_eq!(code, 0);
+    assert_eq!(
+        next.1["seq"].as_u64(),
+        Some(seqs[seqs.len() - 1] + 1),
+        "{}",
+        next.1
     );
 }

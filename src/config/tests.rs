@@ -383,3 +383,27 @@ fn api_token_is_checked_and_never_quoted() {
         assert!(!e.to_string().contains(bad), "{e}");
     }
 }
+
+#[test]
+fn the_redis_stream_length_defaults_to_a_total_budget_and_is_validated() {
+    let maxlen = |symbols: usize, given: Option<&str>| {
+        let list: Vec<String> = (0..symbols).map(|i| format!("S{i}")).collect();
+        let list = list.join(",");
+        let given = given.map(str::to_string);
+        Config::from_lookup(|name| match name {
+            "SYMBOLS" => Some(list.clone()),
+            "REDIS_STREAM_MAXLEN" => given.clone(),
+            _ => None,
+        })
+        .map(|c| c.redis_stream_maxlen)
+    };
+    assert_eq!(maxlen(3, None).expect("config"), 1_000);
+    assert_eq!(maxlen(1_000, None).expect("config"), 100);
+    assert_eq!(maxlen(10_000, None).expect("config"), 10);
+    assert_eq!(maxlen(3, Some("0")).expect("off"), 0);
+    assert_eq!(maxlen(3, Some("")).expect("empty = unset"), 1_000);
+    for bad in ["-1", "many", "2000000"] {
+        let e = maxlen(3, Some(bad)).expect_err(bad).to_string();
+        assert!(e.contains("REDIS_STREAM_MAXLEN") && e.contains(bad), "{e}");
+    }
+}

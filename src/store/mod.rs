@@ -11,8 +11,8 @@ collector ──TickBatch──▶ writer ──▶ sqlite (buffer, then a trans
 
 - `writer.rs` — the one place the collector hands batches to: SQLite first, then Redis.
 - `sqlite/` — durable history, rejects, gaps and indicator checkpoints; knows nothing of Redis.
-- `redis/` — the bot's knowledge base: rings of closed bars, live bar, features, events; never
-  reads SQLite itself.
+- `redis/` — the bot's knowledge base: rings of closed bars, features, messages (pub/sub and a
+  stream per symbol); never reads SQLite itself.
 - `reconcile.rs` — resync, the only place the two stores meet.
 - `snapshot.rs` — the in-process latest state per symbol, read lock-free by the HTTP API (the
   collector swaps it; it is not fed by the writer).

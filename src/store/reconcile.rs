@@ -55,8 +55,8 @@ pub(in crate::store) struct Ring<'a> {
 
 /// What a reconcile found.
 pub(in crate::store) struct Reconciled {
-    /// Open time of the last bar of each ring, in the order asked.
-    pub(in crate::store) last_ts: Vec<Option<i64>>,
+    /// Open time of the last bar of each ring and its length, in the order asked.
+    pub(in crate::store) rings: Vec<(Option<i64>, usize)>,
     pub(in crate::store) kept: usize,
     pub(in crate::store) rewritten: usize,
 }
@@ -111,7 +111,7 @@ impl Reconciler {
         }
         let answers: Vec<redis::Value> = pipe.query_async(conn).await?;
         let mut done = Reconciled {
-            last_ts: Vec::with_capacity(rings.len()),
+            rings: Vec::with_capacity(rings.len()),
             kept: 0,
             rewritten: 0,
         };
@@ -136,19 +136,20 @@ impl Reconciler {
                 self.rewrite_ring(conn, ring, n).await?;
                 done.rewritten += 1;
             }
-            done.last_ts.push(want.last_ts);
+            done.rings.push((want.last_ts, want.len));
         }
         self.metrics.redis_resyncs.inc();
         Ok(done)
     }
 
-    /// Replaces a ring with SQLite's newest `n` bars, atomically; the open time of its last.
+    /// Replaces a ring with SQLite's newest `n` bars, atomically; the open time of its last
+    /// and its length.
     pub(in crate::store) async fn rewrite_ring(
         &self,
         conn: &mut ConnectionManager,
         ring: &Ring<'_>,
         n: usize,
-    ) -> Result<Option<i64>, RedisError> {
+    ) -> Result<(Option<i64>, usize), RedisError> {
         let (store, symbol, tf) = (Arc::clone(&self.store), ring.symbol, ring.timeframe);
         let bars: Vec<StoredBar> =
             tokio::task::spawn_blocking(move || store.recent_bars(symbol, tf, n))
@@ -165,7 +166,7 @@ impl Reconciler {
         }
         let _: () = pipe.query_async(conn).await?;
         self.metrics.redis_backfilled_bars.add(bars.len() as u64);
-        Ok(bars.last().map(|b| b.bar.ts))
+        Ok((bars.last().map(|b| b.bar.ts), bars.len()))
     }
 
     async fn summary(&self, ring: &Ring<'_>, n: usize) -> Result<RingSummary, RedisError> {

@@ -324,6 +324,65 @@ pub fn ring(conn: &mut redis::Connection, key: &str) -> Vec<(i64, f64)> {
         .collect()
 }
 
+/// Up to `count` entries of a barkeep stream after `after` (`XREAD BLOCK block_ms`), as (id,
+/// message); empty when none came in time.
+pub fn xread(
+    conn: &mut redis::Connection,
+    key: &str,
+    after: &str,
+    count: usize,
+    block_ms: u64,
+) -> Vec<(String, serde_json::Value)> {
+    use redis::Value;
+    let reply: Value = redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(count)
+        .arg("BLOCK")
+        .arg(block_ms)
+        .arg("STREAMS")
+        .arg(key)
+        .arg(after)
+        .query(conn)
+        .expect("XREAD");
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => b.clone(),
+        Value::SimpleString(s) => s.clone().into_bytes(),
+        other => panic!("not a string: {other:?}"),
+    };
+    let streams = match reply {
+        Value::Nil => return Vec::new(),
+        Value::Array(streams) => streams,
+        // RESP3 answers a map of stream → entries.
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        other => panic!("XREAD reply {other:?}"),
+    };
+    let mut out = Vec::new();
+    let entries: Vec<Value> = match streams.as_slice() {
+        [Value::Array(pair)] => match pair.as_slice() {
+            [_, Value::Array(entries)] => entries.clone(),
+            other => panic!("XREAD stream {other:?}"),
+        },
+        [_, Value::Array(entries)] => entries.clone(),
+        other => panic!("XREAD streams {other:?}"),
+    };
+    for entry in entries {
+        let Value::Array(parts) = entry else {
+            panic!("entry {entry:?}")
+        };
+        let id = String::from_utf8(text(&parts[0])).expect("id");
+        let Value::Array(fields) = &parts[1] else {
+            panic!("fields {parts:?}")
+        };
+        let msg = fields
+            .chunks(2)
+            .find(|kv| text(&kv[0]) == b"msg")
+            .map(|kv| unpack(&text(&kv[1])))
+            .expect("a msg field");
+        out.push((id, msg));
+    }
+    out
+}
+
 /// The newest `n` bars in SQLite, oldest first, as (ts, close).
 pub fn sqlite_newest(db: &Path, symbol: &str, tf: &str, n: usize) -> Vec<(i64, f64)> {
     let conn = rusqlite::Connection::open(db).expect("open db");

@@ -1,7 +1,12 @@
 /*!
 What barkeep writes to Redis and under which names: the key layout and the MessagePack maps
-(bars, features, events). The values are maps with named fields, so a reader in any language
+(bars, features, messages). The values are maps with named fields, so a reader in any language
 needs no schema; the layout is the contract in the README's "Redis: what the bot reads".
+
+Messages (pub/sub and the stream) use the envelope of the streaming model (`stream::message`):
+`{channel, data_type, update_type, timestamp, symbol, data, vendor, metadata: {worker_id,
+retry_count}, seq}`, in MessagePack; `data_type` is `tick` (everything one tick changed for the
+symbol, all timeframes at once) or `revision`.
 */
 
 use serde::ser::{SerializeMap, Serializer};
@@ -17,8 +22,9 @@ pub struct Keys {
     prefix: String,
 }
 
-/// The kinds of key the first layout (before hash tags) had, `{prefix}:{kind}:{SYMBOL}:{TF}`.
-pub(super) const UNTAGGED_KINDS: [&str; 3] = ["bars", "live", "features"];
+/// The kinds of key earlier layouts had, `{prefix}:{kind}:{SYMBOL}:{TF}` without a hash tag;
+/// `live` (the forming bar, now part of the features value) also with one.
+pub(super) const OLD_KINDS: [&str; 3] = ["bars", "live", "features"];
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
@@ -29,14 +35,14 @@ impl Keys {
     pub fn bars(&self, symbol: &str, tf: Timeframe) -> String {
         format!("{}:bars:{{{symbol}}}:{tf}", self.prefix)
     }
-    pub fn live(&self, symbol: &str, tf: Timeframe) -> String {
-        format!("{}:live:{{{symbol}}}:{tf}", self.prefix)
-    }
     pub fn features(&self, symbol: &str, tf: Timeframe) -> String {
         format!("{}:features:{{{symbol}}}:{tf}", self.prefix)
     }
     pub fn events(&self, symbol: &str) -> String {
         format!("{}:events:{{{symbol}}}", self.prefix)
+    }
+    pub fn stream(&self, symbol: &str) -> String {
+        format!("{}:stream:{{{symbol}}}", self.prefix)
     }
 
     /// The `SCAN` pattern of one kind of key under this prefix (glob characters in the prefix
@@ -55,41 +61,26 @@ impl Keys {
         pattern
     }
 
-    /// The symbol of a key of the first, untagged layout (`barkeep:bars:EURUSD:1m`), `None`
-    /// for any other key (tagged, another kind, a timeframe that is none, not barkeep's shape).
-    pub(super) fn untagged_symbol<'k>(&self, kind: &str, key: &'k str) -> Option<&'k str> {
+    /// The symbol of a key of an earlier layout (`barkeep:bars:EURUSD:1m`, and any
+    /// `barkeep:live:…:1m`), `None` for any other key (of today's layout, another kind, a
+    /// timeframe that is none, not barkeep's shape).
+    pub(super) fn old_symbol<'k>(&self, kind: &str, key: &'k str) -> Option<&'k str> {
         let rest = key
             .strip_prefix(self.prefix.as_str())?
             .strip_prefix(':')?
             .strip_prefix(kind)?
             .strip_prefix(':')?;
-        let (symbol, tf) = rest.split_once(':')?;
+        let (symbol, tf) = rest.rsplit_once(':')?;
+        let symbol = match (kind, symbol.strip_prefix('{')) {
+            ("live", Some(tagged)) => tagged.strip_suffix('}')?,
+            _ => symbol,
+        };
         let plain = |c: char| c.is_ascii_alphanumeric() || "._-^=/".contains(c);
         (!symbol.is_empty()
             && symbol.len() <= 32
             && symbol.chars().all(plain)
             && tf.parse::<Timeframe>().is_ok())
         .then_some(symbol)
-    }
-}
-
-/// The keys of one (symbol, timeframe), built once: formatting them per write was a visible
-/// share of the allocations at 10 000 symbols.
-pub(super) struct SlotKeys {
-    pub(super) bars: String,
-    pub(super) live: String,
-    pub(super) features: String,
-    pub(super) events: String,
-}
-
-impl SlotKeys {
-    pub(super) fn new(keys: &Keys, symbol: &str, tf: Timeframe) -> Self {
-        Self {
-            bars: keys.bars(symbol, tf),
-            live: keys.live(symbol, tf),
-            features: keys.features(symbol, tf),
-            events: keys.events(symbol),
-        }
     }
 }
 
@@ -121,7 +112,8 @@ impl<'a> BarMsg<'a> {
     }
 }
 
-/// The features key's value: a flat map, so a reader needs no schema.
+/// The features key's value: the latest bar (forming, or the last closed) and its features, a
+/// flat map, so a reader needs no schema.
 pub(super) struct FeaturesMsg<'a> {
     pub(super) record: &'a BarRecord,
     pub(super) fields: NamedFeatures<'a>,
@@ -134,12 +126,17 @@ pub(super) struct FeaturesMsg<'a> {
 
 impl serde::Serialize for FeaturesMsg<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(9 + FEATURE_COUNT))?;
-        map.serialize_entry("ts", &self.record.bar.ts)?;
+        let bar = &self.record.bar;
+        let mut map = s.serialize_map(Some(13 + FEATURE_COUNT))?;
+        map.serialize_entry("ts", &bar.ts)?;
         map.serialize_entry("age_ms", &self.age_ms)?;
         map.serialize_entry("forming", &self.forming)?;
         map.serialize_entry("tick_ms", &self.tick_ms)?;
-        map.serialize_entry("close", &self.record.bar.close)?;
+        map.serialize_entry("open", &bar.open)?;
+        map.serialize_entry("high", &bar.high)?;
+        map.serialize_entry("low", &bar.low)?;
+        map.serialize_entry("close", &bar.close)?;
+        map.serialize_entry("volume", &bar.volume)?;
         map.serialize_entry("source", self.record.source)?;
         map.serialize_entry("quality", &self.record.quality)?;
         let session = if self.closed_until.is_some() {
@@ -156,26 +153,55 @@ impl serde::Serialize for FeaturesMsg<'_> {
     }
 }
 
-/// The pub/sub message of a closed bar or a forming-bar update.
+/// The envelope of every message (pub/sub and stream): the streaming model's fields.
 #[derive(serde::Serialize)]
-pub(super) struct EventMsg<'a> {
-    #[serde(rename = "type")]
-    pub(super) kind: &'static str,
+pub(super) struct Message<'a, D> {
+    pub(super) channel: &'a str,
+    pub(super) data_type: &'static str,
+    pub(super) update_type: &'static str,
+    /// The tick's time, Unix ms.
+    pub(super) timestamp: i64,
     pub(super) symbol: &'a str,
-    pub(super) timeframe: &'a str,
-    pub(super) ts: i64,
-    pub(super) tick_ms: i64,
-    pub(super) forming: bool,
+    pub(super) data: D,
+    pub(super) vendor: Option<&'static str>,
+    pub(super) metadata: Metadata,
+    pub(super) seq: u64,
+}
+
+/// `worker_id` is `market_data:{vendor}` (the streaming model's worker of bars).
+pub(super) struct Metadata {
+    pub(super) vendor: Option<&'static str>,
+}
+
+impl serde::Serialize for Metadata {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(2))?;
+        match self.vendor {
+            Some(v) => map.serialize_entry("worker_id", &format_args!("market_data:{v}"))?,
+            None => map.serialize_entry("worker_id", "market_data")?,
+        }
+        map.serialize_entry("retry_count", &0)?;
+        map.end()
+    }
+}
+
+/// A bar and the features after it (closed: committed; live: peeked).
+#[derive(serde::Serialize)]
+pub(super) struct BarWithFeatures<'a> {
     pub(super) bar: BarMsg<'a>,
     pub(super) features: NamedFeatures<'a>,
 }
 
-/// The pub/sub message of a gap filled after the fact.
+/// One timeframe of a tick message: the bars that closed (oldest first) and the forming bar.
 #[derive(serde::Serialize)]
-pub(super) struct RevisionMsg<'a> {
-    #[serde(rename = "type")]
-    pub(super) kind: &'static str,
-    pub(super) symbol: &'a str,
+pub(super) struct FrameMsg<'a, C: serde::Serialize> {
+    pub(super) closed: C,
+    pub(super) live: Option<BarWithFeatures<'a>>,
+}
+
+/// The `data` of a revision: a gap `[from_ts, to_ts)` filled after the fact.
+#[derive(serde::Serialize)]
+pub(super) struct RevisionData<'a> {
     pub(super) timeframe: &'a str,
     pub(super) from_ts: i64,
     pub(super) to_ts: i64,
@@ -185,9 +211,14 @@ pub(super) struct RevisionMsg<'a> {
 pub(in crate::store) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // Sized for a features map up front: growing the Vec showed up in profiles (realloc).
     let mut buf = Vec::with_capacity(512);
-    // Serialising plain maps of numbers and strings into a Vec cannot fail.
-    let _ = rmp_serde::encode::write_named(&mut buf, value);
+    encode_into(&mut buf, value);
     buf
+}
+
+/// Appends `value` as MessagePack to `buf`.
+pub(super) fn encode_into<T: serde::Serialize>(buf: &mut Vec<u8>, value: &T) {
+    // Serialising plain maps of numbers and strings into a Vec cannot fail.
+    let _ = rmp_serde::encode::write_named(buf, value);
 }
 
 /// The `ts` of a MessagePack bar returned by `LINDEX`: `None` for an empty ring, and
@@ -213,25 +244,52 @@ pub(in crate::store) fn decode_ts(value: &redis::Value, key: &str) -> Option<i64
     }
 }
 
+/// The `seq` of the message in the first entry of an `XREVRANGE … COUNT 1` reply
+/// (`[[id, [field, value, …]]]`), `None` for an empty stream or anything else.
+pub(super) fn last_entry_seq(reply: &redis::Value) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    let redis::Value::Array(entries) = reply else {
+        return None;
+    };
+    let redis::Value::Array(entry) = entries.first()? else {
+        return None;
+    };
+    let redis::Value::Array(fields) = entry.get(1)? else {
+        return None;
+    };
+    fields.chunks(2).find_map(|pair| match pair {
+        [
+            redis::Value::BulkString(name),
+            redis::Value::BulkString(msg),
+        ] if name.as_slice() == STREAM_FIELD.as_bytes() => {
+            rmp_serde::from_slice::<Seq>(msg).ok().map(|m| m.seq)
+        }
+        _ => None,
+    })
+}
+
+/// The field of a stream entry that holds the message.
+pub(super) const STREAM_FIELD: &str = "msg";
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn keys_are_tagged_and_the_untagged_layout_is_told_apart() {
+    fn keys_are_tagged_and_earlier_layouts_are_told_apart() {
         let keys = Keys::new("bk");
         let tf: Timeframe = "1m".parse().expect("tf");
         assert_eq!(keys.bars("EURUSD", tf), "bk:bars:{EURUSD}:1m");
         assert_eq!(keys.features("EURUSD", tf), "bk:features:{EURUSD}:1m");
         assert_eq!(keys.events("EURUSD"), "bk:events:{EURUSD}");
-        assert_eq!(
-            keys.untagged_symbol("bars", "bk:bars:EURUSD:1m"),
-            Some("EURUSD")
-        );
-        assert_eq!(
-            keys.untagged_symbol("live", "bk:live:BRK.B:5s"),
-            Some("BRK.B")
-        );
+        assert_eq!(keys.stream("EURUSD"), "bk:stream:{EURUSD}");
+        let old = |kind, key| keys.old_symbol(kind, key);
+        assert_eq!(old("bars", "bk:bars:EURUSD:1m"), Some("EURUSD"));
+        assert_eq!(old("live", "bk:live:BRK.B:5s"), Some("BRK.B"));
+        assert_eq!(old("live", "bk:live:{BRK.B}:5s"), Some("BRK.B"));
         for other in [
             "bk:bars:{EURUSD}:1m",
             "bk:bars:EURUSD",
@@ -241,7 +299,7 @@ mod tests {
             "bk:live:EURUSD:1m",
             "bk:bars::1m",
         ] {
-            assert_eq!(keys.untagged_symbol("bars", other), None, "{other}");
+            assert_eq!(keys.old_symbol("bars", other), None, "{other}");
         }
         assert_eq!(
             Keys::new("a*b[c]").scan_pattern("bars"),

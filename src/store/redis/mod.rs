@@ -12,6 +12,11 @@ failed, when the writer could not queue a batch or history was stored among the 
 `store::reconcile` make every ring equal to SQLite's newest bars first. While reconciled, a
 closed bar at or before a ring's last bar is not pushed again.
 
+Per tick it writes, per symbol, one message (all timeframes' closed bars, the forming bar and
+their features) to the symbol's pub/sub channel and, unless `REDIS_STREAM_MAXLEN` is 0, to its
+stream; per timeframe the closed bars onto the ring (trimmed only once it is over its cap) and
+the features value. Everything the sink keeps per symbol is one [`SymbolSlot`].
+
 Rooms: this file holds the task (connect, reconnect pacing, the receive loop, `/health` state);
 `codec.rs` the keys and MessagePack values; `write.rs` the pipelined writes.
 */
@@ -29,8 +34,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use self::codec::Keys;
-use self::codec::SlotKeys;
-use self::write::SlotWork;
+use self::write::SymbolWork;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::model::{
@@ -135,9 +139,53 @@ pub struct RedisSinkConfig {
     pub prefix: String,
     pub max_bars: usize,
     pub features_ttl_ms: u64,
-    /// This instance's shard: the untagged keys of the first layout it removes are those of
-    /// the symbols it owns.
+    /// Entries kept per symbol's stream (`XADD … MAXLEN ~ N`); 0: no stream.
+    pub stream_maxlen: usize,
+    /// This instance's shard: the keys of earlier layouts it removes are those of the symbols
+    /// it owns.
     pub shard: crate::shard::Shard,
+}
+
+/// Everything the sink keeps about one symbol: its names and, per timeframe, its ring's state.
+/// A symbol added at run time is one more of these.
+pub(super) struct SymbolSlot {
+    /// The pub/sub channel and the stream.
+    pub(super) events: String,
+    pub(super) stream: String,
+    /// The `seq` of this symbol's last message (0 before the first).
+    pub(super) seq: u64,
+    pub(super) frames: Vec<FrameSlot>,
+}
+
+/// One (symbol, timeframe): its keys and what its ring holds.
+pub(super) struct FrameSlot {
+    pub(super) bars: String,
+    pub(super) features: String,
+    /// Open time of the ring's last bar and its length, valid while the sink is synced.
+    pub(super) ring_last: Option<i64>,
+    pub(super) ring_len: usize,
+    /// The last features written, to write again when the market closes.
+    pub(super) last_features: Option<(BarRecord, Features, i64)>,
+}
+
+impl SymbolSlot {
+    fn new(keys: &Keys, name: &str, timeframes: &[Timeframe]) -> Self {
+        Self {
+            events: keys.events(name),
+            stream: keys.stream(name),
+            seq: 0,
+            frames: timeframes
+                .iter()
+                .map(|&tf| FrameSlot {
+                    bars: keys.bars(name, tf),
+                    features: keys.features(name, tf),
+                    ring_last: None,
+                    ring_len: 0,
+                    last_features: None,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The Redis writer task and its state.
@@ -155,19 +203,15 @@ pub struct RedisSink {
     clock: Clock,
     /// Redis runs on this machine (unix socket or loopback): reconnects need no backoff.
     local: bool,
-    /// Open time of the last bar in each ring (`symbol * timeframes + frame`), valid while
-    /// `synced`.
-    ring_last: Vec<Option<i64>>,
     synced: bool,
-    /// Per-slot work of the write in progress, kept between writes so they do not allocate.
-    scratch: Vec<SlotWork>,
+    /// Per symbol, by id.
+    slots: Vec<SymbolSlot>,
+    /// Per-symbol work of the write in progress, kept between writes so they do not allocate.
+    scratch: Vec<SymbolWork>,
     touched: Vec<usize>,
-    /// Key names per slot.
-    slot_keys: Vec<SlotKeys>,
-    /// The last features written per slot, to write again when the market closes.
-    last_features: Vec<Option<(BarRecord, Features, i64)>>,
-    /// The first layout's untagged keys were looked for (once per process).
-    untagged_removed: bool,
+    /// Once per process: earlier layouts' keys removed, and each symbol's `seq` taken up from
+    /// its stream.
+    started: bool,
 }
 
 impl RedisSink {
@@ -190,16 +234,10 @@ impl RedisSink {
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let client = redis::Client::open(info)?;
         let keys = Keys::new(&config.prefix);
-        let slot_keys = symbols
+        let slots = symbols
             .iter()
-            .flat_map(|(_, name)| {
-                let keys = &keys;
-                timeframes
-                    .iter()
-                    .map(move |&tf| SlotKeys::new(keys, name, tf))
-            })
+            .map(|(_, name)| SymbolSlot::new(&keys, name, &timeframes))
             .collect();
-        let slots = symbols.len() * timeframes.len();
         Ok(Self {
             client,
             conns: Vec::new(),
@@ -211,13 +249,11 @@ impl RedisSink {
             status,
             metrics,
             clock,
-            ring_last: vec![None; slots],
             synced: false,
+            slots,
             scratch: Vec::new(),
             touched: Vec::new(),
-            slot_keys,
-            last_features: vec![None; slots],
-            untagged_removed: false,
+            started: false,
             local: is_local(&config.url),
             config,
         })
@@ -299,9 +335,8 @@ impl RedisSink {
         }
     }
 
-    fn slot(&self, symbol: SymbolId, tf: Timeframe) -> Option<usize> {
-        let frame = self.timeframes.iter().position(|&t| t == tf)?;
-        Some(symbol as usize * self.timeframes.len() + frame)
+    fn frame_of(&self, tf: Timeframe) -> Option<usize> {
+        self.timeframes.iter().position(|&t| t == tf)
     }
 
     fn conn_for(&self, symbol: SymbolId) -> usize {
@@ -350,9 +385,10 @@ impl RedisSink {
         }
         // A PING proves the connection (and the password) before the reconcile.
         let _: String = redis::cmd("PING").query_async(&mut self.conns[0]).await?;
-        if !self.untagged_removed {
-            self.remove_untagged_keys().await?;
-            self.untagged_removed = true;
+        if !self.started {
+            self.remove_old_keys().await?;
+            self.take_up_seqs().await?;
+            self.started = true;
         }
         let started = Instant::now();
         let (kept, rewritten) = self.reconcile().await?;
@@ -367,14 +403,15 @@ impl RedisSink {
         Ok(())
     }
 
-    /// Removes the keys of the first layout, before hash tags (`barkeep:bars:EURUSD:1m`), of
-    /// the symbols this shard owns, found by `SCAN` under the prefix: nothing else is touched
-    /// (not another prefix, not another shard's symbols, not a key of another shape).
-    async fn remove_untagged_keys(&mut self) -> Result<(), RedisError> {
+    /// Removes the keys of earlier layouts (before hash tags, `barkeep:bars:EURUSD:1m`; and
+    /// the live bar, now in the features value) of the symbols this shard owns, found by
+    /// `SCAN` under the prefix: nothing else is touched (not another prefix, not another
+    /// shard's symbols, not a key of another shape).
+    async fn remove_old_keys(&mut self) -> Result<(), RedisError> {
         let keys = Keys::new(&self.config.prefix);
         let conn = &mut self.conns[0];
         let mut removed = 0usize;
-        for kind in codec::UNTAGGED_KINDS {
+        for kind in codec::OLD_KINDS {
             let pattern = keys.scan_pattern(kind);
             let mut cursor = 0u64;
             loop {
@@ -389,7 +426,7 @@ impl RedisSink {
                 let doomed: Vec<&String> = found
                     .iter()
                     .filter(|key| {
-                        keys.untagged_symbol(kind, key)
+                        keys.old_symbol(kind, key)
                             .is_some_and(|symbol| self.config.shard.owns(symbol))
                     })
                     .collect();
@@ -406,8 +443,30 @@ impl RedisSink {
         if removed > 0 {
             tracing::info!(
                 removed,
-                "Redis: removed the untagged keys of the previous layout (now barkeep:bars:{{SYMBOL}}:TF)"
+                "Redis: removed the keys of the previous layout (now barkeep:bars:{{SYMBOL}}:TF)"
             );
+        }
+        Ok(())
+    }
+
+    /// Each symbol's `seq` goes on from the last message its stream holds, so a reader sees
+    /// one sequence across restarts.
+    async fn take_up_seqs(&mut self) -> Result<(), RedisError> {
+        if self.config.stream_maxlen == 0 || self.slots.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for slot in &self.slots {
+            pipe.cmd("XREVRANGE")
+                .arg(&slot.stream)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+        }
+        let answers: Vec<redis::Value> = pipe.query_async(&mut self.conns[0]).await?;
+        for (slot, reply) in self.slots.iter_mut().zip(&answers) {
+            slot.seq = slot.seq.max(codec::last_entry_seq(reply).unwrap_or(0));
         }
         Ok(())
     }
@@ -415,15 +474,19 @@ impl RedisSink {
     /// Has `store::reconcile` make every ring equal to the newest `MAX_BARS_CACHE` closed bars
     /// SQLite knows; returns how many rings were kept and how many rewritten.
     async fn reconcile(&mut self) -> Result<(usize, usize), RedisError> {
-        let frames = self.timeframes.len();
         let rings: Vec<Ring<'_>> = self
-            .slot_keys
+            .slots
             .iter()
             .enumerate()
-            .map(|(slot, keys)| Ring {
-                symbol: (slot / frames) as SymbolId,
-                timeframe: self.timeframes[slot % frames],
-                key: &keys.bars,
+            .flat_map(|(symbol, slot)| {
+                slot.frames
+                    .iter()
+                    .zip(&self.timeframes)
+                    .map(move |(frame, &timeframe)| Ring {
+                        symbol: symbol as SymbolId,
+                        timeframe,
+                        key: &frame.bars,
+                    })
             })
             .collect();
         let mut conn = self.conns[0].clone();
@@ -432,7 +495,11 @@ impl RedisSink {
             .reconcile(&mut conn, &rings, self.config.max_bars)
             .await?;
         drop(rings);
-        self.ring_last = done.last_ts;
+        let frames = self.slots.iter_mut().flat_map(|s| s.frames.iter_mut());
+        for (frame, (last, len)) in frames.zip(done.rings) {
+            frame.ring_last = last;
+            frame.ring_len = len;
+        }
         Ok((done.kept, done.rewritten))
     }
 }

@@ -19,6 +19,14 @@
 //! - baselines: a raw pipelined RPUSH loop on the same redis-server, and a minimal rusqlite
 //!   insert loop with barkeep's schema.
 //!
+//! - Redis's own cost per symbol-tick over the window (`INFO` commandstats time, server CPU,
+//!   commands, bytes in), against the raw floor written afterwards on the same server: one
+//!   pipelined command per key barkeep must update, with barkeep's payload sizes
+//!   (`common::redis_cost`).
+//!
+//! `--barkeep PATH` measures another build (an earlier commit: `scripts/loadtest.sh
+//! redis-cost`); `--redis-only` skips the HTTP load.
+//!
 //! Output: a table of barkeep's figure, the baseline's, and the ratio, plus a JSON line.
 
 use std::collections::HashMap;
@@ -41,6 +49,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 mod common;
 
+use common::redis_cost::{self, Payloads};
 use common::{Proc, arg, free_port, now_ms};
 
 fn main() {
@@ -61,8 +70,16 @@ fn main() {
     let symbols: usize = arg(&args, "--symbols", 1_000);
     let seconds: u64 = arg(&args, "--seconds", 20);
     let http_rate: u64 = arg(&args, "--http-rate", 10_000);
-    let synthetic = args.iter().any(|a| a == "--synthetic");
-    rt.block_on(run(symbols, seconds, http_rate, synthetic));
+    let opts = Opts {
+        synthetic: args.iter().any(|a| a == "--synthetic"),
+        redis_only: args.iter().any(|a| a == "--redis-only"),
+        binary: args
+            .iter()
+            .position(|a| a == "--barkeep")
+            .and_then(|i| args.get(i + 1))
+            .map_or_else(common::barkeep_binary, std::path::PathBuf::from),
+    };
+    rt.block_on(run(symbols, seconds, http_rate, opts));
 }
 
 /// Percentile of a sorted slice.
@@ -98,8 +115,16 @@ fn peak_rss_mb(pid: u32) -> f64 {
     common::rss_kb(pid).map_or(f64::NAN, |(_, peak)| peak as f64 / 1024.0)
 }
 
-/// With `synthetic`, barkeep's built-in simulated market replaces the HTTP fixture provider.
-async fn run(n: usize, seconds: u64, http_rate: u64, synthetic: bool) {
+struct Opts {
+    /// barkeep's built-in simulated market replaces the HTTP fixture provider.
+    synthetic: bool,
+    /// No HTTP load (the Redis figures only).
+    redis_only: bool,
+    binary: std::path::PathBuf,
+}
+
+async fn run(n: usize, seconds: u64, http_rate: u64, opts: Opts) {
+    let synthetic = opts.synthetic;
     let names: Vec<String> = (0..n).map(|i| format!("S{i:05}")).collect();
     println!(
         "barkeep load test: {n} symbols, {seconds} s, on {} cores",
@@ -124,16 +149,18 @@ async fn run(n: usize, seconds: u64, http_rate: u64, synthetic: bool) {
 
     // Subscriber measuring tick → visible in Redis.
     let latencies = Arc::new(parking_lot::Mutex::new(Vec::<f64>::with_capacity(1 << 20)));
+    let message_bytes = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let sub = {
         let (url, latencies, stop) = (redis_url.clone(), Arc::clone(&latencies), Arc::clone(&stop));
-        std::thread::spawn(move || subscriber(&url, &latencies, &stop))
+        let bytes = Arc::clone(&message_bytes);
+        std::thread::spawn(move || subscriber(&url, &latencies, &bytes, &stop))
     };
 
     // barkeep.
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = std::env::current_exe().expect("exe");
-    let binary = common::barkeep_binary();
+    let binary = opts.binary.clone();
     let mut child = Command::new(&binary)
         .arg("run")
         .env_clear()
@@ -185,14 +212,24 @@ async fn run(n: usize, seconds: u64, http_rate: u64, synthetic: bool) {
 
     // Let it settle, then measure a window.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut redis_conn = redis::Client::open(redis_url.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
     latencies.lock().clear();
     let m0 = metrics(api).await;
+    let r0 = redis_cost::snapshot(&mut redis_conn).await;
+    let bytes0 = message_bytes.load(Ordering::Relaxed);
     let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = (cpu_seconds(pid) - cpu0) / elapsed * 100.0;
     let m1 = metrics(api).await;
+    let redis_cost = redis_cost::snapshot(&mut redis_conn).await.since(&r0);
+    let messages_bytes = (message_bytes.load(Ordering::Relaxed) - bytes0) as f64;
+    let payloads = payloads(&mut redis_conn, &names[0], &redis_cost).await;
     let rss = peak_rss_mb(pid);
     stop.store(true, Ordering::Relaxed);
     let mut lat = std::mem::take(&mut *latencies.lock());
@@ -209,38 +246,27 @@ async fn run(n: usize, seconds: u64, http_rate: u64, synthetic: bool) {
             .as_f64()
             .unwrap_or(0.0);
 
-    // HTTP under load, then the hello-world baseline under the same load, while barkeep keeps
-    // collecting: both servers share the cores with the same collection work, so the ratio is
-    // the API's own cost.
-    let paths: Vec<String> = names
-        .iter()
-        .take(100)
-        .map(|s| format!("/signals/{s}"))
-        .collect();
-    let signals_fixed = http_load(api, &paths, Some(http_rate), 5).await;
-    let signals_sat = http_load(api, &paths, None, 5).await;
-    let health_sat = http_load(api, &["/health".to_string()], None, 3).await;
-    let hello_port = free_port();
-    let _hello = Proc(
-        Command::new(&exe)
-            .args(["--hello", &hello_port.to_string()])
-            .spawn()
-            .expect("hello server"),
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let hello: SocketAddr = format!("127.0.0.1:{hello_port}").parse().expect("addr");
-    let hello_fixed = http_load(hello, &["/".to_string()], Some(http_rate), 5).await;
-    let hello_sat = http_load(hello, &["/".to_string()], None, 5).await;
-    let signals_bytes = HttpConn::connect(api)
-        .await
-        .get(&paths[0])
-        .await
-        .map_or(0, |b| b.len());
-    let sized = [format!("/bytes/{signals_bytes}")];
-    let hello_sized_sat = http_load(hello, &sized, None, 5).await;
+    let http = if opts.redis_only {
+        None
+    } else {
+        Some(http_figures(api, &names, http_rate, &exe).await)
+    };
     drop(barkeep);
 
     // Raw limits.
+    let symbol_ticks = n as f64 * (counter(&m1, "ticks_total") - counter(&m0, "ticks_total"));
+    let floor_ticks = 10;
+    let (floor, floor_tick_ms) = redis_cost::raw_floor(
+        &redis_url,
+        n,
+        floor_ticks,
+        Payloads {
+            message: (messages_bytes / symbol_ticks.max(1.0)).round() as usize,
+            ..payloads
+        },
+    )
+    .await;
+    let floor_symbol_ticks = (n * floor_ticks) as f64;
     let raw_redis = raw_redis_rate(&redis_url).await;
     let raw_sqlite = raw_sqlite_rate(&dir.path().join("raw.db"));
     let _ = sub.join();
@@ -296,46 +322,194 @@ async fn run(n: usize, seconds: u64, http_rate: u64, synthetic: bool) {
             .sum::<f64>())
     );
     println!(
-        "| /signals at {http_rate} req/s: achieved, p50 / p99 (ms) | {:.0}, {:.3} / {:.3} | {:.0}, {:.3} / {:.3} (hello) | {:.2} |",
-        signals_fixed.rate,
-        signals_fixed.p50,
-        signals_fixed.p99,
-        hello_fixed.rate,
-        hello_fixed.p50,
-        hello_fixed.p99,
-        signals_fixed.rate / hello_fixed.rate
+        "| Redis command time per symbol-tick (µs, INFO commandstats) | {:.2} | {:.2} (raw floor) | {:.2} |",
+        redis_cost.usec / symbol_ticks,
+        floor.usec / floor_symbol_ticks,
+        (redis_cost.usec / symbol_ticks) / (floor.usec / floor_symbol_ticks)
     );
     println!(
-        "| /signals saturation req/s, p99 (ms) | {:.0}, {:.3} | {:.0}, {:.3} (hello) | {:.2} |",
-        signals_sat.rate,
-        signals_sat.p99,
-        hello_sat.rate,
-        hello_sat.p99,
-        signals_sat.rate / hello_sat.rate
+        "| Redis CPU per symbol-tick (µs, used_cpu_user+sys) | {:.2} | {:.2} (raw floor) | {:.2} |",
+        redis_cost.cpu_s * 1e6 / symbol_ticks,
+        floor.cpu_s * 1e6 / floor_symbol_ticks,
+        (redis_cost.cpu_s / symbol_ticks) / (floor.cpu_s / floor_symbol_ticks)
     );
     println!(
-        "| /signals saturation vs a hello-world answering the same {signals_bytes} bytes | {:.0} | {:.0} | {:.2} |",
-        signals_sat.rate,
-        hello_sized_sat.rate,
-        signals_sat.rate / hello_sized_sat.rate
+        "| Redis commands / bytes in per symbol-tick | {:.2} / {:.0} | {:.2} / {:.0} (raw floor) | {:.2} / {:.2} |",
+        redis_cost.calls / symbol_ticks,
+        redis_cost.bytes_in / symbol_ticks,
+        floor.calls / floor_symbol_ticks,
+        floor.bytes_in / floor_symbol_ticks,
+        (redis_cost.calls / symbol_ticks) / (floor.calls / floor_symbol_ticks),
+        (redis_cost.bytes_in / symbol_ticks) / (floor.bytes_in / floor_symbol_ticks)
     );
     println!(
-        "| /health saturation req/s, p99 (ms) | {:.0}, {:.3} | {:.0} (hello) | {:.2} |",
-        health_sat.rate,
-        health_sat.p99,
-        hello_sat.rate,
-        health_sat.rate / hello_sat.rate
+        "| Redis command mix per symbol-tick | {} | {} (raw floor, {floor_tick_ms:.1} ms per tick) | — |",
+        redis_cost.mix(symbol_ticks),
+        floor.mix(floor_symbol_ticks)
     );
+    if let Some(h) = &http {
+        h.print(http_rate);
+    }
     println!(
         "{}",
         serde_json::json!({
             "symbols": n, "seconds": elapsed, "cycle_p50_ms": tick["p50_ms"], "cycle_p99_ms": tick["p99_ms"], "cycle_max_ms": tick["max_ms"],
             "visible_p50_ms": pct(&lat, 0.5), "visible_p99_ms": pct(&lat, 0.99), "redis_updates_per_s": redis_bars, "raw_redis_per_s": raw_redis,
             "sqlite_rows_per_s": sqlite_flush_rate, "raw_sqlite_per_s": raw_sqlite, "cpu_percent": cpu, "peak_rss_mb": rss,
-            "missed_ticks": delta("missed_ticks_total"), "signals_fixed": signals_fixed.rate, "signals_fixed_p99_ms": signals_fixed.p99,
-            "signals_sat": signals_sat.rate, "hello_sat": hello_sat.rate, "hello_sized_sat": hello_sized_sat.rate, "provider_requests": served.load(Ordering::Relaxed),
+            "missed_ticks": delta("missed_ticks_total"), "provider_requests": served.load(Ordering::Relaxed),
+            "redis_usec_per_symbol_tick": redis_cost.usec / symbol_ticks, "redis_cpu_us_per_symbol_tick": redis_cost.cpu_s * 1e6 / symbol_ticks,
+            "redis_calls_per_symbol_tick": redis_cost.calls / symbol_ticks, "redis_bytes_per_symbol_tick": redis_cost.bytes_in / symbol_ticks,
+            "floor_usec_per_symbol_tick": floor.usec / floor_symbol_ticks, "floor_cpu_us_per_symbol_tick": floor.cpu_s * 1e6 / floor_symbol_ticks,
+            "floor_calls_per_symbol_tick": floor.calls / floor_symbol_ticks, "floor_bytes_per_symbol_tick": floor.bytes_in / floor_symbol_ticks,
+            "payloads": format!("{payloads:?}"),
+            "signals_fixed": http.as_ref().map(|h| h.signals_fixed.rate), "signals_fixed_p99_ms": http.as_ref().map(|h| h.signals_fixed.p99),
+            "signals_sat": http.as_ref().map(|h| h.signals_sat.rate), "hello_sat": http.as_ref().map(|h| h.hello_sat.rate),
+            "hello_sized_sat": http.as_ref().map(|h| h.hello_sized_sat.rate),
         })
     );
+}
+
+/// The HTTP figures: /signals and /health under load, against a hello-world under the same.
+struct HttpFigures {
+    signals_fixed: HttpResult,
+    signals_sat: HttpResult,
+    health_sat: HttpResult,
+    hello_fixed: HttpResult,
+    hello_sat: HttpResult,
+    hello_sized_sat: HttpResult,
+    signals_bytes: usize,
+}
+
+/// HTTP under load, then the hello-world baseline under the same load, while barkeep keeps
+/// collecting: both servers share the cores with the same collection work, so the ratio is the
+/// API's own cost.
+async fn http_figures(
+    api: SocketAddr,
+    names: &[String],
+    http_rate: u64,
+    exe: &std::path::Path,
+) -> HttpFigures {
+    let paths: Vec<String> = names
+        .iter()
+        .take(100)
+        .map(|s| format!("/signals/{s}"))
+        .collect();
+    let signals_fixed = http_load(api, &paths, Some(http_rate), 5).await;
+    let signals_sat = http_load(api, &paths, None, 5).await;
+    let health_sat = http_load(api, &["/health".to_string()], None, 3).await;
+    let hello_port = free_port();
+    let _hello = Proc(
+        Command::new(exe)
+            .args(["--hello", &hello_port.to_string()])
+            .spawn()
+            .expect("hello server"),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hello: SocketAddr = format!("127.0.0.1:{hello_port}").parse().expect("addr");
+    let hello_fixed = http_load(hello, &["/".to_string()], Some(http_rate), 5).await;
+    let hello_sat = http_load(hello, &["/".to_string()], None, 5).await;
+    let signals_bytes = HttpConn::connect(api)
+        .await
+        .get(&paths[0])
+        .await
+        .map_or(0, |b| b.len());
+    let sized = [format!("/bytes/{signals_bytes}")];
+    let hello_sized_sat = http_load(hello, &sized, None, 5).await;
+    HttpFigures {
+        signals_fixed,
+        signals_sat,
+        health_sat,
+        hello_fixed,
+        hello_sat,
+        hello_sized_sat,
+        signals_bytes,
+    }
+}
+
+impl HttpFigures {
+    fn print(&self, http_rate: u64) {
+        println!(
+            "| /signals at {http_rate} req/s: achieved, p50 / p99 (ms) | {:.0}, {:.3} / {:.3} | {:.0}, {:.3} / {:.3} (hello) | {:.2} |",
+            self.signals_fixed.rate,
+            self.signals_fixed.p50,
+            self.signals_fixed.p99,
+            self.hello_fixed.rate,
+            self.hello_fixed.p50,
+            self.hello_fixed.p99,
+            self.signals_fixed.rate / self.hello_fixed.rate
+        );
+        println!(
+            "| /signals saturation req/s, p99 (ms) | {:.0}, {:.3} | {:.0}, {:.3} (hello) | {:.2} |",
+            self.signals_sat.rate,
+            self.signals_sat.p99,
+            self.hello_sat.rate,
+            self.hello_sat.p99,
+            self.signals_sat.rate / self.hello_sat.rate
+        );
+        println!(
+            "| /signals saturation vs a hello-world answering the same {} bytes | {:.0} | {:.0} | {:.2} |",
+            self.signals_bytes,
+            self.signals_sat.rate,
+            self.hello_sized_sat.rate,
+            self.signals_sat.rate / self.hello_sized_sat.rate
+        );
+        println!(
+            "| /health saturation req/s, p99 (ms) | {:.0}, {:.3} | {:.0} (hello) | {:.2} |",
+            self.health_sat.rate,
+            self.health_sat.p99,
+            self.hello_sat.rate,
+            self.health_sat.rate / self.hello_sat.rate
+        );
+    }
+}
+
+/// The sizes of what barkeep wrote for `symbol` (features value, ring entry), the timeframes it
+/// writes and whether it streams (new or old key names: either build can be measured).
+async fn payloads(
+    conn: &mut redis::aio::MultiplexedConnection,
+    symbol: &str,
+    cost: &redis_cost::RedisCost,
+) -> Payloads {
+    let mut strlen = async |cmd: &str, keys: [String; 2], extra: Option<i64>| -> usize {
+        for key in keys {
+            let mut c = redis::cmd(cmd);
+            c.arg(&key);
+            if let Some(i) = extra {
+                c.arg(i);
+            }
+            let v: Option<Vec<u8>> = c.query_async(conn).await.unwrap_or(None);
+            if let Some(v) = v {
+                return v.len();
+            }
+        }
+        0
+    };
+    let features = strlen(
+        "GET",
+        [
+            format!("barkeep:features:{{{symbol}}}:1s"),
+            format!("barkeep:features:{symbol}:1s"),
+        ],
+        None,
+    )
+    .await;
+    let bar = strlen(
+        "LINDEX",
+        [
+            format!("barkeep:bars:{{{symbol}}}:1s"),
+            format!("barkeep:bars:{symbol}:1s"),
+        ],
+        Some(-1),
+    )
+    .await;
+    Payloads {
+        features,
+        bar,
+        message: 0,
+        frames: 2,
+        closing_frames: 1,
+        stream: cost.commands.contains_key("xadd"),
+    }
 }
 
 async fn metrics(api: SocketAddr) -> serde_json::Value {
@@ -344,7 +518,12 @@ async fn metrics(api: SocketAddr) -> serde_json::Value {
     serde_json::from_slice(&body).expect("metrics JSON")
 }
 
-fn subscriber(url: &str, latencies: &parking_lot::Mutex<Vec<f64>>, stop: &AtomicBool) {
+fn subscriber(
+    url: &str,
+    latencies: &parking_lot::Mutex<Vec<f64>>,
+    bytes: &AtomicU64,
+    stop: &AtomicBool,
+) {
     let client = redis::Client::open(url).expect("client");
     let mut conn = client.get_connection().expect("subscriber connection");
     let mut pubsub = conn.as_pubsub();
@@ -364,6 +543,7 @@ fn subscriber(url: &str, latencies: &parking_lot::Mutex<Vec<f64>>, stop: &Atomic
             continue;
         };
         let received = now_ms();
+        bytes.fetch_add(msg.get_payload_bytes().len() as u64, Ordering::Relaxed);
         if let Ok(e) = rmp_serde::from_slice::<Event>(msg.get_payload_bytes()) {
             latencies.lock().push((received - e.timestamp) as f64);
         }

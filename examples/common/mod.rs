@@ -2,6 +2,8 @@
 //! private `redis-server`, the release binary next to the example, barkeep's listening line.
 #![allow(dead_code, reason = "each example uses a different subset")]
 
+pub mod redis_cost;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -19,6 +19,12 @@ const HEALTH_DETAIL: usize = 100;
 /// `status` is `ok` when every symbol has fresh data and the store keeps up, `degraded` when
 /// some part lags, and `down` (503) when no symbol has fresh data.
 pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
+    let (code, body) = health_report(state);
+    json(code, &body)
+}
+
+/// The body of `/health` and its status code; `/` (the status page's JSON) embeds the same.
+pub(super) fn health_report(state: &ApiState) -> (StatusCode, Value) {
     let now = state.clock.now_ms();
     let snapshot = &state.snapshot;
     let mut symbols = Map::new();
@@ -150,9 +156,9 @@ pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
     } else {
         ("ok", StatusCode::OK)
     };
-    json(
+    (
         code,
-        &json!({
+        json!({
             "status": status,
             "uptime_s": uptime_ms / 1_000,
             "now_ms": now,
@@ -227,7 +233,10 @@ fn symbol_id(state: &ApiState, symbol: &str) -> Result<SymbolId, ApiError> {
     })
 }
 
-fn timeframe(state: &ApiState, query: &Query<'_>) -> Result<(usize, Timeframe), ApiError> {
+pub(super) fn timeframe(
+    state: &ApiState,
+    query: &Query<'_>,
+) -> Result<(usize, Timeframe), ApiError> {
     let tf = match query.get("tf") {
         None => state.snapshot.timeframes[0],
         Some(raw) => raw

@@ -1,5 +1,6 @@
 /*!
-The HTTP API on hyper: `/health`, `/alerts`, `/metrics/json`, `/metrics`, `/signals/{symbol}`,
+The HTTP API on hyper: `/` (the status page to a browser, JSON to anyone else: [`status`]),
+`/symbols`, `/health`, `/alerts`, `/metrics/json`, `/metrics`, `/signals/{symbol}`,
 `/features/{symbol}`, `/bars/{symbol}`, and the streaming endpoints under `/streaming/`
 ([`streaming`]: SSE, WebSocket, channel snapshots).
 
@@ -20,6 +21,7 @@ mod conn;
 mod control;
 mod handlers;
 mod pool;
+mod status;
 mod streaming;
 
 use std::borrow::Cow;
@@ -207,7 +209,8 @@ async fn route<B>(req: &Request<B>, state: &ApiState) -> Reply {
     let segments: Vec<&str> = decoded.iter().map(AsRef::as_ref).collect();
     let known = matches!(
         segments.as_slice(),
-        ["health"]
+        [""] | ["symbols"]
+            | ["health"]
             | ["alerts"]
             | ["metrics"]
             | ["metrics", "json"]
@@ -226,6 +229,14 @@ async fn route<B>(req: &Request<B>, state: &ApiState) -> Reply {
         ));
     }
     match segments.as_slice() {
+        [""] => {
+            query.allow(&[])?;
+            Ok(status::root(state, req.headers()))
+        }
+        ["symbols"] => {
+            query.allow(&["tf"])?;
+            status::symbols(state, &query)
+        }
         ["health"] => {
             query.allow(&[])?;
             Ok(handlers::health(state))

@@ -22,6 +22,19 @@ pub fn send(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> (u16, String) {
+    let (status, _, body) = exchange(addr, method, path, headers, body);
+    (status, body)
+}
+
+/// [`send`], answering the response headers too (names in lower case): (status, headers,
+/// body).
+pub fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -36,21 +49,49 @@ pub fn send(
     head.push_str(body.unwrap_or_default());
     // A server may answer (a 413) and close before reading all of a long body.
     let _ = s.write_all(head.as_bytes());
+    // Read to the end of the body its `Content-Length` announces (a server may keep the
+    // connection open whatever the request said), or to the end of the stream.
     let mut bytes = Vec::new();
-    // A reset after the answer (the rest of a refused body unread) keeps what was read.
-    if let Err(e) = s.read_to_end(&mut bytes)
-        && bytes.is_empty()
-    {
-        panic!("{method} {path}: no answer: {e}");
+    let mut chunk = [0_u8; 16 * 1024];
+    loop {
+        let n = match s.read(&mut chunk) {
+            Ok(n) => n,
+            // A reset after the answer (the rest of a refused body unread) keeps what was read.
+            Err(_) if !bytes.is_empty() => break,
+            Err(e) => panic!("{method} {path}: no answer: {e}"),
+        };
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&bytes[..end]);
+            let length = head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())
+                    .flatten()
+            });
+            let expected = if method == "HEAD" { Some(0) } else { length };
+            if expected.is_some_and(|len| bytes.len() - end - 4 >= len) {
+                break;
+            }
+        }
     }
-    let raw = String::from_utf8_lossy(&bytes);
+    let raw = String::from_utf8_lossy(&bytes).into_owned();
     let (head, body) = raw.split_once("\r\n\r\n").expect("http response");
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .expect("status");
-    (status, body.to_string())
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {

@@ -127,12 +127,17 @@ impl HttpFixture {
         let task = {
             let seen = Arc::clone(&seen);
             tokio::spawn(async move {
+                // The connections live in the accept task's set, so aborting the task (a drop,
+                // or `stop`) closes the kept-alive ones too: the provider is gone, not just
+                // refusing new connections.
+                let mut connections = tokio::task::JoinSet::new();
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
                         return;
                     };
+                    while connections.try_join_next().is_some() {}
                     let (seen, handler) = (Arc::clone(&seen), Arc::clone(&handler));
-                    tokio::spawn(async move {
+                    connections.spawn(async move {
                         let service = hyper::service::service_fn(
                             move |req: hyper::Request<hyper::body::Incoming>| {
                                 let (seen, handler) = (Arc::clone(&seen), Arc::clone(&handler));
@@ -201,6 +206,16 @@ impl HttpFixture {
     /// Answers every request with `reply`.
     pub async fn always(prefix: &str, reply: Reply) -> Self {
         Self::start(prefix, move |_| reply.clone()).await
+    }
+
+    /// Stops serving, as a provider that went away: the port refuses connections and the
+    /// open ones are closed.
+    #[allow(
+        dead_code,
+        reason = "not every test binary that includes the fixture stops one"
+    )]
+    pub fn stop(&self) {
+        self.task.abort();
     }
 
     pub fn requests(&self) -> Vec<Seen> {

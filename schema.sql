@@ -56,3 +56,11 @@ CREATE TABLE IF NOT EXISTS indicator_state (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (symbol, timeframe)
 ) WITHOUT ROWID;
+
+-- Changes made at run time through /streaming/config/… that outlive a restart (README,
+-- Run-time control): a JSON value per name (`cadence:market_data`, `workers`).
+CREATE TABLE IF NOT EXISTS runtime_settings (
+    name       TEXT    PRIMARY KEY,
+    value      TEXT    NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;

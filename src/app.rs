@@ -213,6 +213,19 @@ pub async fn run_with(
     // History requests go through the collector's source chain: its breakers, and budgets
     // that serve quotes first.
     let chain = collector.chain();
+    // Run-time changes of an earlier run apply before anything is asked (the warm-up too).
+    let controls = Arc::new(api::control::Controls::new(
+        Arc::clone(&chain),
+        collector.cadence(),
+        crate::collector::cadence::Cadence::of_config(&config),
+        config
+            .timeframes
+            .iter()
+            .map(|t| t.ms() as u64)
+            .min()
+            .unwrap_or(u64::MAX),
+    ));
+    api::control::restore(&controls, &store, clock.now_ms())?;
     let resync = redis_queue.as_ref().map(|q| Arc::clone(&q.resync));
     // Bars among a series' newest belong in its Redis ring: reconcile the rings.
     let reconcile = move || {
@@ -347,6 +360,7 @@ pub async fn run_with(
         stream: hub,
         access: api::access::AccessRule::new(config.api_token.clone()),
         alerts,
+        control: controls,
     });
     match clock {
         // A test's paused clock belongs to the test's runtime: serve there.

@@ -34,7 +34,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::{Bar, RejectRecord, SymbolId, SymbolTable, Timeframe};
-use crate::sources::chain::{Asked as Answer, Refusal, SourceChain, Work};
+use crate::sources::chain::{Asked as Answer, Attempt, Refusal, SourceChain, Work};
 use crate::sources::{ErrorKind, Source};
 use crate::store::sqlite::{SqliteStore, StoreError, StoredBar};
 use crate::validate::{Validator, Verdict};
@@ -312,6 +312,7 @@ async fn fetch(
 ) -> Option<(&'static str, Vec<Bar>)> {
     let symbol_name = symbols.name(w.symbol);
     let chain = asked.chain;
+    let mut sent = false;
     for i in 0..chain.len() {
         if !asked.may_ask(i, w.symbol, w.timeframe) {
             continue;
@@ -343,8 +344,13 @@ async fn fetch(
                     w.to,
                     Work::Batch,
                     REQUEST_TIMEOUT,
+                    Attempt {
+                        retry: u32::try_from(rate_limited).unwrap_or(u32::MAX),
+                        fallback: sent,
+                    },
                 )
                 .await;
+            sent |= matches!(answer, Ok(_) | Err(Answer::Failed(_)));
             match answer {
                 Ok(bars) => return Some((name, bars)),
                 // Taken by live quotes meanwhile: wait again.

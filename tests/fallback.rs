@@ -12,7 +12,7 @@ use barkeep::collector::Collector;
 use barkeep::config::Config;
 use barkeep::metrics::Metrics;
 use barkeep::model::{Event, Quote, SymbolId, SymbolTable};
-use barkeep::sources::chain::Work;
+use barkeep::sources::chain::{DataType, Work};
 use barkeep::sources::{Capabilities, RateLimit, Source, SourceError};
 use barkeep::store::snapshot::Snapshot;
 
@@ -340,10 +340,10 @@ async fn a_budget_spent_elsewhere_is_spent_for_the_collector_too() {
     let chain = h.collector.chain();
     assert_eq!(chain.source(0).name(), "primary");
     // What a bootstrap beside the collector does: spend the primary's minute.
-    while let Ok(permit) = chain.permit(0, Work::Batch, 1) {
+    while let Ok(permit) = chain.permit(0, DataType::History, Work::Batch, 1) {
         permit.served();
     }
-    while let Ok(permit) = chain.permit(0, Work::Live, 1) {
+    while let Ok(permit) = chain.permit(0, DataType::MarketData, Work::Live, 1) {
         permit.served();
     }
     let skips = h.metrics.sources[0].budget_skips.get();

@@ -323,6 +323,10 @@ impl Server {
             stream,
             access: barkeep::api::access::AccessRule::new(None),
             alerts: Arc::new(barkeep::alerts::Board::new(&Default::default())),
+            control: Arc::new(barkeep::api::control::Controls::detached(
+                Arc::new(barkeep::metrics::Metrics::new(&[])),
+                barkeep::clock::Clock::System,
+            )),
         };
         let settings = barkeep::api::HttpSettings {
             pool_size: 4,

@@ -192,23 +192,28 @@ where
     parse_json(&bytes)
 }
 
-/// `bytes` as JSON into `T`.
+/// `bytes`, a JSON object, into `T`.
 ///
 /// # Errors
 /// A 400 whose `field` is the path of the first value that does not fit (`"."` for the whole
 /// body).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.trim_ascii().is_empty() {
-        return Err(ApiError::invalid(
-            ".",
-            "body: expected a JSON object, got none",
-        ));
+    // Every body is an object: serde would take `[1, 2]` for a struct's fields in order.
+    match bytes.trim_ascii().first() {
+        None => {
+            return Err(ApiError::invalid(
+                ".",
+                "body: expected a JSON object, got none",
+            ));
+        }
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::invalid(".", "body: expected a JSON object")),
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        // An unknown field is reported at the object holding it; the message names it.
+        // An unknown field is named by its own path; a missing one by the message.
         if path == "." {
             ApiError::invalid(".", format!("body: {inner}"))
         } else {

@@ -17,7 +17,8 @@ use crate::store::snapshot::{CachedBody, NamedFeatures};
 const HEALTH_DETAIL: usize = 100;
 
 /// `status` is `ok` when every symbol has fresh data and the store keeps up, `degraded` when
-/// some part lags, and `down` (503) when no symbol has fresh data.
+/// some part lags, `down` (503) when no symbol has fresh data, and `paused` (200) while
+/// collection is paused at run time (`/streaming/config/cadences/market_data`).
 pub(super) fn health(state: &ApiState) -> Response<Full<Bytes>> {
     let (code, body) = health_report(state);
     json(code, &body)
@@ -142,8 +143,12 @@ pub(super) fn health_report(state: &ApiState) -> (StatusCode, Value) {
             )
         }
     };
-    // A closed market is not down: only symbols whose market is open must be fresh.
-    let (status, code) = if open_count > 0 && open_fresh == 0 {
+    let cadence = state.control.cadence.get();
+    // A closed market is not down: only symbols whose market is open must be fresh. Paused
+    // collection (a run-time change) is said as such: nothing is wrong, nothing is fresh.
+    let (status, code) = if !cadence.enabled {
+        ("paused", StatusCode::OK)
+    } else if open_count > 0 && open_fresh == 0 {
         ("down", StatusCode::SERVICE_UNAVAILABLE)
     } else if open_fresh < open_count
         || sqlite_lagging
@@ -162,6 +167,10 @@ pub(super) fn health_report(state: &ApiState) -> (StatusCode, Value) {
             "status": status,
             "uptime_s": uptime_ms / 1_000,
             "now_ms": now,
+            "collection": {
+                "enabled": cadence.enabled,
+                "interval_ms": cadence.interval_ms,
+            },
             "symbols_fresh": fresh_count,
             "symbols_open": open_count,
             "symbols_total": total,
@@ -460,6 +469,10 @@ mod tests {
             ),
             access: crate::api::access::AccessRule::new(None),
             alerts: Arc::new(crate::alerts::Board::new(&Default::default())),
+            control: Arc::new(crate::api::control::Controls::detached(
+                Arc::new(Metrics::new(&[])),
+                Clock::tokio(t0),
+            )),
         };
         // A bullish set of features: EMA up, MACD up, RSI oversold, below the band.
         let mut values = [0.5; FEATURE_COUNT];

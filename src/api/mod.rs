@@ -1,8 +1,10 @@
 /*!
 The HTTP API on hyper: `/` (the status page to a browser, JSON to anyone else: [`status`]),
 `/symbols`, `/health`, `/alerts`, `/metrics/json`, `/metrics`, `/signals/{symbol}`,
-`/features/{symbol}`, `/bars/{symbol}`, and the streaming endpoints under `/streaming/`
-([`streaming`]: SSE, WebSocket, channel snapshots).
+`/features/{symbol}`, `/bars/{symbol}`, the streaming endpoints under `/streaming/`
+([`streaming`]: SSE, WebSocket, channel snapshots), and the run-time controls under
+`/streaming/config/` ([`control`]: workers, cadences, telemetry; who may change them and how a
+body is read is [`access`]).
 
 [`handle`] maps a request to a response and is what tests call without a socket; [`serve`] is
 the accept loop, with at most `HTTP_POOL_SIZE` connections at once and a graceful stop. Reads
@@ -18,7 +20,7 @@ connection takes the place of the oldest idle one when its peer is at
 
 pub mod access;
 mod conn;
-mod control;
+pub mod control;
 mod handlers;
 mod pool;
 mod status;
@@ -96,6 +98,8 @@ pub struct ApiState {
     pub access: access::AccessRule,
     /// The alerts as last evaluated (`/alerts`).
     pub alerts: Arc<crate::alerts::Board>,
+    /// What `/streaming/config/…` changes: workers, cadence, telemetry.
+    pub control: Arc<control::Controls>,
 }
 
 /// An error answered to the client.

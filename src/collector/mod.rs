@@ -6,6 +6,10 @@ pipelines, publish the snapshot and hand the tick's events to the sinks.
   batch for sources with batched quotes, one per symbol otherwise) with at most
   `MAX_CONCURRENCY` requests in flight. Symbols a source failed for fall through to the next
   source in the same tick.
+- Run-time control: each tick reads the cadence (`cadence.rs`): a new interval applies from
+  the next tick, a paused collection asks nothing and builds nothing (the pause shows as a
+  gap), a failed request is retried as it says, and with fallback off a symbol is asked only
+  of its first source. A source whose quote worker is stopped is skipped (its stream too).
 - Deadline: the fetch phase ends at `TICK_DEADLINE` whatever is still in flight (those requests
   are dropped and counted), so a slow provider never delays the next tick.
 - Missed ticks: if a tick overruns, the ticks it covered are skipped and counted, never queued.
@@ -23,10 +27,12 @@ Everything per symbol lives in this one task, so the hot path takes no lock.
 
 Rooms: this file holds the state, the tick loop and the fetch with its fallback, breakers and
 budgets; `warmup.rs` the start-up (checkpoints, stored bars, history before live bars);
-`streams.rs` the push streams; `repairs.rs` the collector's side of gap repair; `views.rs` the
+`streams.rs` the push streams; `cadence.rs` the interval, pause, retries and fallback
+switch the API may change while running; `repairs.rs` the collector's side of gap repair; `views.rs` the
 views the API reads; `sinks.rs` checkpoints and the hand-off of batches to the stores.
 */
 
+pub mod cadence;
 mod repairs;
 mod sinks;
 mod streams;
@@ -47,10 +53,11 @@ use crate::metrics::Metrics;
 use crate::model::{Event, Quote, SymbolId, SymbolTable, TickBatch, Timeframe};
 use crate::pipeline::{QuoteOutcome, SymbolPipeline};
 use crate::repair::{RepairJob, RepairOutcome};
-use crate::sources::chain::{Asked, Refusal, SourceChain};
-use crate::sources::{Source, StreamEvent};
+use crate::sources::chain::{Asked, Attempt, DataType, Refusal, SourceChain};
+use crate::sources::{ErrorKind, Source, StreamEvent};
 use crate::store::snapshot::{FrameView, Snapshot, SymbolView};
 use crate::validate::Verdict;
+use cadence::{Cadence, CadenceCell};
 
 /// Symbols per request for sources that batch quotes.
 const BATCH_SIZE: usize = 200;
@@ -65,6 +72,10 @@ struct SinkLink {
 pub struct Collector {
     interval: Duration,
     deadline: Duration,
+    /// The tick deadline's share of the interval, kept when the interval changes at run time.
+    deadline_share: f64,
+    /// The cadence in force (`cadence.rs`), read once per tick.
+    cadence: Arc<CadenceCell>,
     max_concurrency: usize,
     checkpoint_every: Duration,
     warmup_bars: usize,
@@ -83,6 +94,9 @@ pub struct Collector {
     quotes: Vec<(Quote, &'static str)>,
     /// Which symbols got a quote this tick (indexed by symbol id).
     answered: Vec<bool>,
+    /// Which symbols a source was asked for this tick (indexed by symbol id): a later source
+    /// serving them is a fallback.
+    tried: Vec<bool>,
     /// Which symbols' tick is finished (forming bars reported), so they are not again at the
     /// end of the tick.
     finished: Vec<bool>,
@@ -166,6 +180,9 @@ impl Collector {
         Self {
             interval: Duration::from_millis(config.collection_interval_ms),
             deadline: Duration::from_millis(config.tick_deadline_ms),
+            deadline_share: config.tick_deadline_ms as f64
+                / config.collection_interval_ms.max(1) as f64,
+            cadence: CadenceCell::new(Cadence::of_config(config)),
             max_concurrency: config.max_concurrency,
             checkpoint_every: Duration::from_millis(config.checkpoint_interval_ms),
             warmup_bars: config.warmup_bars,
@@ -187,6 +204,7 @@ impl Collector {
             clock,
             quotes: Vec::new(),
             answered: vec![false; symbol_count],
+            tried: vec![false; symbol_count],
             finished: vec![false; symbol_count],
             streams: Vec::new(),
             session_changed: Vec::new(),
@@ -213,6 +231,21 @@ impl Collector {
                 _ = shutdown.cancelled() => break,
                 at = ticker.tick() => at,
             };
+            let cadence = self.cadence.get();
+            if self.follow_interval(&cadence) {
+                // From the next tick on; this one is taken now, as it is due.
+                ticker = tokio::time::interval_at(at + self.interval, self.interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                last_tick = None;
+            }
+            self.cadence
+                .set_next_tick_ms(self.clock.now_ms() + self.interval.as_millis() as i64);
+            if !cadence.enabled {
+                // Paused: nothing asked, no bar built; push streams are drained and dropped.
+                self.drop_streamed();
+                last_tick = None;
+                continue;
+            }
             if let Some(prev) = last_tick {
                 let periods = (at - prev).as_nanos() / self.interval.as_nanos().max(1);
                 self.metrics
@@ -329,6 +362,8 @@ impl Collector {
     async fn fetch(&mut self, now: i64) {
         let deadline = tokio::time::Instant::now() + self.deadline;
         let chain = Arc::clone(&self.chain);
+        let cadence = self.cadence.get();
+        self.tried.fill(false);
         let mut pending: Vec<SymbolId> = self
             .all_ids
             .iter()
@@ -339,6 +374,10 @@ impl Collector {
         for si in 0..chain.len() {
             if pending.is_empty() || cut {
                 break;
+            }
+            // A stopped worker is skipped whole, as if the source were not configured.
+            if !chain.is_running(si, DataType::MarketData) {
+                continue;
             }
             let source = chain.source(si);
             let name = source.name();
@@ -354,16 +393,27 @@ impl Collector {
             } else {
                 1
             };
-            let requests: Vec<Vec<SymbolId>> = mine.chunks(size).map(<[_]>::to_vec).collect();
-            let mut answers = futures::stream::iter(requests.into_iter().map(|chunk| {
-                let chain = Arc::clone(&chain);
-                async move {
-                    let answer = chain.quotes(si, &chunk, now, deadline).await;
-                    (chunk, answer)
-                }
-            }))
-            .buffer_unordered(self.max_concurrency);
+            let tried = &self.tried;
+            let requests: Vec<(Vec<SymbolId>, bool)> = mine
+                .chunks(size)
+                .map(|c| (c.to_vec(), c.iter().any(|&id| tried[id as usize])))
+                .collect();
+            let mut answers =
+                futures::stream::iter(requests.into_iter().map(|(chunk, fallback)| {
+                    let chain = Arc::clone(&chain);
+                    async move {
+                        let answer =
+                            ask(&chain, si, &chunk, now, deadline, fallback, &cadence).await;
+                        (chunk, answer)
+                    }
+                }))
+                .buffer_unordered(self.max_concurrency);
             while let Some((chunk, answer)) = answers.next().await {
+                if !matches!(answer, Err(Asked::Refused(Refusal::PastDeadline))) {
+                    for &id in &chunk {
+                        self.tried[id as usize] = true;
+                    }
+                }
                 match answer {
                     Ok(quotes) => {
                         for q in quotes {
@@ -372,7 +422,9 @@ impl Collector {
                                 self.quotes.push((q, name));
                             }
                         }
-                        failed.extend(chunk.iter().filter(|&&id| !self.answered[id as usize]));
+                        if cadence.vendor_fallback {
+                            failed.extend(chunk.iter().filter(|&&id| !self.answered[id as usize]));
+                        }
                         self.publish_answer(now);
                     }
                     Err(asked) => {
@@ -384,7 +436,9 @@ impl Collector {
                         if let Asked::Failed(e) = &asked {
                             tracing::debug!(source = name, error = %e, symbols = chunk.len(), "source failed");
                         }
-                        failed.extend(chunk);
+                        if cadence.vendor_fallback {
+                            failed.extend(chunk);
+                        }
                     }
                 }
             }
@@ -396,9 +450,63 @@ impl Collector {
         chain.publish_states();
     }
 
+    /// The cadence the collector follows, for the API to change.
+    pub fn cadence(&self) -> Arc<CadenceCell> {
+        Arc::clone(&self.cadence)
+    }
+
+    /// Takes a new interval from `cadence`, with the deadline at its share; true when it
+    /// changed.
+    fn follow_interval(&mut self, cadence: &Cadence) -> bool {
+        let interval = Duration::from_millis(cadence.interval_ms);
+        if interval == self.interval {
+            return false;
+        }
+        self.interval = interval;
+        self.deadline = interval
+            .mul_f64(self.deadline_share)
+            .max(Duration::from_millis(1));
+        tracing::info!(
+            interval_ms = cadence.interval_ms,
+            deadline_ms = self.deadline.as_millis() as u64,
+            "collection interval changed"
+        );
+        true
+    }
+
     /// The source chain the collector asks, for everything that asks beside it (the
     /// bootstrap, gap repair): their requests then come out of the same budgets and breakers.
     pub fn chain(&self) -> Arc<SourceChain> {
         Arc::clone(&self.chain)
+    }
+}
+
+/// One request of the tick to source `si`, retried after a failure as `cadence` says (each
+/// retry waits twice as long as the one before, none starts past `deadline`).
+async fn ask(
+    chain: &SourceChain,
+    si: usize,
+    chunk: &[SymbolId],
+    now: i64,
+    deadline: tokio::time::Instant,
+    fallback: bool,
+    cadence: &Cadence,
+) -> Result<Vec<Quote>, Asked> {
+    let mut retry = 0;
+    let mut wait = Duration::from_millis(cadence.retry_backoff_ms);
+    loop {
+        let attempt = Attempt { retry, fallback };
+        let answer = chain.quotes(si, chunk, now, deadline, attempt).await;
+        let retryable = matches!(&answer, Err(Asked::Failed(e))
+            if e.kind() == ErrorKind::Failure && !matches!(e, crate::sources::SourceError::Timeout { .. }));
+        if !retryable
+            || retry >= cadence.retry_attempts
+            || tokio::time::Instant::now() + wait >= deadline
+        {
+            return answer;
+        }
+        tokio::time::sleep(wait).await;
+        retry += 1;
+        wait = wait.saturating_mul(2);
     }
 }

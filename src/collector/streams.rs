@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Collector, StreamLink};
 use crate::model::{Event, SymbolId};
 use crate::sources::StreamEvent;
+use crate::sources::chain::DataType;
 
 /// Events a push stream may queue between two ticks.
 const STREAM_QUEUE: usize = 65_536;
@@ -60,6 +61,12 @@ impl Collector {
         let alive_for = (self.interval * 3).max(Duration::from_secs(3));
         for link in &mut self.streams {
             let name = self.chain.source(link.source).name();
+            // A stopped worker's stream delivers nothing; its symbols are polled elsewhere.
+            if !self.chain.is_running(link.source, DataType::MarketData) {
+                while link.rx.try_recv().is_ok() {}
+                link.last_message = None;
+                continue;
+            }
             while let Ok(event) = link.rx.try_recv() {
                 link.last_message = Some(t);
                 match event {
@@ -93,6 +100,19 @@ impl Collector {
                     self.answered[id as usize] = true;
                 }
             }
+        }
+    }
+
+    /// While collection is paused: what the push streams delivered is dropped (a resumed
+    /// collection starts from fresh data; the pause shows as a gap).
+    pub(super) fn drop_streamed(&mut self) {
+        for link in &mut self.streams {
+            while let Ok(event) = link.rx.try_recv() {
+                if let StreamEvent::Reconnected { .. } = event {
+                    self.metrics.stream_reconnects.inc();
+                }
+            }
+            link.last_message = None;
         }
     }
 }

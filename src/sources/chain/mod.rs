@@ -11,6 +11,10 @@ whoever asks, the same rules hold:
 - A request goes out only with a [`Permit`]: the breaker lets it through (a half-open breaker
   lets exactly one trial through) and the budget has a unit for it, taken right then. A request
   never sent is no failure and spends nothing.
+- Each source has a worker per data type (quotes, history) that can be stopped at run time
+  (`control.rs`): a stopped worker's requests are refused before the breaker and the budget
+  are asked, so they spend nothing, and the asker moves on as after any refusal. Every request
+  sent is counted in its worker and recorded in the data type's telemetry ring.
 - A permit ends with an explicit outcome: served, failed, or inconclusive (not this source's
   symbol, rate-limited). It cannot be leaked: one dropped unresolved (its request was cancelled)
   is inconclusive, so a trial that never ended cannot keep a breaker half-open forever.
@@ -27,8 +31,12 @@ use std::time::{Duration, Instant as StdInstant};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+mod control;
 mod permit;
 
+pub use control::{
+    Attempt, DataType, RequestOutcome, RequestRecord, TELEMETRY_CAPACITY, WorkerStatus,
+};
 pub use permit::{Outcome, Permit};
 
 use crate::clock::Clock;
@@ -52,6 +60,8 @@ pub enum Work {
 pub enum Refusal {
     /// The source does not serve this symbol or timeframe.
     NotServed,
+    /// Its worker for this data type is stopped (`/streaming/config/workers`).
+    Stopped,
     /// The breaker is open, or half-open with its trial out.
     BreakerOpen,
     /// The budget has no unit for it now (or the provider asked us to stay away).
@@ -89,6 +99,8 @@ struct Link {
     source: Arc<dyn Source>,
     breaker: Mutex<CircuitBreaker>,
     budget: Mutex<RateBudget>,
+    /// Indexed by [`DataType`].
+    workers: [control::Worker; 2],
 }
 
 /// Every configured source with its breaker and budget, shared by everything that asks them.
@@ -96,6 +108,7 @@ pub struct SourceChain {
     links: Vec<Link>,
     metrics: Arc<Metrics>,
     clock: Clock,
+    telemetry: control::Telemetry,
 }
 
 /// Breaker settings for every source of a chain.
@@ -132,6 +145,7 @@ impl SourceChain {
                     source,
                     breaker: Mutex::new(CircuitBreaker::new(breaker.failures, breaker.open_for)),
                     budget: Mutex::new(budget),
+                    workers: Default::default(),
                 }
             })
             .collect();
@@ -139,6 +153,7 @@ impl SourceChain {
             links,
             metrics,
             clock,
+            telemetry: control::Telemetry::default(),
         }
     }
 
@@ -193,12 +208,23 @@ impl SourceChain {
         self.metrics.sources.get(i)
     }
 
-    /// A permit for one request of `cost` budget units to source `i`, taken now: the breaker
-    /// lets it through and the budget has the units (they are spent).
+    /// A permit for one request of `cost` budget units to source `i`'s worker for `data_type`,
+    /// taken now: the worker runs, the breaker lets it through and the budget has the units
+    /// (they are spent).
     ///
     /// # Errors
-    /// Why the request may not go out ([`Refusal::BreakerOpen`] or [`Refusal::NoBudget`]).
-    pub fn permit(&self, i: usize, work: Work, cost: u32) -> Result<Permit<'_>, Refusal> {
+    /// Why the request may not go out ([`Refusal::Stopped`], [`Refusal::BreakerOpen`] or
+    /// [`Refusal::NoBudget`]).
+    pub fn permit(
+        &self,
+        i: usize,
+        data_type: DataType,
+        work: Work,
+        cost: u32,
+    ) -> Result<Permit<'_>, Refusal> {
+        if !self.is_running(i, data_type) {
+            return Err(Refusal::Stopped);
+        }
         let link = &self.links[i];
         let t = Instant::now();
         let mut breaker = link.breaker.lock();
@@ -250,7 +276,8 @@ impl SourceChain {
     }
 
     /// Latest quotes for `symbols` from source `i`, for live collection: sent only with a
-    /// permit and before `deadline`, which also bounds the wait for the answer.
+    /// permit and before `deadline`, which also bounds the wait for the answer; recorded as
+    /// `attempt`.
     ///
     /// # Errors
     /// Not sent ([`Asked::Refused`]), or sent and failed or timed out ([`Asked::Failed`]).
@@ -260,21 +287,28 @@ impl SourceChain {
         symbols: &[SymbolId],
         now_ms: i64,
         deadline: Instant,
+        attempt: Attempt,
     ) -> Result<Vec<Quote>, Asked> {
         let source = &self.links[i].source;
         if Instant::now() >= deadline {
             return Err(Asked::Refused(Refusal::PastDeadline));
         }
         let permit = self
-            .permit(i, Work::Live, source.request_cost(symbols.len()))
+            .permit(
+                i,
+                DataType::MarketData,
+                Work::Live,
+                source.request_cost(symbols.len()),
+            )
             .map_err(Asked::Refused)?;
         let started = StdInstant::now();
         let answer = tokio::time::timeout_at(deadline, source.quotes(symbols, now_ms)).await;
+        let latency = started.elapsed();
         let stats = self.stats(i);
-        match answer {
+        let answer = match answer {
             Ok(Ok(quotes)) => {
                 if let Some(stats) = stats {
-                    stats.latency.record(started.elapsed());
+                    stats.latency.record(latency);
                     stats.quotes.add(quotes.len() as u64);
                 }
                 permit.served();
@@ -282,10 +316,10 @@ impl SourceChain {
             }
             Ok(Err(e)) => {
                 if let Some(stats) = stats {
-                    stats.latency.record(started.elapsed());
+                    stats.latency.record(latency);
                 }
                 permit.judge(&e);
-                Err(Asked::Failed(e))
+                Err(e)
             }
             Err(_) => {
                 if let Some(stats) = stats {
@@ -295,13 +329,24 @@ impl SourceChain {
                     source_name: source.name(),
                 };
                 permit.judge(&e);
-                Err(Asked::Failed(e))
+                Err(e)
             }
-        }
+        };
+        self.record(
+            i,
+            &control::Finished {
+                data_type: DataType::MarketData,
+                symbols,
+                latency,
+                error: answer.as_ref().err(),
+                attempt,
+            },
+        );
+        answer.map_err(Asked::Failed)
     }
 
     /// Closed bars of `timeframe` opening in `[from_ms, to_ms)` from source `i`, within a permit
-    /// for `work`, waiting at most `timeout` for the answer.
+    /// for `work`, waiting at most `timeout` for the answer; recorded as `attempt`.
     ///
     /// # Errors
     /// Not sent ([`Asked::Refused`]), or sent and failed or timed out ([`Asked::Failed`]).
@@ -315,22 +360,26 @@ impl SourceChain {
         to_ms: i64,
         work: Work,
         timeout: Duration,
+        attempt: Attempt,
     ) -> Result<Vec<Bar>, Asked> {
         if !self.serves_history(i, symbol, timeframe) {
             return Err(Asked::Refused(Refusal::NotServed));
         }
         let source = &self.links[i].source;
-        let mut permit = self.permit(i, work, 1).map_err(Asked::Refused)?;
+        let mut permit = self
+            .permit(i, DataType::History, work, 1)
+            .map_err(Asked::Refused)?;
         permit.history = true;
+        let started = StdInstant::now();
         let asked = source.history(symbol, timeframe, from_ms, to_ms);
-        match tokio::time::timeout(timeout, asked).await {
+        let answer = match tokio::time::timeout(timeout, asked).await {
             Ok(Ok(bars)) => {
                 permit.served();
                 Ok(bars)
             }
             Ok(Err(e)) => {
                 permit.judge(&e);
-                Err(Asked::Failed(e))
+                Err(e)
             }
             Err(_) => {
                 if let Some(stats) = self.stats(i) {
@@ -340,9 +389,20 @@ impl SourceChain {
                     source_name: source.name(),
                 };
                 permit.judge(&e);
-                Err(Asked::Failed(e))
+                Err(e)
             }
-        }
+        };
+        self.record(
+            i,
+            &control::Finished {
+                data_type: DataType::History,
+                symbols: &[symbol],
+                latency: started.elapsed(),
+                error: answer.as_ref().err(),
+                attempt,
+            },
+        );
+        answer.map_err(Asked::Failed)
     }
 
     /// The first source, in `SOURCES` order, that answers the history of `symbol` in
@@ -366,8 +426,12 @@ impl SourceChain {
                 continue;
             }
             let name = self.links[i].source.name();
+            let attempt = Attempt {
+                retry: 0,
+                fallback: sent,
+            };
             match self
-                .history(i, symbol, timeframe, from_ms, to_ms, work, timeout)
+                .history(i, symbol, timeframe, from_ms, to_ms, work, timeout, attempt)
                 .await
             {
                 Ok(bars) => return Ok((name, bars)),
@@ -451,24 +515,26 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_dropped_trial_is_inconclusive_and_the_next_period_tries_again() {
         let chain = chain(1);
-        let permit = chain.permit(0, Work::Live, 1).expect("closed");
+        let permit = chain
+            .permit(0, DataType::MarketData, Work::Live, 1)
+            .expect("closed");
         assert!(permit.failed(), "one failure opens it");
         assert_eq!(
-            chain.permit(0, Work::Live, 1).err(),
+            chain.permit(0, DataType::MarketData, Work::Live, 1).err(),
             Some(Refusal::BreakerOpen)
         );
         tokio::time::advance(Duration::from_secs(60)).await;
         let trial = chain
-            .permit(0, Work::Live, 1)
+            .permit(0, DataType::MarketData, Work::Live, 1)
             .expect("half-open: the trial");
         assert_eq!(
-            chain.permit(0, Work::Live, 1).err(),
+            chain.permit(0, DataType::MarketData, Work::Live, 1).err(),
             Some(Refusal::BreakerOpen),
             "one trial at a time"
         );
         drop(trial);
         let again = chain
-            .permit(0, Work::Live, 1)
+            .permit(0, DataType::MarketData, Work::Live, 1)
             .expect("a dropped trial is no verdict");
         again.served();
         assert_eq!(
@@ -481,9 +547,9 @@ mod tests {
     async fn a_quote_request_past_its_deadline_is_a_timeout_and_one_not_sent_is_nothing() {
         let chain = chain(5);
         let deadline = Instant::now() + Duration::from_millis(900);
-        let answer = chain.quotes(0, &[0], 0, deadline).await;
+        let answer = chain.quotes(0, &[0], 0, deadline, Attempt::default()).await;
         assert!(answer.as_ref().is_err_and(Asked::timed_out), "{answer:?}");
-        let late = chain.quotes(0, &[0], 0, deadline).await;
+        let late = chain.quotes(0, &[0], 0, deadline, Attempt::default()).await;
         assert!(
             matches!(late, Err(Asked::Refused(Refusal::PastDeadline))),
             "{late:?}"
@@ -502,7 +568,9 @@ mod tests {
     async fn a_history_range_refused_with_a_4xx_does_not_open_the_breaker() {
         let chain = chain(1);
         let permit = {
-            let mut p = chain.permit(0, Work::Batch, 1).expect("closed");
+            let mut p = chain
+                .permit(0, DataType::History, Work::Batch, 1)
+                .expect("closed");
             p.history = true;
             p
         };
@@ -515,7 +583,9 @@ mod tests {
             chain.links[0].breaker.lock().state(Instant::now()) as i64,
             0
         );
-        let permit = chain.permit(0, Work::Live, 1).expect("still closed");
+        let permit = chain
+            .permit(0, DataType::MarketData, Work::Live, 1)
+            .expect("still closed");
         permit.judge(&SourceError::Http {
             source_name: "down",
             status: 422,

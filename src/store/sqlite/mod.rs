@@ -7,6 +7,7 @@ warm-up, the Redis reconcile) read while the writer writes. The rooms:
 - `write.rs` — the buffer of what the pipeline produced and the transactions that store it (a
   failed transaction puts its rows back, so nothing is lost);
 - `read.rs` — the queries, with the bars not flushed yet merged in;
+- `settings.rs` — run-time settings the control API keeps across restarts;
 - `fault.rs` — why writes fail (`disk_full`, `read_only`, `locked`, …) for `/health`, and
   rate-limited log lines about it.
 
@@ -17,6 +18,7 @@ when to flush, `store::reconcile` reads from here to rebuild the Redis rings.
 mod fault;
 mod read;
 mod schema;
+mod settings;
 mod write;
 
 pub use fault::{Fault, FaultLog, reason};

@@ -50,7 +50,7 @@ use tokio::net::{TcpListener, TcpStream};
 mod common;
 
 use common::redis_cost::{self, Payloads};
-use common::{Proc, arg, free_port, now_ms};
+use common::{Proc, arg, cpu_seconds, free_port, now_ms};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -88,26 +88,6 @@ fn pct(sorted: &[f64], q: f64) -> f64 {
         return f64::NAN;
     }
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-/// CPU seconds (user + system) of a process, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|u| u.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    ticks / 100.0
 }
 
 /// Peak resident set size in MB, from /proc.

@@ -21,7 +21,7 @@ channel ([`Key`]: data type, timeframe, forming or closed). Everything else is a
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -182,6 +182,7 @@ impl Body {
 }
 
 /// Names the renderer needs: symbols, timeframes and features as configured.
+#[derive(Debug)]
 pub struct Names {
     pub symbols: SymbolTable,
     pub frames: Vec<Timeframe>,
@@ -205,14 +206,17 @@ impl Names {
 /// Everything about one message besides its body.
 pub struct Envelope<'a> {
     pub channel: &'a str,
-    pub symbol: &'a str,
+    pub symbol: &'a std::sync::Arc<str>,
     pub kind: ChannelKind,
     pub timestamp: i64,
     pub vendor: Option<&'static str>,
     pub seq: u64,
 }
 
-/// One rendered message, shared by all who send it.
+/// One message, shared by all who send it. Its JSON is rendered the first time something
+/// sends or reads it (a subscriber's transport, a resume, `latest`, the NATS tap), on that
+/// caller's thread, and then kept: the hub only numbers and keeps messages, so a channel nobody
+/// reads costs no rendering at all.
 #[derive(Debug)]
 pub struct Frame {
     /// The channel's index in the hub.
@@ -229,17 +233,37 @@ pub struct Frame {
     pub body: Body,
     pub timestamp: i64,
     pub vendor: Option<&'static str>,
-    /// `id: …\nevent: …\ndata: ` (no `id:` for messages that are no resume point).
-    sse_head: Bytes,
-    json: Bytes,
+    kind: ChannelKind,
+    /// Its SSE event gets an `id:` (it is a resume point).
+    resumable: bool,
+    symbol: std::sync::Arc<str>,
+    names: std::sync::Arc<Names>,
+    /// What a delta is rendered against.
+    prev: Option<Body>,
+    json: OnceLock<Bytes>,
     channel_name: std::sync::Arc<str>,
     ws: OnceLock<Utf8Bytes>,
 }
 
 impl Frame {
-    /// The message's JSON.
+    /// The message's JSON, rendered on first use.
     pub fn json(&self) -> &Bytes {
-        &self.json
+        self.json.get_or_init(|| {
+            let env = Envelope {
+                channel: &self.channel_name,
+                symbol: &self.symbol,
+                kind: self.kind,
+                timestamp: self.timestamp,
+                vendor: self.vendor,
+                seq: self.seq,
+            };
+            Bytes::from(message_json(
+                &self.names,
+                &env,
+                &self.body,
+                self.prev.as_ref(),
+            ))
+        })
     }
 
     /// The name of the channel it was sent on.
@@ -247,24 +271,29 @@ impl Frame {
         &self.channel_name
     }
 
-    /// The SSE event as chunks: head, JSON, end.
-    pub fn sse_chunks(&self) -> [Bytes; 3] {
-        [
-            self.sse_head.clone(),
-            self.json.clone(),
-            Bytes::from_static(b"\n\n"),
-        ]
+    /// Appends the SSE event (`id: …\nevent: …\ndata: `, JSON, end) to `out`; no `id:` for a
+    /// message that is no resume point.
+    pub fn write_sse(&self, out: &mut BytesMut) {
+        let json = self.json();
+        out.reserve(self.channel_name.len() + self.data_type.len() + json.len() + 48);
+        if self.resumable {
+            let _ = writeln!(out, "id: {}:{}", self.channel_name, self.seq);
+        }
+        let _ = write!(out, "event: {}\ndata: ", self.data_type);
+        out.extend_from_slice(json);
+        out.extend_from_slice(b"\n\n");
     }
 
     /// The WebSocket text `{"type":"data","channel":…,"message":…}`, built once.
     pub fn ws_text(&self) -> Utf8Bytes {
         self.ws
             .get_or_init(|| {
-                let mut out = Vec::with_capacity(self.json.len() + self.channel_name.len() + 40);
+                let json = self.json();
+                let mut out = Vec::with_capacity(json.len() + self.channel_name.len() + 40);
                 out.extend_from_slice(b"{\"type\":\"data\",\"channel\":");
                 let _ = serde_json::to_writer(&mut out, &*self.channel_name);
                 out.extend_from_slice(b",\"message\":");
-                out.extend_from_slice(&self.json);
+                out.extend_from_slice(json);
                 out.push(b'}');
                 // JSON is UTF-8.
                 Utf8Bytes::try_from(out).unwrap_or_else(|_| Utf8Bytes::from_static("{}"))
@@ -273,11 +302,11 @@ impl Frame {
     }
 }
 
-/// Renders a message: `prev` makes it a delta against that body (same key and bar), `None` a
-/// snapshot; `resumable` gives its SSE event an `id:`.
+/// A message: `prev` makes it a delta against that body (same key and bar), `None` a snapshot;
+/// `resumable` gives its SSE event an `id:`. Its JSON is rendered when first used.
 #[allow(clippy::too_many_arguments, reason = "the parts of one message")]
 pub fn render(
-    names: &Names,
+    names: &std::sync::Arc<Names>,
     env: &Envelope<'_>,
     channel: u32,
     channel_name: &std::sync::Arc<str>,
@@ -286,26 +315,23 @@ pub fn render(
     prev: Option<&Body>,
     resumable: bool,
 ) -> Frame {
-    let data_type = body.data_type();
-    let json = message_json(names, env, &body, prev);
-    let mut head = String::with_capacity(env.channel.len() + 48);
-    if resumable {
-        let _ = writeln!(head, "id: {}:{}", env.channel, env.seq);
-    }
-    let _ = write!(head, "event: {data_type}\ndata: ");
     Frame {
         channel,
         seq: env.seq,
         order,
-        data_type,
+        data_type: body.data_type(),
         is_data: body.is_data(),
         delta: prev.is_some(),
         key: body.key(),
         timestamp: env.timestamp,
         vendor: env.vendor,
+        kind: env.kind,
+        resumable,
+        symbol: std::sync::Arc::clone(env.symbol),
+        names: std::sync::Arc::clone(names),
+        prev: prev.cloned(),
         body,
-        sse_head: Bytes::from(head),
-        json: Bytes::from(json),
+        json: OnceLock::new(),
         channel_name: std::sync::Arc::clone(channel_name),
         ws: OnceLock::new(),
     }
@@ -323,7 +349,7 @@ pub fn message_json(
         data_type: body.data_type(),
         update_type: if prev.is_some() { "delta" } else { "snapshot" },
         timestamp: env.timestamp,
-        symbol: env.symbol,
+        symbol: env.symbol.as_ref(),
         data: Data { names, body, prev },
         vendor: env.vendor,
         metadata: Metadata {

@@ -147,7 +147,8 @@ pub enum ResolveError {
 
 /// See the module documentation.
 pub struct Hub {
-    names: Names,
+    /// Shared with every message, which renders itself from them when first used.
+    names: Arc<Names>,
     settings: StreamSettings,
     metrics: Arc<Metrics>,
     index: HashMap<Arc<str>, u32>,
@@ -185,7 +186,7 @@ impl Hub {
             ..State::default()
         };
         Arc::new(Self {
-            names,
+            names: Arc::new(names),
             settings,
             metrics,
             index,

@@ -168,7 +168,7 @@ mod tests {
         }
     }
 
-    fn frame(names: &Names, symbol: SymbolId, body: Body, tick_ms: i64) -> Frame {
+    fn frame(names: &Arc<Names>, symbol: SymbolId, body: Body, tick_ms: i64) -> Frame {
         let name: Arc<str> = "stream:market_data:X".into();
         let env = Envelope {
             channel: &name,
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn ids_name_what_a_message_is_about_not_when_it_was_sent() {
-        let n = names();
+        let n = Arc::new(names());
         let bar = |forming| Body::Bar {
             frame: 0,
             bar: Bar::from_price(1_700_000_040_000, 1.0, 1.0),

@@ -102,8 +102,9 @@ fn redis(c: &mut Criterion) {
     let names: Vec<String> = (0..1_000).map(|i| format!("SYM{i}")).collect();
     let symbols = SymbolTable::new(&names);
     let tf: Timeframe = "1s".parse().expect("valid");
-    let store =
-        Arc::new(SqliteStore::open(&dir.path().join("b.db"), symbols.clone()).expect("sqlite"));
+    let store = barkeep::store::history::History::Sqlite(Arc::new(
+        SqliteStore::open(&dir.path().join("b.db"), symbols.clone()).expect("sqlite"),
+    ));
     let metrics = Arc::new(Metrics::new(&["synthetic"]));
     let url = format!("redis://127.0.0.1:{port}");
     let mut sink = RedisSink::new(

@@ -2,6 +2,9 @@
 Wiring: builds the store, sources, pipelines, sinks and HTTP server from a [`Config`], runs them
 until the shutdown future completes, then stops them in order (collector → sinks flush → HTTP)
 within `SHUTDOWN_TIMEOUT`. Also the `replay` command.
+
+Over 600 lines as one room: the start-up order (history store, Redis, bootstrap, warm-up, control
+settings, tasks, HTTP) reads top to bottom in `run_with`; splitting it would scatter that order.
 */
 
 use std::future::Future;
@@ -23,10 +26,10 @@ use crate::indicators::IndicatorSet;
 use crate::metrics::Metrics;
 use crate::model::SymbolTable;
 use crate::sources::{self, replay};
+use crate::store::history::{History, StoreError};
 use crate::store::reconcile::{Reconciler, Resync};
 use crate::store::redis::{RedisError, RedisSink, RedisSinkConfig, RedisStatus};
 use crate::store::snapshot::{NamedFeatures, Snapshot};
-use crate::store::sqlite::{SqliteStore, StoreError};
 use crate::store::writer::{RedisQueue, StoreChain};
 use crate::stream::hub::{Hub, StreamSettings};
 use crate::stream::jetstream::{NatsStatus, Publisher};
@@ -42,6 +45,9 @@ const SINK_QUEUE: usize = 1_024;
 pub enum AppError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The history store could not be opened at start.
+    #[error(transparent)]
+    StoreOpen(StoreError),
     #[error("cannot listen on HTTP_ADDR={addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -49,8 +55,8 @@ pub enum AppError {
     },
     #[error("shutdown did not finish within {0:?}; some buffered rows may be lost")]
     ShutdownTimeout(Duration),
-    #[error("{0} rows could not be written to SQLite before shutdown and are lost")]
-    DataLost(usize),
+    #[error("{0} rows could not be written to {1} before shutdown and are lost")]
+    DataLost(usize, &'static str),
     #[error("REDIS_URL: {0}")]
     Redis(RedisError),
     #[error("ALERT_WEBHOOK_URL: cannot build the HTTP client: {0}")]
@@ -69,8 +75,8 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// The configuration is wrong: fix it, do not restart.
     pub const CONFIG: u8 = 2;
-    /// The database cannot be opened or created (corrupt, unwritable, no directory): restarting
-    /// does not heal it.
+    /// The database cannot be opened or created (corrupt, unwritable, no directory; PostgreSQL
+    /// refusing the login or the schema): restarting does not heal it.
     pub const STORAGE: u8 = 3;
     /// Stopped, but some produced rows could not be stored.
     pub const DATA_LOST: u8 = 4;
@@ -81,7 +87,8 @@ impl AppError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Store(StoreError::Open { .. } | StoreError::Dir { .. }) => exit::STORAGE,
-            Self::DataLost(_) | Self::ShutdownTimeout(_) => exit::DATA_LOST,
+            Self::StoreOpen(_) => exit::STORAGE,
+            Self::DataLost(..) | Self::ShutdownTimeout(_) => exit::DATA_LOST,
             Self::Redis(_) => exit::CONFIG,
             _ => exit::FAILURE,
         }
@@ -120,10 +127,9 @@ pub async fn run_with(
         return Ok(());
     }
     let symbols = SymbolTable::new(&config.symbols);
-    let store = {
-        let (path, symbols) = (config.sqlite_path.clone(), symbols.clone());
-        let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&path, symbols)).await;
-        Arc::new(opened.map_err(|e| StoreError::Join(e.to_string()))??)
+    let store = tokio::select! {
+        opened = open_history(&config, &symbols) => opened.map_err(open_failed)?,
+        () = &mut shutdown => return stopped_during("opening the history store"),
     };
     let sources = sources::build(&config, &symbols);
     let source_names: Vec<&'static str> = sources.iter().map(|s| s.name()).collect();
@@ -146,7 +152,7 @@ pub async fn run_with(
             let (tx, rx) = mpsc::channel(SINK_QUEUE);
             let resync = Arc::new(Resync::default());
             let reconciler = Reconciler::new(
-                Arc::clone(&store),
+                store.clone(),
                 Arc::clone(&resync),
                 Arc::clone(&metrics),
                 config.calendars.clone(),
@@ -225,7 +231,7 @@ pub async fn run_with(
             .min()
             .unwrap_or(u64::MAX),
     ));
-    api::control::restore(&controls, &store, clock.now_ms())?;
+    api::control::restore(&controls, &store, clock.now_ms()).await?;
     let resync = redis_queue.as_ref().map(|q| Arc::clone(&q.resync));
     // Bars among a series' newest belong in its Redis ring: reconcile the rings.
     let reconcile = move || {
@@ -271,12 +277,12 @@ pub async fn run_with(
     );
 
     if config.bootstrap_on_start == BootstrapOnStart::Background {
-        let (config, symbols, store) = (config.clone(), symbols.clone(), Arc::clone(&store));
+        let (config, symbols, store) = (config.clone(), symbols.clone(), store.clone());
         let token = token.clone();
         // A failed write (a full disk, a locked database) stops a bootstrap; it resumes where
         // it stopped, so it is run again, with a backoff, until it completes.
         tracker.spawn(async move {
-            let mut log = crate::store::sqlite::FaultLog::new("background bootstrap");
+            let mut log = crate::store::fault::FaultLog::new("background bootstrap", store.name());
             let mut wait = Duration::from_secs(1);
             loop {
                 let now = clock.now_ms();
@@ -306,7 +312,7 @@ pub async fn run_with(
     // The chain stops when the collector drops its sender, after a final flush; its end
     // closes the Redis sink's queue.
     let stores = StoreChain::new(
-        Arc::clone(&store),
+        store.clone(),
         redis_queue,
         Duration::from_millis(config.batch_write_interval_ms),
         Arc::clone(&metrics),
@@ -349,7 +355,7 @@ pub async fn run_with(
     let state = Arc::new(ApiState {
         snapshot,
         metrics: Arc::clone(&metrics),
-        store: Arc::clone(&store),
+        store: store.clone(),
         clock,
         started: Instant::now(),
         stale_after_ms: config.validation.stale_after_ms,
@@ -398,7 +404,7 @@ pub async fn run_with(
     }
     let lost = store.pending_rows();
     if lost > 0 {
-        return Err(AppError::DataLost(lost));
+        return Err(AppError::DataLost(lost, store.name()));
     }
     tracing::info!(
         bars_closed = metrics.bars_closed.get(),
@@ -409,6 +415,24 @@ pub async fn run_with(
         "stopped cleanly"
     );
     Ok(())
+}
+
+/// The configured history store: PostgreSQL with `POSTGRES_URL`, else SQLite.
+async fn open_history(config: &Config, symbols: &SymbolTable) -> Result<History, StoreError> {
+    let postgres = config
+        .postgres_url
+        .as_deref()
+        .map(|url| (url, config.postgres_pool_size));
+    History::open(&config.sqlite_path, postgres, symbols.clone()).await
+}
+
+/// A history store that cannot be opened: SQLite's file errors keep their own variant (and exit
+/// code); PostgreSQL refusing the login, the database or the schema cannot heal by restarting.
+fn open_failed(e: StoreError) -> AppError {
+    match e {
+        StoreError::Postgres(_) | StoreError::Setup(_) => AppError::StoreOpen(e),
+        e => AppError::Store(e),
+    }
 }
 
 /// A stop asked for during start-up, before anything live was produced: logged, clean.
@@ -464,20 +488,16 @@ fn log_bootstrap(stats: crate::bootstrap::BootstrapStats) {
     );
 }
 
-/// `barkeep bootstrap`: history for every symbol and timeframe into SQLite.
+/// `barkeep bootstrap`: history for every symbol and timeframe into SQLite or PostgreSQL.
 ///
 /// # Errors
-/// SQLite failures.
+/// History store failures.
 pub async fn bootstrap(
     config: Config,
     show_progress: bool,
 ) -> Result<crate::bootstrap::BootstrapStats, AppError> {
     let symbols = SymbolTable::new(&config.symbols);
-    let store = {
-        let (path, symbols) = (config.sqlite_path.clone(), symbols.clone());
-        let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&path, symbols)).await;
-        Arc::new(opened.map_err(|e| StoreError::Join(e.to_string()))??)
-    };
+    let store = open_history(&config, &symbols).await.map_err(open_failed)?;
     let chain = crate::bootstrap::own_chain(&config, sources::build(&config, &symbols));
     let now = crate::clock::system_now_ms();
     Ok(

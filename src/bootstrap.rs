@@ -36,7 +36,7 @@ use crate::metrics::Metrics;
 use crate::model::{Bar, RejectRecord, SymbolId, SymbolTable, Timeframe};
 use crate::sources::chain::{Asked as Answer, Attempt, Refusal, SourceChain, Work};
 use crate::sources::{ErrorKind, Source};
-use crate::store::sqlite::{SqliteStore, StoreError, StoredBar};
+use crate::store::history::{History, StoreError, StoredBar};
 use crate::validate::{Validator, Verdict};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -100,20 +100,20 @@ pub fn own_chain(config: &Config, sources: Vec<Arc<dyn Source>>) -> SourceChain 
     SourceChain::configured(config, sources, false, metrics, Clock::System)
 }
 
-/// Downloads what SQLite lacks of the configured history for every symbol and timeframe.
+/// Downloads what history (SQLite or PostgreSQL) lacks of the configured history for every symbol and timeframe.
 /// Sources are asked through `chain`: one of their own ([`own_chain`]), or the collector's when
 /// the bootstrap runs beside collection, whose budgets then keep the requests live quotes need
 /// (the bootstrap is batch work: it takes what is above the live reserve). `on_recent` is called after
 /// bars were stored among the newest `MAX_BARS_CACHE` of a series (while collecting, the Redis
-/// rings must then be reconciled with SQLite).
+/// rings must then be reconciled with history).
 ///
 /// # Errors
-/// A SQLite failure (source failures are counted and reported, not fatal).
+/// A history store failure (source failures are counted and reported, not fatal).
 pub async fn bootstrap(
     config: &Config,
     symbols: &SymbolTable,
     chain: &SourceChain,
-    store: &Arc<SqliteStore>,
+    store: &History,
     now_ms: i64,
     show_progress: bool,
     on_recent: impl Fn(),
@@ -140,7 +140,7 @@ pub async fn bootstrap(
                 tracing::debug!(symbol = %symbols.name(symbol), timeframe = %tf, "no source serves this history; not planned");
                 continue;
             }
-            let span = stored_span(store, symbol, tf).await?;
+            let span = store.stored_span(symbol, tf).await?;
             plan.extend(windows(symbol, tf, now_ms, config.history_days, span));
         }
     }
@@ -223,12 +223,8 @@ pub async fn bootstrap(
             }
         }
         stats.rejected += rejects.len();
-        let store = Arc::clone(store);
         let (symbol, tf) = (window.symbol, window.timeframe);
-        let stored =
-            tokio::task::spawn_blocking(move || store.insert_missing(symbol, tf, &good, &rejects))
-                .await
-                .map_err(|e| StoreError::Join(e.to_string()))??;
+        let stored = store.insert_missing(symbol, tf, good, rejects).await?;
         stats.stored += stored;
         let ring_reach = tf.bucket(now_ms) - config.max_bars_cache as i64 * tf.ms();
         if stored > 0 && window.to > ring_reach {
@@ -370,17 +366,6 @@ async fn fetch(
         }
     }
     None
-}
-
-async fn stored_span(
-    store: &Arc<SqliteStore>,
-    symbol: SymbolId,
-    tf: Timeframe,
-) -> Result<Option<(i64, i64)>, StoreError> {
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || store.stored_span(symbol, tf))
-        .await
-        .map_err(|e| StoreError::Join(e.to_string()))?
 }
 
 #[cfg(test)]

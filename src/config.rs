@@ -111,6 +111,9 @@ pub struct Config {
     /// Entries kept per symbol's Redis stream (`REDIS_STREAM_MAXLEN`); 0: no stream.
     pub redis_stream_maxlen: usize,
     pub sqlite_path: PathBuf,
+    /// History in PostgreSQL instead of SQLite (`SQLITE_PATH` is then unused).
+    pub postgres_url: Option<String>,
+    pub postgres_pool_size: usize,
     pub http_addr: SocketAddr,
     /// Concurrent HTTP connections (by default 1024, or what the open-files limit leaves).
     pub http_pool_size: usize,
@@ -260,6 +263,20 @@ impl Config {
                 ));
             }
         }
+        let postgres_url = env.get("POSTGRES_URL");
+        if let Some(url) = &postgres_url {
+            let scheme = url.split("://").next().unwrap_or_default();
+            let usable = ["postgres", "postgresql"].contains(&scheme)
+                && url.parse::<tokio_postgres::Config>().is_ok();
+            if !usable {
+                return Err(ConfigError::new(
+                    "POSTGRES_URL",
+                    redact_url(url),
+                    "expected postgres://[user[:password]@]host[:port]/database[?options]",
+                ));
+            }
+        }
+        let postgres_pool_size = env.int("POSTGRES_POOL_SIZE", 4, 1, 1_024)?;
         let log_format = env.parse("LOG_FORMAT", "text", |s| match s {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
@@ -273,7 +290,10 @@ impl Config {
         let redis_pool_size = env.int("REDIS_POOL_SIZE", 4, 1, 1_024)?;
         let http_pool_size = env.int(
             "HTTP_POOL_SIZE",
-            open_files.default_pool(max_concurrency, redis_pool_size),
+            open_files.default_pool(
+                max_concurrency,
+                store_connections(redis_pool_size, postgres_url.as_ref(), postgres_pool_size),
+            ),
             1,
             1_000_000,
         )?;
@@ -341,6 +361,8 @@ impl Config {
                 1_000_000,
             )?,
             sqlite_path: env.parse("SQLITE_PATH", "./data/barkeep.db", |s| Ok(PathBuf::from(s)))?,
+            postgres_url,
+            postgres_pool_size,
             http_addr,
             http_pool_size,
             http_header_timeout_ms: env.duration_ms("HTTP_HEADER_TIMEOUT", 5_000, 100, 600_000)?,
@@ -386,7 +408,15 @@ impl Config {
     /// File descriptors barkeep may hold at once: the HTTP pool plus what
     /// [`OpenFiles::reserve`] keeps for everything else.
     pub fn open_files_needed(&self) -> u64 {
-        self.http_pool_size as u64 + OpenFiles::reserve(self.max_concurrency, self.redis_pool_size)
+        self.http_pool_size as u64
+            + OpenFiles::reserve(
+                self.max_concurrency,
+                store_connections(
+                    self.redis_pool_size,
+                    self.postgres_url.as_ref(),
+                    self.postgres_pool_size,
+                ),
+            )
     }
 }
 
@@ -423,4 +453,9 @@ impl<'a> From<&'a Config> for crate::sources::Plan<'a> {
             breaker_open_ms: config.breaker_open_ms,
         }
     }
+}
+
+/// Connections the stores hold besides the HTTP pool: Redis's, and PostgreSQL's when it is used.
+fn store_connections(redis: usize, postgres_url: Option<&String>, postgres: usize) -> usize {
+    redis + postgres_url.map_or(0, |_| postgres)
 }

@@ -40,8 +40,9 @@
 //! - [`indicators`] — O(1) incremental indicators exact to TA-Lib, with forming-bar peeks and
 //!   checkpoints.
 //! - [`signals`] — buy/sell/neutral from the features, by documented rules.
-//! - [`store`] — one writer feeding SQLite first, then Redis; SQLite's reader queries; the
-//!   resync that rebuilds Redis rings from SQLite; the lock-free snapshot the API reads.
+//! - [`store`] — one writer feeding history first (SQLite, or PostgreSQL with `POSTGRES_URL`,
+//!   behind one `History` type), then Redis; history's reader queries; the resync that rebuilds
+//!   Redis rings from history; the lock-free snapshot the API reads.
 //! - [`api`] — the hyper HTTP server and its JSON endpoints.
 //! - [`stream`] — streaming to clients: the collector's batches → one message model, numbered
 //!   per channel with a replay buffer, fanned out over SSE and WebSocket (`/streaming/…`), and

@@ -1,11 +1,11 @@
 /*!
 Secrets never leave the process as text. Every configured secret (provider API keys,
-`API_TOKEN`, the Redis password, the alert webhook's URL and the tokens in it) is registered once
-at start; [`scrub`] replaces each of them — as written and percent-encoded, as it appears in a
-URL — with `***`. It is applied in one place per way out: every log line passes through
-[`ScrubbingWriter`] (so a provider's error message that quotes the key, a URL in an error, a
-redirect, whatever path the text took, is clean), and the API scrubs the free text it shows
-(`/health`'s error reasons).
+`API_TOKEN`, the Redis, PostgreSQL and NATS passwords, the alert webhook's URL and the tokens in
+it) is registered once at start; [`scrub`] replaces each of them — as written and
+percent-encoded, as it appears in a URL — with `***`. It is applied in one place per way out:
+every log line passes through [`ScrubbingWriter`] (so a provider's error message that quotes the
+key, a URL in an error, a redirect, whatever path the text took, is clean), and the API scrubs
+the free text it shows (`/health`'s error reasons).
 
 Secrets shorter than [`MIN_LEN`] are not registered: replacing a 2-character "key" would mangle
 every log line and protect nothing.
@@ -44,8 +44,8 @@ pub fn register<I: IntoIterator<Item = S>, S: AsRef<str>>(secrets: I) {
     known.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
-/// The secrets a configuration holds: provider API keys, `API_TOKEN`, the Redis password, NATS
-/// passwords and tokens, and the alert webhook's URL with the tokens in it.
+/// The secrets a configuration holds: provider API keys, `API_TOKEN`, the Redis and PostgreSQL
+/// passwords, NATS passwords and tokens, and the alert webhook's URL with the tokens in it.
 pub fn of_config(config: &Config) -> Vec<String> {
     let mut out: Vec<String> = config
         .providers
@@ -55,8 +55,10 @@ pub fn of_config(config: &Config) -> Vec<String> {
     if let Some(token) = &config.api_token {
         out.push(token.expose().to_string());
     }
-    if let Some(password) = config.redis_url.as_deref().and_then(url_password) {
-        out.push(password.to_string());
+    for url in [&config.redis_url, &config.postgres_url] {
+        if let Some(password) = url.as_deref().and_then(url_password) {
+            out.push(password.to_string());
+        }
     }
     // NATS: a password, or a token given alone (`nats://TOKEN@host`).
     for server in config.nats.iter().flat_map(|n| &n.servers) {

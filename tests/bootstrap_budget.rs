@@ -31,6 +31,7 @@ use barkeep::metrics::Metrics;
 use barkeep::model::{SymbolTable, Timeframe};
 use barkeep::sources::settings::ProviderSettings;
 use barkeep::sources::{self, ErrorKind, Source};
+use barkeep::store::history::History;
 use barkeep::store::snapshot::Snapshot;
 use barkeep::store::sqlite::SqliteStore;
 use parking_lot::Mutex;
@@ -235,7 +236,9 @@ async fn bootstrap_yahoo(timeframes: &str, days: u32, history: Reply) -> Run {
     let sources = bootstrap::own_chain(&config, sources::build(&config, &symbols));
     assert_eq!(sources.len(), 1, "Yahoo built");
     assert_eq!(sources.remaining_this_minute(0), Some(60));
-    let store = Arc::new(SqliteStore::open(&db, symbols.clone()).expect("store"));
+    let store = History::Sqlite(Arc::new(
+        SqliteStore::open(&db, symbols.clone()).expect("store"),
+    ));
     let stats = bootstrap::bootstrap(&config, &symbols, &sources, &store, wall_ms(), false, || {})
         .await
         .expect("bootstrap");
@@ -342,7 +345,9 @@ async fn warm_up_of_1s_sends_yahoo_no_history_request_and_leaves_its_budget_unto
         &config.indicators,
     ));
     let (tx, _sink) = tokio::sync::mpsc::channel(16);
-    let store = Arc::new(SqliteStore::open(&db, symbols.clone()).expect("store"));
+    let store = History::Sqlite(Arc::new(
+        SqliteStore::open(&db, symbols.clone()).expect("store"),
+    ));
     let mut collector = Collector::new(
         &config,
         symbols,

@@ -13,6 +13,7 @@ use barkeep::metrics::Metrics;
 use barkeep::model::{
     Bar, BarRecord, Event, FEATURE_COUNT, Features, SymbolTable, TickBatch, Timeframe,
 };
+use barkeep::store::history::History;
 use barkeep::store::reconcile::{Reconciler, Resync};
 use barkeep::store::redis::{RedisSink, RedisSinkConfig, RedisStatus};
 use barkeep::store::sqlite::SqliteStore;
@@ -58,7 +59,9 @@ fn a_full_redis_queue_loses_nothing_and_the_resync_is_counted() {
     let db = dir.path().join("chain.db");
     let symbols = SymbolTable::new(["EURUSD"]);
     let tf: Timeframe = "1m".parse().expect("tf");
-    let store = Arc::new(SqliteStore::open(&db, symbols.clone()).expect("sqlite"));
+    let store = History::Sqlite(Arc::new(
+        SqliteStore::open(&db, symbols.clone()).expect("sqlite"),
+    ));
     let metrics = Arc::new(Metrics::new(&["synthetic"]));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -92,7 +95,7 @@ fn a_full_redis_queue_loses_nothing_and_the_resync_is_counted() {
             vec![tf],
             IndicatorParams::default().feature_names(),
             Reconciler::new(
-                Arc::clone(&store),
+                store.clone(),
                 Arc::clone(&resync),
                 Arc::clone(&metrics),
                 Vec::new(),
@@ -108,7 +111,7 @@ fn a_full_redis_queue_loses_nothing_and_the_resync_is_counted() {
         let (redis_tx, redis_rx) = mpsc::channel(REDIS_QUEUE);
         let (stores_tx, stores_rx) = mpsc::channel(1_024);
         let chain = StoreChain::new(
-            Arc::clone(&store),
+            store.clone(),
             Some(RedisQueue {
                 tx: redis_tx,
                 resync,

@@ -77,8 +77,7 @@ fn fill(sidecar: &Sidecar, data: &Path, name: &str) {
 }
 
 fn sqlite_health(sidecar: &Sidecar) -> serde_json::Value {
-    let (_, health) = get_json(sidecar.addr, "/health");
-    health["sqlite"].clone()
+    sidecar.store_health("sqlite")
 }
 
 fn drain_log(sidecar: &mut Sidecar) {
@@ -169,12 +168,12 @@ fn a_full_disk_keeps_the_rows_retries_and_loses_nothing_once_space_returns() {
     })
     .expect("/health ok again");
     assert!(healed["reason"].is_null(), "{healed}");
-    let (code, log) = sidecar.terminate();
-    assert_eq!(code, 0, "{}", log.join("\n"));
-    let closed = log_field(&log, "stopped cleanly", "bars_closed").expect("bars_closed");
-    let written = log_field(&log, "stopped cleanly", "bars_written").expect("bars_written");
-    assert_eq!(written, closed, "every bar produced was stored");
-    assert_eq!(count(&log, RECOVERED), 1);
+    let stopped = sidecar.stop_cleanly();
+    assert_eq!(
+        stopped.bars_written, stopped.bars_closed,
+        "every bar produced was stored"
+    );
+    assert_eq!(count(&stopped.log, RECOVERED), 1);
 }
 
 #[test]

@@ -296,7 +296,7 @@ impl Server {
         // One file for every process (only read, never written): nothing piles up in /tmp.
         let db = std::env::temp_dir().join("barkeep-fuzz-http.db");
         let store = match barkeep::store::sqlite::SqliteStore::open(&db, symbols) {
-            Ok(store) => Arc::new(store),
+            Ok(store) => barkeep::store::history::History::Sqlite(Arc::new(store)),
             Err(e) => panic!("database {}: {e}", db.display()),
         };
         let metrics = Arc::new(barkeep::metrics::Metrics::new(&["synthetic"]));

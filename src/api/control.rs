@@ -32,7 +32,7 @@ use crate::collector::cadence::{Cadence, CadenceCell, CadenceChange};
 use crate::metrics::Metrics;
 use crate::sources::RateLimit;
 use crate::sources::chain::{BreakerSettings, DataType, SourceChain, TELEMETRY_CAPACITY};
-use crate::store::sqlite::{SqliteStore, StoreError};
+use crate::store::history::{History, StoreError};
 
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
 
@@ -125,8 +125,8 @@ impl Controls {
 ///
 /// # Errors
 /// SQLite failures.
-pub fn restore(controls: &Controls, store: &SqliteStore, now_ms: i64) -> Result<(), StoreError> {
-    if let Some(raw) = store.setting(CADENCE_KEY)? {
+pub async fn restore(controls: &Controls, store: &History, now_ms: i64) -> Result<(), StoreError> {
+    if let Some(raw) = store.setting(CADENCE_KEY).await? {
         match serde_json::from_str::<StoredCadence>(&raw) {
             Ok(stored)
                 if stored.configured == controls.configured
@@ -140,11 +140,11 @@ pub fn restore(controls: &Controls, store: &SqliteStore, now_ms: i64) -> Result<
                     stored = %raw,
                     "the stored run-time cadence is dropped: the environment's changed since it was set"
                 );
-                store.put_setting(CADENCE_KEY, None, now_ms)?;
+                store.put_setting(CADENCE_KEY, None, now_ms).await?;
             }
         }
     }
-    if let Some(raw) = store.setting(WORKERS_KEY)? {
+    if let Some(raw) = store.setting(WORKERS_KEY).await? {
         let stored: StoredWorkers = serde_json::from_str(&raw).unwrap_or_default();
         for id in &stored.stopped {
             match controls.find(id) {
@@ -324,11 +324,11 @@ async fn persist(
     name: &'static str,
     value: Option<String>,
 ) -> Result<(), ApiError> {
-    let store = Arc::clone(&state.store);
     let now = state.clock.now_ms();
-    tokio::task::spawn_blocking(move || store.put_setting(name, value.as_deref(), now))
+    state
+        .store
+        .put_setting(name, value, now)
         .await
-        .map_err(|e| store_failed(StoreError::Join(e.to_string())))?
         .map_err(store_failed)
 }
 

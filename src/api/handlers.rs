@@ -90,7 +90,8 @@ pub(super) fn health_report(state: &ApiState) -> (StatusCode, Value) {
         uptime_ms
     };
     let sqlite_lagging = flush_age > 3 * state.batch_write_interval_ms as i64 + 5_000;
-    // A write refused (disk full, read-only, locked): rows wait in memory until it works.
+    // A write refused (disk full, read-only, locked, unreachable): rows wait in memory until
+    // it works.
     let sqlite_fault = state.store.fault();
     let sqlite_state = match (&sqlite_fault, sqlite_lagging) {
         (Some(_), _) => "failing",
@@ -181,9 +182,10 @@ pub(super) fn health_report(state: &ApiState) -> (StatusCode, Value) {
             },
             "symbols": symbols,
             "sources": sources,
-            "sqlite": {
+            // Under "sqlite" or "postgres", whichever holds the history.
+            state.store.key(): {
                 "state": sqlite_state,
-                "reason": sqlite_fault.as_ref().map(|f| f.reason.as_str()),
+                "reason": sqlite_fault.as_ref().map(|f| crate::secrets::scrub(&f.reason).into_owned()),
                 "failing_for_ms": sqlite_fault.as_ref().map(|f| f.since.elapsed().as_millis() as u64),
                 "failed_writes": sqlite_fault.as_ref().map(|f| f.failures),
                 "pending_rows": state.store.pending_rows(),
@@ -390,17 +392,13 @@ pub(super) async fn bars(state: &ApiState, symbol: &str, query: &Query<'_>) -> R
             }
         },
     };
-    let store = std::sync::Arc::clone(&state.store);
-    let bars = tokio::task::spawn_blocking(move || store.recent_bars(id, tf, limit))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                e.to_string(),
-            )
-        })?;
+    let bars = state.store.recent_bars(id, tf, limit).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            crate::secrets::scrub(&e.to_string()).into_owned(),
+        )
+    })?;
     Ok(json(
         StatusCode::OK,
         &json!({
@@ -419,6 +417,7 @@ mod tests {
     use crate::indicators::IndicatorParams;
     use crate::metrics::Metrics;
     use crate::model::{Bar, BarRecord, FEATURE_COUNT, Features, SymbolTable};
+    use crate::store::history::History;
     use crate::store::snapshot::{Snapshot, SymbolView};
     use crate::store::sqlite::SqliteStore;
     use std::sync::Arc;
@@ -450,7 +449,9 @@ mod tests {
         let state = ApiState {
             snapshot: Arc::clone(&snapshot),
             metrics: Arc::new(Metrics::new(&["synthetic"])),
-            store: Arc::new(SqliteStore::open(&dir.path().join("b.db"), symbols).expect("db")),
+            store: History::Sqlite(Arc::new(
+                SqliteStore::open(&dir.path().join("b.db"), symbols).expect("db"),
+            )),
             clock: Clock::tokio(t0),
             started: std::time::Instant::now(),
             stale_after_ms: 120_000,

@@ -44,8 +44,8 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::store::history::History;
 use crate::store::snapshot::Snapshot;
-use crate::store::sqlite::SqliteStore;
 
 /// How long the accept loop pauses after a failed accept (e.g. no file descriptor left).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -82,7 +82,7 @@ impl HttpSettings {
 pub struct ApiState {
     pub snapshot: Arc<Snapshot>,
     pub metrics: Arc<Metrics>,
-    pub store: Arc<SqliteStore>,
+    pub store: History,
     pub clock: Clock,
     pub started: Instant,
     pub stale_after_ms: i64,

@@ -12,10 +12,10 @@ use super::Collector;
 use crate::indicators::IndicatorSet;
 use crate::model::{Bar, BarRecord, Event, SymbolId, TickBatch, Timeframe};
 use crate::sources::chain::Work;
-use crate::store::sqlite::{SqliteStore, StoreError};
+use crate::store::history::{History, StoreError};
 
 /// At most this many bars since the last stored one are fetched again at start (a longer
-/// downtime is filled in SQLite by the bootstrap; the indicators then continue from the
+/// downtime is filled in history by the bootstrap; the indicators then continue from the
 /// newest of them).
 const MAX_REPAIR_BARS: i64 = 5_000;
 
@@ -25,15 +25,15 @@ const HISTORY_TIMEOUT: Duration = Duration::from_secs(15);
 impl Collector {
     /// Restores indicator state from checkpoints and stored bars, then tops up missing history
     /// from the first source that serves it. History bars are sent to the sinks like any other
-    /// closed bars. Blocking SQLite reads run on the blocking pool.
+    /// closed bars.
     ///
     /// A source is asked only for a symbol it serves and a timeframe its history serves
     /// ([`Source::serves_history`]; a pair it does not is said once and skipped), and a unit of
     /// its budget is taken right before the request goes out.
     ///
     /// # Errors
-    /// A failed SQLite read.
-    pub async fn warm_up(&mut self, store: &Arc<SqliteStore>) -> Result<(), StoreError> {
+    /// A failed history read.
+    pub async fn warm_up(&mut self, store: &History) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let mut events = Vec::new();
         for source in self.chain.sources().filter(|s| s.capabilities().history) {
@@ -65,7 +65,7 @@ impl Collector {
                 if frame == 0 {
                     // The validator's reference: the newest stored bars, whatever the
                     // checkpoint covered, so the first live quote is judged against them.
-                    let reference = newest_bars(store, symbol, tf, 30).await?;
+                    let reference = store.bars_after(symbol, tf, None, 30).await?;
                     self.pipelines[sym].seed_validator(&reference);
                 }
                 let stored_last = self.pipelines[sym].engine(frame).last_ts();
@@ -137,48 +137,34 @@ impl Collector {
     }
 }
 
-/// The newest `n` stored closed bars of a series, oldest first.
-async fn newest_bars(
-    store: &Arc<SqliteStore>,
-    symbol: SymbolId,
-    tf: Timeframe,
-    n: usize,
-) -> Result<Vec<Bar>, StoreError> {
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || store.bars_after(symbol, tf, None, n))
-        .await
-        .map_err(|e| StoreError::Join(e.to_string()))?
-}
-
 /// Loads the checkpoint (if it matches the configured parameters) and the stored bars after
 /// it, or the newest `warmup` bars when there is no usable checkpoint.
 async fn load_frame(
-    store: &Arc<SqliteStore>,
+    store: &History,
     symbol: SymbolId,
     tf: Timeframe,
     fresh: &IndicatorSet,
     warmup: usize,
 ) -> Result<(Option<IndicatorSet>, Vec<Bar>), StoreError> {
-    let store = Arc::clone(store);
     let params = fresh.params().clone();
-    tokio::task::spawn_blocking(move || {
-        let restored = match store.checkpoint(symbol, tf)? {
-            Some((_, bytes)) => match IndicatorSet::restore(&bytes, &params) {
-                Ok(engine) => Some(engine),
-                Err(e) => {
-                    tracing::info!(error = %e, "indicator checkpoint not usable; warming up from stored bars");
-                    None
-                }
-            },
-            None => None,
-        };
-        let after = restored.as_ref().and_then(IndicatorSet::last_ts);
-        let limit = if restored.is_some() { usize::MAX >> 2 } else { warmup };
-        let bars = store.bars_after(symbol, tf, after, limit)?;
-        // A checkpoint with a gap of unknown length behind it would resume from the wrong
-        // place; it cannot happen (bars and checkpoints commit together) but is cheap to check.
-        Ok((restored, bars))
-    })
-    .await
-    .map_err(|e| StoreError::Join(e.to_string()))?
+    let restored = match store.checkpoint(symbol, tf).await? {
+        Some((_, bytes)) => match IndicatorSet::restore(&bytes, &params) {
+            Ok(engine) => Some(engine),
+            Err(e) => {
+                tracing::info!(error = %e, "indicator checkpoint not usable; warming up from stored bars");
+                None
+            }
+        },
+        None => None,
+    };
+    let after = restored.as_ref().and_then(IndicatorSet::last_ts);
+    let limit = if restored.is_some() {
+        usize::MAX >> 2
+    } else {
+        warmup
+    };
+    // Bars and checkpoints commit together, so a checkpoint has no gap of unknown length
+    // behind it: the bars after it are all there.
+    let bars = store.bars_after(symbol, tf, after, limit).await?;
+    Ok((restored, bars))
 }

@@ -106,6 +106,30 @@ fn redis_passwords_are_redacted() {
 }
 
 #[test]
+fn postgres_urls_are_checked_with_the_password_redacted() {
+    let err = cfg(&[("POSTGRES_URL", "mysql://u:secretpw@h/db")]).expect_err("bad scheme");
+    assert_eq!(err.var, "POSTGRES_URL");
+    assert!(!err.to_string().contains("secretpw"), "{err}");
+    let err = cfg(&[("POSTGRES_URL", "postgres://u:secretpw@h:99999/db")]).expect_err("port");
+    assert!(!err.to_string().contains("secretpw"), "{err}");
+    let c = cfg(&[
+        (
+            "POSTGRES_URL",
+            "postgresql://barkeep:pw@db.internal:5433/history?connect_timeout=3",
+        ),
+        ("POSTGRES_POOL_SIZE", "8"),
+    ])
+    .expect("valid");
+    assert_eq!(c.postgres_pool_size, 8);
+    assert!(c.postgres_url.is_some());
+    assert_eq!(
+        cfg(&[]).expect("defaults").postgres_url,
+        None,
+        "SQLite by default"
+    );
+}
+
+#[test]
 fn errors_name_the_variable_and_value() {
     let cases = [
         ("COLLECTION_INTERVAL", "soon"),
@@ -124,6 +148,7 @@ fn errors_name_the_variable_and_value() {
         ("MACD_FAST", "40"),
         ("REDIS_URL", "redis://host:70000"),
         ("BOOTSTRAP_ON_START", "later"),
+        ("POSTGRES_POOL_SIZE", "0"),
     ];
     for (var, value) in cases {
         let err = cfg(&[(var, value)]).expect_err(var);

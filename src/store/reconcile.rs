@@ -1,20 +1,21 @@
 /*!
 Resync: where the two stores meet, and the only place.
 
-SQLite (flushed or still buffered) always holds every closed bar a Redis ring should hold,
-because `store::writer` hands a batch to Redis only after SQLite has taken it. So whenever the
+History (SQLite or PostgreSQL, flushed or still buffered) always holds every closed bar a Redis
+ring should hold, because `store::writer` hands a batch to Redis only after history has taken
+it. So whenever the
 Redis sink may have missed something — at start, after Redis was down or a write failed, after
 batches were not queued because its queue was full ([`Resync::request`]), after history was
-stored among a series' newest bars — every ring is reconciled with SQLite before writing
+stored among a series' newest bars — every ring is reconciled with history before writing
 resumes:
 - a ring that matches (length, first and last bar) is kept;
 - one that is behind, partial or broken is rewritten atomically (`MULTI`/`DEL`/`RPUSH`/`EXEC`)
-  from SQLite's newest bars (`redis_backfilled_bars_total`);
-- one that is *ahead* of SQLite (bars Redis got but SQLite lost in a crash) first gives those
-  bars to SQLite (`redis_recovered_bars_total`), then is compared again.
+  from history's newest bars (`redis_backfilled_bars_total`);
+- one that is *ahead* of history (bars Redis got but history lost in a crash) first gives those
+  bars to history (`redis_recovered_bars_total`), then is compared again.
 
-Each run is counted (`redis_resyncs_total`). SQLite is read on the blocking pool, never on the
-async runtime. Gap repair also rewrites a ring from here ([`Reconciler::rewrite_ring`]): its bars
+Each run is counted (`redis_resyncs_total`). History is read through [`History`] (SQLite on the
+blocking pool), never blocking the async runtime. Gap repair also rewrites a ring from here ([`Reconciler::rewrite_ring`]): its bars
 are older than the ring's last one, so they were never pushed.
 */
 
@@ -26,16 +27,16 @@ use redis::aio::ConnectionManager;
 use crate::calendar::MarketCalendar;
 use crate::metrics::Metrics;
 use crate::model::{Gap, SymbolId, Timeframe};
+use crate::store::history::{History, RingSummary, StoredBar};
 use crate::store::redis::RedisError;
 use crate::store::redis::codec::{BarMsg, decode_ts, encode};
-use crate::store::sqlite::{RingSummary, SqliteStore, StoreError, StoredBar};
 
 /// A request to the Redis sink to reconcile every ring before its next write.
 #[derive(Debug, Default)]
 pub struct Resync(AtomicBool);
 
 impl Resync {
-    /// Asks for a resync (the sink missed batches, or SQLite got bars the rings should hold).
+    /// Asks for a resync (the sink missed batches, or history got bars the rings should hold).
     pub fn request(&self) {
         self.0.store(true, Ordering::Release);
     }
@@ -61,9 +62,9 @@ pub(in crate::store) struct Reconciled {
     pub(in crate::store) rewritten: usize,
 }
 
-/// Rebuilds Redis rings from SQLite (and SQLite from rings that are ahead).
+/// Rebuilds Redis rings from history (and history from rings that are ahead).
 pub struct Reconciler {
-    store: Arc<SqliteStore>,
+    store: History,
     resync: Arc<Resync>,
     metrics: Arc<Metrics>,
     /// Each symbol's calendar (by id): a hole while its market was closed is no gap.
@@ -72,7 +73,7 @@ pub struct Reconciler {
 
 impl Reconciler {
     pub fn new(
-        store: Arc<SqliteStore>,
+        store: History,
         resync: Arc<Resync>,
         metrics: Arc<Metrics>,
         calendars: Vec<MarketCalendar>,
@@ -90,7 +91,7 @@ impl Reconciler {
         self.resync.take()
     }
 
-    /// Makes every ring equal to the newest `n` closed bars SQLite knows.
+    /// Makes every ring equal to the newest `n` closed bars history knows.
     pub(in crate::store) async fn reconcile(
         &self,
         conn: &mut ConnectionManager,
@@ -124,10 +125,10 @@ impl Reconciler {
             let last = decode_ts(&answers[3 * i + 2], ring.key);
             let mut want = self.summary(ring, n).await?;
             if let (Some(ring_last), true) = (last, last > want.last_ts) {
-                // The ring is ahead of SQLite: keep what only Redis saw.
+                // The ring is ahead of history: keep what only Redis saw.
                 let recovered = self.recover_from_ring(conn, ring, want.last_ts).await?;
                 self.metrics.redis_recovered_bars.add(recovered as u64);
-                tracing::warn!(key = %ring.key, recovered, ring_last, "Redis ring was ahead of SQLite; bars copied into SQLite");
+                tracing::warn!(key = %ring.key, recovered, ring_last, "Redis ring was ahead of history; bars copied into history");
                 want = self.summary(ring, n).await?;
             }
             if len == want.len && first == want.first_ts && last == want.last_ts {
@@ -142,7 +143,7 @@ impl Reconciler {
         Ok(done)
     }
 
-    /// Replaces a ring with SQLite's newest `n` bars, atomically; the open time of its last
+    /// Replaces a ring with history's newest `n` bars, atomically; the open time of its last
     /// and its length.
     pub(in crate::store) async fn rewrite_ring(
         &self,
@@ -150,11 +151,10 @@ impl Reconciler {
         ring: &Ring<'_>,
         n: usize,
     ) -> Result<(Option<i64>, usize), RedisError> {
-        let (store, symbol, tf) = (Arc::clone(&self.store), ring.symbol, ring.timeframe);
-        let bars: Vec<StoredBar> =
-            tokio::task::spawn_blocking(move || store.recent_bars(symbol, tf, n))
-                .await
-                .map_err(|e| StoreError::Join(e.to_string()))??;
+        let bars = self
+            .store
+            .recent_bars(ring.symbol, ring.timeframe, n)
+            .await?;
         let mut pipe = redis::pipe();
         pipe.atomic().cmd("DEL").arg(ring.key).ignore();
         for chunk in bars.chunks(1_000) {
@@ -170,15 +170,13 @@ impl Reconciler {
     }
 
     async fn summary(&self, ring: &Ring<'_>, n: usize) -> Result<RingSummary, RedisError> {
-        let (store, symbol, tf) = (Arc::clone(&self.store), ring.symbol, ring.timeframe);
-        Ok(
-            tokio::task::spawn_blocking(move || store.ring_summary(symbol, tf, n))
-                .await
-                .map_err(|e| StoreError::Join(e.to_string()))??,
-        )
+        Ok(self
+            .store
+            .ring_summary(ring.symbol, ring.timeframe, n)
+            .await?)
     }
 
-    /// Copies the ring's bars newer than `after` into SQLite, with the holes between them (and
+    /// Copies the ring's bars newer than `after` into history, with the holes between them (and
     /// before the first) recorded as gaps in the same transaction: the gap rows a crash lost
     /// with the unflushed buffer would otherwise be missing inside the stored series. Returns
     /// how many bars.
@@ -205,7 +203,7 @@ impl Reconciler {
             }
         }
         bars.sort_by_key(|b| b.bar.ts);
-        let (store, symbol, tf) = (Arc::clone(&self.store), ring.symbol, ring.timeframe);
+        let (symbol, tf) = (ring.symbol, ring.timeframe);
         let calendar = self
             .calendars
             .get(symbol as usize)
@@ -226,10 +224,6 @@ impl Reconciler {
             previous = Some(b.bar.ts);
         }
         self.metrics.gaps.add(gaps.len() as u64);
-        Ok(
-            tokio::task::spawn_blocking(move || store.recover(symbol, tf, &bars, &gaps))
-                .await
-                .map_err(|e| StoreError::Join(e.to_string()))??,
-        )
+        Ok(self.store.recover(symbol, tf, bars, gaps).await?)
     }
 }

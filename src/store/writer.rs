@@ -1,21 +1,21 @@
 /*!
-The stores' one entrance: every batch the collector produces is taken by SQLite first, then
-handed to Redis.
+The stores' one entrance: every batch the collector produces is taken by history (SQLite or
+PostgreSQL, `store::history`) first, then handed to Redis.
 
 The collector sends each [`TickBatch`] to one bounded queue, read by one task ([`StoreChain`]).
 For each batch, in this order:
-1. SQLite takes its rows into the write buffer ([`SqliteStore::absorb`]); from then on readers
+1. History takes its rows into the write buffer ([`History::absorb`]); from then on readers
    see them (the buffer is merged into what they read) and they are flushed with the rest.
 2. The batch is offered to the Redis sink's own bounded queue, without waiting. When that queue
    is full the batch is not queued; the Redis sink is asked to resync instead (`redis_queue_full_total`),
-   rebuilding its rings from SQLite, which by step 1 holds the batch.
+   rebuilding its rings from history, which by step 1 holds the batch.
 
-So Redis never shows a closed bar SQLite does not hold, and a slow Redis never slows SQLite or
-the collector. The buffer is flushed every `BATCH_WRITE_INTERVAL` in one transaction on the
-blocking pool while batches keep arriving, and once more when the collector has stopped (the
+So Redis never shows a closed bar history does not hold, and a slow Redis never slows history or
+the collector. The buffer is flushed every `BATCH_WRITE_INTERVAL` in one transaction, on a task
+of its own (SQLite's on the blocking pool) while batches keep arriving, and once more when the collector has stopped (the
 queue closed); dropping the Redis queue's sender then tells the Redis sink to finish.
 
-A flush that fails (disk full, read-only, locked) keeps its rows in the buffer and is tried
+A flush that fails (disk full, read-only, locked, PostgreSQL unreachable) keeps its rows in the buffer and is tried
 again with a backoff: after `min(BATCH_WRITE_INTERVAL, 1 s)`, doubling up to [`RETRY_MAX`], back
 to the normal pace after the first flush that works, which writes everything kept. Meanwhile
 batches keep being taken (and passed to Redis), so the buffer grows: nothing is dropped while
@@ -35,21 +35,22 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::model::TickBatch;
+use crate::store::fault::{FaultLog, reason};
+use crate::store::history::{FlushStats, History, StoreError};
 use crate::store::reconcile::Resync;
-use crate::store::sqlite::{FaultLog, FlushStats, SqliteStore, StoreError, reason};
 
-/// The longest wait between two attempts to flush while SQLite refuses writes.
+/// The longest wait between two attempts to flush while history refuses writes.
 pub const RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// Where batches go after SQLite: the Redis sink's queue, and how to ask it to resync.
+/// Where batches go after history: the Redis sink's queue, and how to ask it to resync.
 pub struct RedisQueue {
     pub tx: mpsc::Sender<Arc<TickBatch>>,
     pub resync: Arc<Resync>,
 }
 
-/// SQLite, then Redis (when configured): the task that feeds both.
+/// History, then Redis (when configured): the task that feeds both.
 pub struct StoreChain {
-    sqlite: Arc<SqliteStore>,
+    history: History,
     redis: Option<RedisQueue>,
     flush_every: Duration,
     metrics: Arc<Metrics>,
@@ -58,14 +59,14 @@ pub struct StoreChain {
 
 impl StoreChain {
     pub fn new(
-        sqlite: Arc<SqliteStore>,
+        history: History,
         redis: Option<RedisQueue>,
         flush_every: Duration,
         metrics: Arc<Metrics>,
         clock: Clock,
     ) -> Self {
         Self {
-            sqlite,
+            history,
             redis,
             flush_every,
             metrics,
@@ -73,10 +74,10 @@ impl StoreChain {
         }
     }
 
-    /// Takes batches until the collector closes `rx`, flushing SQLite every `flush_every`, then
+    /// Takes batches until the collector closes `rx`, flushing history every `flush_every`, then
     /// flushes a last time and returns (which closes the Redis queue).
     pub async fn run(self, mut rx: mpsc::Receiver<Arc<TickBatch>>) {
-        let mut log = FaultLog::new("flush");
+        let mut log = FaultLog::new("flush", self.history.name());
         let mut failures = 0u32;
         let mut started = Instant::now();
         let mut next_flush = started + self.flush_every;
@@ -89,8 +90,8 @@ impl StoreChain {
                 },
                 () = tokio::time::sleep_until(next_flush), if flushing.is_none() => {
                     started = Instant::now();
-                    let store = Arc::clone(&self.sqlite);
-                    flushing = Some(tokio::task::spawn_blocking(move || timed_flush(&store)));
+                    let history = self.history.clone();
+                    flushing = Some(tokio::spawn(async move { history.flush().await }));
                 }
                 result = wait_flush(&mut flushing), if flushing.is_some() => {
                     flushing = None;
@@ -122,9 +123,9 @@ impl StoreChain {
             .min(RETRY_MAX)
     }
 
-    /// One batch: SQLite takes it, then Redis is offered it.
+    /// One batch: history takes it, then Redis is offered it.
     fn take(&self, batch: Arc<TickBatch>, rx: &mpsc::Receiver<Arc<TickBatch>>) {
-        let rows = self.sqlite.absorb(&batch);
+        let rows = self.history.absorb(&batch);
         self.metrics.sqlite_pending_rows.set(rows as i64);
         self.metrics
             .sqlite_queue_depth
@@ -136,35 +137,33 @@ impl StoreChain {
                 self.metrics.redis_queue_full.inc();
                 redis.resync.request();
             }
-            // The sink gave up (shutdown while Redis was unreachable): SQLite has the batch.
+            // The sink gave up (shutdown while Redis was unreachable): history has the batch.
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
-    /// The last flush, retried a few times: a locked database or a full disk can be transient.
+    /// The last flush, retried a few times: a locked database, a full disk or a restarting
+    /// server can be transient.
     async fn final_flush(&self, log: &mut FaultLog) {
         let mut last_error = None;
         for attempt in 0..5 {
-            let s = Arc::clone(&self.sqlite);
-            let result = tokio::task::spawn_blocking(move || timed_flush(&s))
-                .await
-                .map_err(|e| StoreError::Join(e.to_string()))
-                .and_then(|r| r);
+            let result = self.history.flush().await;
             if let Err(e) = &result {
                 last_error = Some(reason(e));
             }
             self.record_flush(result, log);
-            if self.sqlite.pending_rows() == 0 {
+            if self.history.pending_rows() == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
         }
-        let left = self.sqlite.pending_rows();
+        let left = self.history.pending_rows();
         if left > 0 {
             tracing::error!(
                 rows = left,
                 reason = %last_error.as_deref().unwrap_or("unknown"),
-                "SQLite: rows could not be written before shutdown and are lost"
+                "{}: rows could not be written before shutdown and are lost",
+                self.history.name()
             );
         }
     }
@@ -181,14 +180,14 @@ impl StoreChain {
                 metrics.checkpoints_written.add(stats.checkpoints as u64);
                 metrics
                     .sqlite_pending_rows
-                    .set(self.sqlite.pending_rows() as i64);
+                    .set(self.history.pending_rows() as i64);
                 metrics.sqlite_last_flush_ms.set(self.clock.now_ms());
                 log.recovered(stats.bars + stats.rejects + stats.checkpoints);
                 true
             }
             Err(e) => {
                 metrics.sqlite_flush_errors.inc();
-                let pending = self.sqlite.pending_rows();
+                let pending = self.history.pending_rows();
                 metrics.sqlite_pending_rows.set(pending as i64);
                 log.failed(&e, pending);
                 false
@@ -205,11 +204,4 @@ async fn wait_flush(
         return std::future::pending().await;
     };
     handle.await.map_err(|e| StoreError::Join(e.to_string()))?
-}
-
-fn timed_flush(store: &SqliteStore) -> Result<FlushStats, StoreError> {
-    let started = std::time::Instant::now();
-    let mut stats = store.flush()?;
-    stats.took = started.elapsed();
-    Ok(stats)
 }

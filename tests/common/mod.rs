@@ -1,6 +1,8 @@
 //! Shared test helpers: a running barkeep binary and a tiny blocking HTTP client.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod postgres;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -225,6 +227,34 @@ impl Sidecar {
         }
         (code, std::mem::take(&mut self.lines))
     }
+
+    /// [`Sidecar::terminate`], which must exit 0: the bars it closed and wrote (its last log
+    /// line) and the log.
+    pub fn stop_cleanly(self) -> Stopped {
+        let (code, log) = self.terminate();
+        assert_eq!(code, 0, "exit code; log:\n{}", log.join("\n"));
+        let field = |key| {
+            log_field(&log, "stopped cleanly", key)
+                .unwrap_or_else(|| panic!("{key} in the log:\n{}", log.join("\n")))
+        };
+        Stopped {
+            bars_closed: field("bars_closed"),
+            bars_written: field("bars_written"),
+            log,
+        }
+    }
+
+    /// The history store's part of `/health` (`sqlite` or `postgres`).
+    pub fn store_health(&self, key: &str) -> serde_json::Value {
+        get_json(self.addr, "/health").1[key].clone()
+    }
+}
+
+/// What a clean stop reported.
+pub struct Stopped {
+    pub bars_closed: u64,
+    pub bars_written: u64,
+    pub log: Vec<String>,
 }
 
 impl Drop for Sidecar {

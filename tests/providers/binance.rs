@@ -336,9 +336,9 @@ async fn bootstrap_stores_history_keeps_rejected_rows_and_respects_the_daily_quo
             let symbols = barkeep::model::SymbolTable::new(&config.symbols);
             let sources =
                 barkeep::bootstrap::own_chain(&config, barkeep::sources::build(&config, &symbols));
-            let store = std::sync::Arc::new(
+            let store = barkeep::store::history::History::Sqlite(std::sync::Arc::new(
                 barkeep::store::sqlite::SqliteStore::open(&db, symbols.clone()).expect("db"),
-            );
+            ));
             let stats = barkeep::bootstrap::bootstrap(
                 &config,
                 &symbols,
@@ -362,7 +362,7 @@ async fn bootstrap_stores_history_keeps_rejected_rows_and_respects_the_daily_quo
         1_440 - 2,
         "a day of minutes but the two bad ones"
     );
-    assert_eq!(store.count("bars").expect("count"), 1_438);
+    assert_eq!(store.count("bars").await.expect("count"), 1_438);
     let conn = rusqlite::Connection::open(dir.path().join("a.db")).expect("open");
     let mut reasons: Vec<String> = conn
         .prepare("SELECT reason FROM rejects")
@@ -389,7 +389,7 @@ async fn bootstrap_stores_history_keeps_rejected_rows_and_respects_the_daily_quo
     // The newest 1 000 minutes came (the two bad ones among them rejected), the rest is for
     // tomorrow.
     assert_eq!((stats.stored, stats.failed_windows), (998, 1), "{stats:?}");
-    assert_eq!(store.count("bars").expect("count"), 998);
+    assert_eq!(store.count("bars").await.expect("count"), 998);
 }
 
 #[tokio::test]
@@ -416,9 +416,9 @@ async fn the_past_is_not_asked_for_beyond_what_the_exchange_keeps() {
     let symbols = barkeep::model::SymbolTable::new(&config.symbols);
     let sources =
         barkeep::bootstrap::own_chain(&config, barkeep::sources::build(&config, &symbols));
-    let store = std::sync::Arc::new(
+    let store = barkeep::store::history::History::Sqlite(std::sync::Arc::new(
         barkeep::store::sqlite::SqliteStore::open(&db, symbols.clone()).expect("db"),
-    );
+    ));
     let stats = barkeep::bootstrap::bootstrap(
         &config,
         &symbols,

@@ -40,8 +40,8 @@ use crate::metrics::Metrics;
 use crate::model::{
     BarRecord, FEATURE_COUNT, Features, SymbolId, SymbolTable, TickBatch, Timeframe,
 };
+use crate::store::history::StoreError;
 use crate::store::reconcile::{Reconciler, Ring};
-use crate::store::sqlite::StoreError;
 
 /// Reconnect pacing: the first retry, the steady retry to a server on this machine, and the
 /// longest wait for a remote one (or one refusing the password).

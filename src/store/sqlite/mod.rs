@@ -7,74 +7,31 @@ warm-up, the Redis reconcile) read while the writer writes. The rooms:
 - `write.rs` — the buffer of what the pipeline produced and the transactions that store it (a
   failed transaction puts its rows back, so nothing is lost);
 - `read.rs` — the queries, with the bars not flushed yet merged in;
-- `settings.rs` — run-time settings the control API keeps across restarts;
-- `fault.rs` — why writes fail (`disk_full`, `read_only`, `locked`, …) for `/health`, and
-  rate-limited log lines about it.
+- `settings.rs` — run-time settings the control API keeps across restarts.
 
+The write buffer (`store::buffer`) and the fault reporting (`store::fault`) are shared with the
+PostgreSQL backend; everything above the stores reaches this one through `store::history`.
 This module knows nothing of Redis and does not schedule its flushes: `store::writer` decides
 when to flush, `store::reconcile` reads from here to rebuild the Redis rings.
 */
 
-mod fault;
 mod read;
 mod schema;
 mod settings;
 mod write;
 
-pub use fault::{Fault, FaultLog, reason};
+// The shared types, under the names they had when SQLite was the only store.
+pub use crate::store::fault::{Fault, FaultLog, reason};
+pub use crate::store::history::{FlushStats, RingSummary, StoreError, StoredBar};
 
 use std::path::Path;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use rusqlite::Connection;
 
-use crate::model::{Bar, SymbolTable};
-
-/// What a Redis ring of the newest bars should look like.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RingSummary {
-    pub len: usize,
-    pub first_ts: Option<i64>,
-    pub last_ts: Option<i64>,
-}
-
-/// Why a SQLite operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("SQLite at {path}: {source}")]
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
-    #[error("cannot create the directory for {path}: {source}")]
-    Dir {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("SQLite: {0}")]
-    Sql(#[from] rusqlite::Error),
-    #[error("SQLite reader task failed: {0}")]
-    Join(String),
-}
-
-/// A bar as stored, with its provenance.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct StoredBar {
-    #[serde(flatten)]
-    pub bar: Bar,
-    pub source: String,
-    pub quality: f64,
-}
-
-/// What one flush wrote.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FlushStats {
-    pub bars: usize,
-    pub rejects: usize,
-    pub checkpoints: usize,
-    pub took: Duration,
-}
+use crate::model::SymbolTable;
+use crate::store::buffer::Unflushed;
+use crate::store::fault::FaultCell;
 
 /// The SQLite database: one writer connection, one reader connection, and the rows not
 /// written yet.
@@ -82,9 +39,9 @@ pub struct SqliteStore {
     symbols: SymbolTable,
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
-    unflushed: Mutex<write::Unflushed>,
+    unflushed: Mutex<Unflushed>,
     /// Why the last write failed, until one succeeds.
-    fault: Mutex<Option<Fault>>,
+    fault: FaultCell,
 }
 
 impl SqliteStore {
@@ -111,9 +68,14 @@ impl SqliteStore {
             symbols,
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
-            unflushed: Mutex::new(write::Unflushed::default()),
-            fault: Mutex::new(None),
+            unflushed: Mutex::new(Unflushed::default()),
+            fault: FaultCell::default(),
         })
+    }
+
+    /// The fault that made the last write fail, until a write succeeds again.
+    pub fn fault(&self) -> Option<Fault> {
+        self.fault.get()
     }
 }
 
@@ -121,7 +83,7 @@ impl SqliteStore {
 mod tests {
     use super::*;
     use crate::model::{
-        BarRecord, Event, Features, RejectReason, RejectRecord, TickBatch, Timeframe,
+        Bar, BarRecord, Event, Features, RejectReason, RejectRecord, TickBatch, Timeframe,
     };
 
     fn record(ts: i64, close: f64) -> BarRecord {

@@ -1,7 +1,7 @@
 /*!
 Reading, on the reader connection (WAL lets it read while the writer writes): the newest bars
 of a series, its stored span, what its Redis ring should hold, checkpoints, row counts. Bars
-still waiting for the next flush are merged into what [`SqliteStore::recent_bars`] and
+still waiting for the next flush (`store::buffer`) are merged into what [`SqliteStore::recent_bars`] and
 [`SqliteStore::ring_summary`] answer, so the newest closed bars are visible at once, not after
 the next flush.
 */
@@ -10,6 +10,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{RingSummary, SqliteStore, StoreError, StoredBar};
 use crate::model::{Bar, SymbolId, Timeframe};
+use crate::store::buffer::{merge_recent, ring_summary};
 
 impl SqliteStore {
     /// The newest `limit` closed bars, oldest first, including bars not yet flushed.
@@ -23,7 +24,8 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<Vec<StoredBar>, StoreError> {
         let name = self.symbols.name(symbol).clone();
-        let mut bars = {
+        let unflushed = self.unflushed.lock().bars_of(symbol, timeframe);
+        let bars = {
             let conn = self.reader.lock();
             let mut stmt = conn.prepare_cached(
                 "SELECT ts, open, high, low, close, volume, source, quality FROM bars
@@ -37,25 +39,7 @@ impl SqliteStore {
             bars.reverse();
             bars
         };
-        let unflushed: Vec<StoredBar> = self
-            .unflushed
-            .lock()
-            .bars_of(symbol, timeframe)
-            .map(|r| StoredBar {
-                bar: r.bar,
-                source: r.source.to_string(),
-                quality: r.quality,
-            })
-            .collect();
-        for b in unflushed {
-            match bars.binary_search_by_key(&b.bar.ts, |s| s.bar.ts) {
-                Ok(i) => bars[i] = b,
-                Err(i) => bars.insert(i, b),
-            }
-        }
-        let excess = bars.len().saturating_sub(limit);
-        bars.drain(..excess);
-        Ok(bars)
+        Ok(merge_recent(bars, &unflushed, limit))
     }
 
     /// Oldest and newest open time of the flushed bars of a series (the bootstrap's starting
@@ -90,7 +74,8 @@ impl SqliteStore {
         timeframe: Timeframe,
         n: usize,
     ) -> Result<RingSummary, StoreError> {
-        let mut ts: Vec<i64> = {
+        let unflushed = self.unflushed.lock().bars_of(symbol, timeframe);
+        let ts: Vec<i64> = {
             let conn = self.reader.lock();
             let mut stmt = conn.prepare_cached(
                 "SELECT ts FROM bars WHERE symbol = ?1 AND timeframe = ?2 ORDER BY ts DESC LIMIT ?3",
@@ -105,20 +90,7 @@ impl SqliteStore {
             )?;
             rows.collect::<Result<_, _>>()?
         };
-        ts.extend(
-            self.unflushed
-                .lock()
-                .bars_of(symbol, timeframe)
-                .map(|r| r.bar.ts),
-        );
-        ts.sort_unstable();
-        ts.dedup();
-        let kept = &ts[ts.len().saturating_sub(n)..];
-        Ok(RingSummary {
-            len: kept.len(),
-            first_ts: kept.first().copied(),
-            last_ts: kept.last().copied(),
-        })
+        Ok(ring_summary(ts, &unflushed, n))
     }
 
     /// Stored closed bars after `after_ts` (all when `None`), oldest first, at most `limit`
@@ -176,10 +148,8 @@ impl SqliteStore {
     /// # Errors
     /// A failed query, or a table name that is not one of those.
     pub fn count(&self, table: &str) -> Result<u64, StoreError> {
-        if !["bars", "rejects", "gaps", "indicator_state"].contains(&table) {
-            return Err(StoreError::Sql(rusqlite::Error::InvalidParameterName(
-                table.into(),
-            )));
+        if !crate::store::history::TABLES.contains(&table) {
+            return Err(StoreError::NoTable(table.into()));
         }
         let conn = self.reader.lock();
         Ok(

@@ -1,16 +1,13 @@
 /*!
-Writing: the buffer of what the pipeline produced and the transactions that store it.
+Writing: the transactions that store what the pipeline produced.
 
-[`SqliteStore::absorb`] takes a tick's rows into the buffer; [`SqliteStore::flush`] writes the
-whole buffer in one transaction (blocking: the caller runs it off the async runtime) and, when
-the transaction fails, puts the rows back in front of what arrived meanwhile, so a failed flush
-loses nothing. Bars are upserted on `(symbol, timeframe, ts)`, so writing a bar twice is
+[`SqliteStore::absorb`] takes a tick's rows into the buffer (`store::buffer`);
+[`SqliteStore::flush`] writes the whole buffer in one transaction (blocking: the caller runs it
+off the async runtime) and, when the transaction fails, puts the rows back in front of what
+arrived meanwhile, so a failed flush loses nothing. Bars are upserted on `(symbol, timeframe, ts)`, so writing a bar twice is
 harmless. [`SqliteStore::upsert_now`] and [`SqliteStore::insert_missing`] write at once, in their
 own transaction, for bars that come from elsewhere than the tick (a Redis ring, the bootstrap).
-Every write that touches the database notes how it ended (`fault.rs`).
-
-While writes fail the buffer grows with the rows produced (about 100 bytes a row in memory);
-only the indicator checkpoints are coalesced, since just the newest state of a series matters.
+Every write that touches the database notes how it ended (`store::fault`).
 */
 
 use std::time::Duration;
@@ -18,9 +15,8 @@ use std::time::Duration;
 use rusqlite::params;
 
 use super::{FlushStats, SqliteStore, StoreError, StoredBar};
-use crate::model::{
-    BarRecord, Checkpoint, Event, Gap, RejectRecord, SymbolId, TickBatch, Timeframe,
-};
+use crate::model::{Gap, RejectRecord, SymbolId, TickBatch, Timeframe};
+use crate::store::buffer::{Buffer, begin_flush};
 
 /// A gap, or a longer one where one starts at the same time.
 const INSERT_GAP: &str =
@@ -39,95 +35,10 @@ const INSERT_MISSING_BAR: &str =
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
      ON CONFLICT (symbol, timeframe, ts) DO NOTHING";
 
-/// Rows waiting for the next flush.
-#[derive(Default)]
-pub(super) struct Buffer {
-    pub(super) bars: Vec<BarRecord>,
-    rejects: Vec<RejectRecord>,
-    gaps: Vec<(SymbolId, Timeframe, Gap)>,
-    /// Gaps filled after the fact, with the bars found (0: confirmed empty).
-    revisions: Vec<(SymbolId, Timeframe, Gap, u32)>,
-    checkpoints: Vec<Checkpoint>,
-}
-
-impl Buffer {
-    pub(super) fn len(&self) -> usize {
-        self.bars.len()
-            + self.rejects.len()
-            + self.gaps.len()
-            + self.revisions.len()
-            + self.checkpoints.len()
-    }
-
-    /// Appends `newer` after these rows; of the checkpoints, only the newest per series stays.
-    fn extend(&mut self, newer: Buffer) {
-        self.bars.extend(newer.bars);
-        self.rejects.extend(newer.rejects);
-        self.gaps.extend(newer.gaps);
-        self.revisions.extend(newer.revisions);
-        self.checkpoints.extend(newer.checkpoints);
-        // Stable: among equal keys the later (newer) checkpoint stays last; keep that one.
-        self.checkpoints.sort_by_key(|c| (c.symbol, c.timeframe));
-        let mut newest: Vec<Checkpoint> = Vec::with_capacity(self.checkpoints.len());
-        for c in self.checkpoints.drain(..) {
-            match newest.last_mut() {
-                Some(last) if last.symbol == c.symbol && last.timeframe == c.timeframe => *last = c,
-                _ => newest.push(c),
-            }
-        }
-        self.checkpoints = newest;
-    }
-}
-
-/// Bars not yet committed: buffered for the next flush, or being flushed right now.
-#[derive(Default)]
-pub(super) struct Unflushed {
-    pub(super) pending: Buffer,
-    pub(super) in_flight: Vec<BarRecord>,
-    /// Rows of every kind in the flush in progress.
-    in_flight_rows: usize,
-}
-
-impl Unflushed {
-    /// The uncommitted bars of one series, oldest batch first.
-    pub(super) fn bars_of(
-        &self,
-        symbol: SymbolId,
-        timeframe: Timeframe,
-    ) -> impl Iterator<Item = &BarRecord> {
-        self.in_flight
-            .iter()
-            .chain(&self.pending.bars)
-            .filter(move |r| r.symbol == symbol && r.timeframe == timeframe)
-    }
-}
-
 impl SqliteStore {
     /// Takes what a tick produced into the buffer; returns the number of buffered rows.
     pub fn absorb(&self, batch: &TickBatch) -> usize {
-        let mut u = self.unflushed.lock();
-        for event in &batch.events {
-            match event {
-                Event::Closed { record, .. } => u.pending.bars.push(*record),
-                Event::Rejected(r) => u.pending.rejects.push(*r),
-                Event::Gap {
-                    symbol,
-                    timeframe,
-                    gap,
-                } => u.pending.gaps.push((*symbol, *timeframe, *gap)),
-                Event::Revision {
-                    symbol,
-                    timeframe,
-                    gap,
-                    bars,
-                } => u.pending.revisions.push((*symbol, *timeframe, *gap, *bars)),
-                Event::Forming { .. } | Event::Session { .. } | Event::Liveness { .. } => {}
-            }
-        }
-        u.pending
-            .checkpoints
-            .extend(batch.checkpoints.iter().cloned());
-        u.pending.len()
+        self.unflushed.lock().absorb(batch)
     }
 
     /// Writes everything buffered in one transaction. Blocking: call it off the runtime.
@@ -136,32 +47,18 @@ impl SqliteStore {
     /// # Errors
     /// The SQLite error that made the transaction fail.
     pub fn flush(&self) -> Result<FlushStats, StoreError> {
-        let buffer = {
-            let mut u = self.unflushed.lock();
-            let buffer = std::mem::take(&mut u.pending);
-            u.in_flight = buffer.bars.clone();
-            u.in_flight_rows = buffer.len();
-            buffer
-        };
-        let result = self.write(&buffer);
-        if buffer.len() > 0 {
-            self.note(&result);
+        let flushing = begin_flush(&self.unflushed);
+        let result = self.write(flushing.rows());
+        if flushing.rows().len() > 0 {
+            self.fault.note(&result);
         }
-        let mut u = self.unflushed.lock();
-        u.in_flight.clear();
-        u.in_flight_rows = 0;
-        if result.is_err() {
-            // Put the rows back in front of anything that arrived meanwhile.
-            let newer = std::mem::replace(&mut u.pending, buffer);
-            u.pending.extend(newer);
-        }
+        flushing.finish(result.is_ok());
         result
     }
 
     /// Rows not written yet: buffered for the next flush or in the flush in progress.
     pub fn pending_rows(&self) -> usize {
-        let u = self.unflushed.lock();
-        u.pending.len() + u.in_flight_rows
+        self.unflushed.lock().pending_rows()
     }
 
     fn write(&self, b: &Buffer) -> Result<FlushStats, StoreError> {
@@ -299,7 +196,7 @@ impl SqliteStore {
         gaps: &[Gap],
     ) -> Result<usize, StoreError> {
         let result = self.write_now_unnoted(sql, symbol, timeframe, bars, rejects, gaps);
-        self.note(&result);
+        self.fault.note(&result);
         result
     }
 
@@ -347,10 +244,7 @@ impl SqliteStore {
         for r in rejects {
             let i = &r.input;
             let finite = |v: f64| v.is_finite().then_some(v);
-            let raw = format!(
-                "o={} h={} l={} c={} v={} ts={}",
-                i.open, i.high, i.low, i.close, i.volume, i.ts
-            );
+            let raw = crate::store::history::raw_text(i);
             reject.execute(params![
                 &**self.symbols.name(r.symbol),
                 r.source,

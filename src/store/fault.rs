@@ -1,22 +1,26 @@
 /*!
-Storage faults: why SQLite refused a write, named the way `/health` shows it, and the log lines
-about it.
+Storage faults: why the history store (SQLite or PostgreSQL) refused a write, named the way
+`/health` shows it, and the log lines about it.
 
 A write that fails leaves its rows where they were (the flush puts them back in the buffer, the
 bootstrap asks again), so a fault costs memory and time, not data, until the process stops. The
-reason is `disk_full` (`SQLITE_FULL`: the disk or the file system quota), `read_only` (SQLite
-refuses to write this database: opened read-only, or moved), `locked` (another process holds
-the write lock past the 5 s busy timeout), or the error's own text. [`FaultLog`] keeps the log
-readable during a long fault: one warning at the first failure, then at most one a minute with
-the counts, and one line when writes work again.
+reason is `disk_full` (`SQLITE_FULL`, PostgreSQL's `53100`: the disk or a quota), `read_only`
+(SQLite refuses to write this database: opened read-only, or moved; PostgreSQL is a read-only
+standby or in a read-only transaction), `locked` (another process holds the write lock past the
+5 s busy timeout; PostgreSQL's lock or deadlock errors), `unreachable` (PostgreSQL refused or
+dropped the connection, or is shutting down), or the error's own text. [`FaultLog`] keeps the
+log readable during a long fault: one warning at the first failure, then at most one a minute
+with the counts, and one line when writes work again.
 */
 
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rusqlite::ErrorCode;
 use tokio::time::Instant;
+use tokio_postgres::error::SqlState;
 
-use super::{SqliteStore, StoreError};
+use super::history::StoreError;
 
 /// Between two warnings about the same fault.
 const REPEAT_EVERY: Duration = Duration::from_secs(60);
@@ -34,31 +38,62 @@ pub struct Fault {
 
 /// The name `/health` and the log give to a failed write.
 pub fn reason(e: &StoreError) -> String {
-    let code = match e {
+    let named = match e {
         StoreError::Sql(rusqlite::Error::SqliteFailure(f, _))
         | StoreError::Open {
             source: rusqlite::Error::SqliteFailure(f, _),
             ..
-        } => Some(f.code),
+        } => match f.code {
+            ErrorCode::DiskFull => Some("disk_full"),
+            ErrorCode::ReadOnly => Some("read_only"),
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Some("locked"),
+            _ => None,
+        },
+        StoreError::Postgres(e) => postgres_reason(e),
+        StoreError::Pool(deadpool_postgres::PoolError::Backend(e)) => postgres_reason(e),
+        StoreError::Pool(_) | StoreError::Timeout(_) => Some("unreachable"),
         _ => None,
     };
-    match code {
-        Some(ErrorCode::DiskFull) => "disk_full".into(),
-        Some(ErrorCode::ReadOnly) => "read_only".into(),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => "locked".into(),
-        _ => e.to_string(),
-    }
+    named.map_or_else(|| e.to_string(), str::to_string)
 }
 
-impl SqliteStore {
+fn postgres_reason(e: &tokio_postgres::Error) -> Option<&'static str> {
+    let Some(code) = e.code() else {
+        // No answer from the server: the connection failed, broke or timed out.
+        let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+        return (e.is_closed() || io).then_some("unreachable");
+    };
+    Some(match code {
+        c if *c == SqlState::DISK_FULL || *c == SqlState::OUT_OF_MEMORY => "disk_full",
+        c if *c == SqlState::READ_ONLY_SQL_TRANSACTION => "read_only",
+        c if *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::T_R_DEADLOCK_DETECTED => {
+            "locked"
+        }
+        c if *c == SqlState::ADMIN_SHUTDOWN
+            || *c == SqlState::CRASH_SHUTDOWN
+            || *c == SqlState::CANNOT_CONNECT_NOW
+            || *c == SqlState::CONNECTION_FAILURE
+            || *c == SqlState::TOO_MANY_CONNECTIONS =>
+        {
+            "unreachable"
+        }
+        _ => return None,
+    })
+}
+
+/// Why the last write failed, until one succeeds: what `/health` shows.
+#[derive(Debug, Default)]
+pub struct FaultCell(Mutex<Option<Fault>>);
+
+impl FaultCell {
     /// The fault that made the last write fail, until a write succeeds again.
-    pub fn fault(&self) -> Option<Fault> {
-        self.fault.lock().clone()
+    pub fn get(&self) -> Option<Fault> {
+        self.0.lock().clone()
     }
 
     /// Notes how a write that touched the database ended.
-    pub(super) fn note<T>(&self, result: &Result<T, StoreError>) {
-        let mut fault = self.fault.lock();
+    pub fn note<T>(&self, result: &Result<T, StoreError>) {
+        let mut fault = self.0.lock();
         match result {
             Ok(_) => *fault = None,
             Err(e) => {
@@ -85,6 +120,8 @@ impl SqliteStore {
 #[derive(Debug)]
 pub struct FaultLog {
     what: &'static str,
+    /// `SQLite` or `PostgreSQL`.
+    store: &'static str,
     /// The first failure of the fault in progress.
     failing_since: Option<Instant>,
     failures: u64,
@@ -94,9 +131,10 @@ pub struct FaultLog {
 }
 
 impl FaultLog {
-    pub fn new(what: &'static str) -> Self {
+    pub fn new(what: &'static str, store: &'static str) -> Self {
         Self {
             what,
+            store,
             failing_since: None,
             failures: 0,
             unreported: 0,
@@ -124,7 +162,8 @@ impl FaultLog {
                 reason = %reason(e),
                 error = %e,
                 pending_rows,
-                "SQLite write failed; nothing is dropped, retrying with backoff"
+                "{} write failed; nothing is dropped, retrying with backoff",
+                self.store
             );
             return;
         };
@@ -140,12 +179,13 @@ impl FaultLog {
                 failures = self.failures,
                 failures_since_last_warning = self.unreported,
                 failing_for_s = now.duration_since(since).as_secs(),
-                "SQLite writes still failing; nothing is dropped"
+                "{} writes still failing; nothing is dropped",
+                self.store
             );
             self.last_warning = Some(now);
             self.unreported = 0;
         } else {
-            tracing::debug!(what = self.what, error = %e, "SQLite write failed again");
+            tracing::debug!(what = self.what, error = %e, "{} write failed again", self.store);
         }
     }
 
@@ -159,7 +199,8 @@ impl FaultLog {
             failures = self.failures,
             failed_for_s = since.elapsed().as_secs(),
             rows_written,
-            "SQLite writes work again; nothing was lost"
+            "{} writes work again; nothing was lost",
+            self.store
         );
         self.failures = 0;
         self.unreported = 0;
@@ -197,7 +238,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn warnings_are_rate_limited() {
-        let mut log = FaultLog::new("test");
+        let mut log = FaultLog::new("test", "SQLite");
         let e = failure(rusqlite::ffi::SQLITE_FULL);
         log.failed(&e, 10);
         assert_eq!((log.failures, log.unreported), (1, 0));

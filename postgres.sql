@@ -1,0 +1,88 @@
+-- barkeep's PostgreSQL schema (POSTGRES_URL), the same tables as schema.sql (SQLite). Applied at
+-- every start, idempotent, under an advisory lock so that shards starting together against one
+-- database do not race. Times are Unix milliseconds (UTC). Several shards share one database:
+-- each writes only the symbols it owns, so their rows never collide.
+
+-- Every closed bar, upserted by (symbol, timeframe, open time).
+CREATE TABLE IF NOT EXISTS bars (
+    symbol    TEXT             NOT NULL,
+    timeframe TEXT             NOT NULL,
+    ts        BIGINT           NOT NULL,
+    open      DOUBLE PRECISION NOT NULL,
+    high      DOUBLE PRECISION NOT NULL,
+    low       DOUBLE PRECISION NOT NULL,
+    close     DOUBLE PRECISION NOT NULL,
+    volume    DOUBLE PRECISION NOT NULL,
+    source    TEXT             NOT NULL,
+    quality   DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (symbol, timeframe, ts)
+);
+
+-- What the validator (or the bar builder) refused: the dead-letter table, for inspection.
+-- Prices are stored as received; NaN and infinities are stored as NULL with the text in raw.
+CREATE TABLE IF NOT EXISTS rejects (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    symbol      TEXT             NOT NULL,
+    source      TEXT             NOT NULL,
+    reason      TEXT             NOT NULL,
+    ts          BIGINT           NOT NULL,
+    received_at BIGINT           NOT NULL,
+    open        DOUBLE PRECISION,
+    high        DOUBLE PRECISION,
+    low         DOUBLE PRECISION,
+    close       DOUBLE PRECISION,
+    volume      DOUBLE PRECISION,
+    raw         TEXT             NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rejects_by_symbol ON rejects (symbol, received_at);
+
+-- Intervals without data between two bars ([from_ts, to_ts)); recorded, never filled.
+-- status: open (not filled yet), repaired (its bars were fetched again and stored), empty (the
+-- provider confirmed no trades in it; not asked again).
+CREATE TABLE IF NOT EXISTS gaps (
+    symbol    TEXT   NOT NULL,
+    timeframe TEXT   NOT NULL,
+    from_ts   BIGINT NOT NULL,
+    to_ts     BIGINT NOT NULL,
+    status    TEXT   NOT NULL DEFAULT 'open',
+    PRIMARY KEY (symbol, timeframe, from_ts)
+);
+
+-- Indicator checkpoints: MessagePack state (with its own format version) after the bar at
+-- last_ts, so a restart resumes exactly.
+CREATE TABLE IF NOT EXISTS indicator_state (
+    symbol     TEXT   NOT NULL,
+    timeframe  TEXT   NOT NULL,
+    last_ts    BIGINT NOT NULL,
+    state      BYTEA  NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (symbol, timeframe)
+);
+
+-- Run-time settings the control API keeps across restarts: one JSON text per name. Shared by
+-- every instance that uses this database.
+CREATE TABLE IF NOT EXISTS runtime_settings (
+    name       TEXT   PRIMARY KEY,
+    value      TEXT   NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+-- TimescaleDB, where the extension is installed (or can be): bars becomes a hypertable
+-- partitioned on ts in chunks of 7 days (604 800 000 ms; ts is an integer time column), existing
+-- rows migrated. Without the extension this does nothing and bars stays a plain table.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')
+       AND EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
+        BEGIN
+            CREATE EXTENSION IF NOT EXISTS timescaledb;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE NOTICE 'barkeep: TimescaleDB is available but cannot be created here (%); bars stays a plain table', SQLERRM;
+        END;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+        PERFORM create_hypertable('bars', 'ts', chunk_time_interval => 604800000::bigint,
+                                  if_not_exists => TRUE, migrate_data => TRUE);
+    END IF;
+END
+$$;

@@ -86,3 +86,13 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Instruments changed at run time over the HTTP API (/streaming/config/instruments), applied on
+-- top of SYMBOLS at every start (as in schema.sql).
+CREATE TABLE IF NOT EXISTS instruments (
+    symbol     TEXT    NOT NULL PRIMARY KEY,
+    calendar   TEXT,
+    active     BOOLEAN NOT NULL,
+    added_at   BIGINT  NOT NULL,
+    updated_at BIGINT  NOT NULL
+);

@@ -64,3 +64,15 @@ CREATE TABLE IF NOT EXISTS runtime_settings (
     value      TEXT    NOT NULL,
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Instruments changed at run time over the HTTP API (/streaming/config/instruments), applied on
+-- top of SYMBOLS at every start: active = 1 collects the symbol (with its calendar, when one was
+-- given, instead of MARKET_HOURS' or the default), active = 0 is the removal of a symbol that
+-- SYMBOLS lists. added_at orders the additions.
+CREATE TABLE IF NOT EXISTS instruments (
+    symbol     TEXT    NOT NULL PRIMARY KEY,
+    calendar   TEXT,
+    active     INTEGER NOT NULL,
+    added_at   INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;

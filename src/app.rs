@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::collector::Collector;
 use crate::config::{BootstrapOnStart, Config};
 use crate::indicators::IndicatorSet;
+use crate::instruments::Instruments;
 use crate::metrics::Metrics;
 use crate::model::SymbolTable;
 use crate::sources::{self, replay};
@@ -126,11 +127,14 @@ pub async fn run_with(
     if futures::poll!(&mut shutdown).is_ready() {
         return Ok(());
     }
-    let symbols = SymbolTable::new(&config.symbols);
+    // SYMBOLS is the base; the instruments changed over the API are applied on top.
+    let base_symbols = config.symbols.clone();
+    let symbols = SymbolTable::default();
     let store = tokio::select! {
         opened = open_history(&config, &symbols) => opened.map_err(open_failed)?,
         () = &mut shutdown => return stopped_during("opening the history store"),
     };
+    let (config, planned) = crate::instruments::load(config, &symbols, &store).await?;
     let sources = sources::build(&config, &symbols);
     let source_names: Vec<&'static str> = sources.iter().map(|s| s.name()).collect();
     let metrics = Arc::new(Metrics::new(&source_names));
@@ -232,6 +236,16 @@ pub async fn run_with(
             .unwrap_or(u64::MAX),
     ));
     api::control::restore(&controls, &store, clock.now_ms()).await?;
+    let instruments = Arc::new(Instruments::new(
+        symbols.clone(),
+        Arc::clone(&snapshot),
+        store.clone(),
+        collector.commands(),
+        Arc::new(config.clone()),
+        base_symbols,
+        &planned,
+        clock,
+    ));
     let resync = redis_queue.as_ref().map(|q| Arc::clone(&q.resync));
     // Bars among a series' newest belong in its Redis ring: reconcile the rings.
     let reconcile = move || {
@@ -367,6 +381,7 @@ pub async fn run_with(
         access: api::access::AccessRule::new(config.api_token.clone()),
         alerts,
         control: controls,
+        instruments: Some(instruments),
     });
     match clock {
         // A test's paused clock belongs to the test's runtime: serve there.
@@ -496,8 +511,9 @@ pub async fn bootstrap(
     config: Config,
     show_progress: bool,
 ) -> Result<crate::bootstrap::BootstrapStats, AppError> {
-    let symbols = SymbolTable::new(&config.symbols);
+    let symbols = SymbolTable::default();
     let store = open_history(&config, &symbols).await.map_err(open_failed)?;
+    let (config, _) = crate::instruments::load(config, &symbols, &store).await?;
     let chain = crate::bootstrap::own_chain(&config, sources::build(&config, &symbols));
     let now = crate::clock::system_now_ms();
     Ok(

@@ -77,6 +77,9 @@ pub struct Config {
     /// own; `always` for every symbol when the simulated market is the only source and
     /// `SYNTHETIC_SESSIONS=always`).
     pub calendars: Vec<MarketCalendar>,
+    /// The calendar every symbol takes unless named (`MARKET_HOURS=*:…`, or `always` when the
+    /// simulated market is the only source and never closes); `None`: each symbol's own.
+    pub every_calendar: Option<MarketCalendar>,
     /// VWAP resets at each symbol's session open (neither `VWAP_SESSION` nor `VWAP_OFFSET`
     /// given); otherwise at the fixed sessions they set.
     pub vwap_by_calendar: bool,
@@ -144,6 +147,23 @@ pub struct Config {
     pub alerts: AlertSettings,
 }
 
+/// A symbol as `SYMBOLS` (and the instruments API) take it: 1-32 characters of letters, digits
+/// and `. _ - ^ = /`, upper-cased.
+///
+/// # Errors
+/// What a symbol must be, for any other text.
+pub fn symbol(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.len() <= 32
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-^=/".contains(c))
+    {
+        Ok(s.to_ascii_uppercase())
+    } else {
+        Err("a symbol is 1-32 characters of letters, digits and . _ - ^ = /".to_string())
+    }
+}
+
 impl Config {
     /// Reads the process environment.
     ///
@@ -164,16 +184,7 @@ impl Config {
 
     /// Reads variables through `env`, checking the HTTP pool against `open_files`.
     fn read(env: &Env<'_>, open_files: OpenFiles) -> Result<Self, ConfigError> {
-        let symbols = env.list("SYMBOLS", "NAS100,XAUUSD,EURUSD", |s| {
-            if s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-^=/".contains(c))
-                && s.len() <= 32
-            {
-                Ok(s.to_ascii_uppercase())
-            } else {
-                Err("a symbol is 1-32 characters of letters, digits and . _ - ^ = /".to_string())
-            }
-        })?;
+        let symbols = env.list("SYMBOLS", "NAS100,XAUUSD,EURUSD", symbol)?;
         let sources = env.list("SOURCES", "synthetic", |s| {
             let s = s.to_ascii_lowercase();
             if crate::sources::KNOWN.contains(&s.as_str()) {
@@ -187,7 +198,7 @@ impl Config {
         })?;
         let synthetic = SyntheticConfig::from_env(env)?;
         let only_synthetic = sources.iter().all(|s| s == "synthetic");
-        let calendars = checks::market_hours(
+        let (calendars, every_calendar) = checks::market_hours(
             &symbols,
             env.get("MARKET_HOURS").unwrap_or_default(),
             only_synthetic && !synthetic.follow_calendars,
@@ -307,6 +318,7 @@ impl Config {
             configured_symbols,
             shard,
             calendars,
+            every_calendar,
             vwap_by_calendar,
             sources,
             timeframes,
@@ -397,6 +409,13 @@ impl Config {
 
     /// The indicator parameters of a symbol on `calendar`: VWAP anchored at its session open
     /// unless fixed sessions were configured.
+    /// The calendar of a symbol `MARKET_HOURS` does not name (one added at run time without
+    /// a calendar of its own).
+    pub fn default_calendar(&self, symbol: &str) -> MarketCalendar {
+        self.every_calendar
+            .unwrap_or_else(|| MarketCalendar::for_symbol(symbol))
+    }
+
     pub fn indicators_for(&self, calendar: MarketCalendar) -> IndicatorParams {
         let mut params = self.indicators.clone();
         if self.vwap_by_calendar {

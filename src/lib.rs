@@ -23,6 +23,9 @@
 //! - [`config`] — environment → validated [`config::Config`], every value checked against the
 //!   others; the providers' part comes from the sources' registry.
 //! - [`instrument`] — what a generic symbol stands for (index, FX, crypto, ticker), a leaf.
+//! - [`instruments`] — the symbols collected: `SYMBOLS` with the changes stored by the API
+//!   applied on top, and adding or deleting one at run time (stored, then told to the
+//!   collector, which warms an added one up and collects it from the next tick).
 //! - [`model`] — the plain data everything passes around: symbols, timeframes, quotes, bars,
 //!   and what the pipeline emits (events, tick batches, checkpoints). Imports nothing else.
 //! - [`clock`] — "now", injectable so tests control time.
@@ -68,6 +71,7 @@ pub mod config;
 pub mod env;
 pub mod indicators;
 pub mod instrument;
+pub mod instruments;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

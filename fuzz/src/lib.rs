@@ -327,6 +327,7 @@ impl Server {
                 Arc::new(barkeep::metrics::Metrics::new(&[])),
                 barkeep::clock::Clock::System,
             )),
+            instruments: None,
         };
         let settings = barkeep::api::HttpSettings {
             pool_size: 4,

@@ -292,7 +292,7 @@ impl Evaluator {
     fn symbols(&self, now_ms: i64, out: &mut BTreeMap<Key, Holding>) {
         let stale_ms = self.settings.stale_after_ms;
         let m = &self.metrics;
-        for (id, name) in self.snapshot.symbols.iter() {
+        for (id, name) in self.snapshot.symbols.active() {
             let seen = self.snapshot.freshness(id);
             // Before the first tick the session is not known yet: counted as open, as /health does.
             let open = seen.session.is_none_or(|s| s.open);

@@ -282,7 +282,10 @@ where
                 &telemetry_json(state, d, limit),
             ))
         }
-        // ["instruments", ..]: the instruments endpoints.
+        ["instruments", rest @ ..] => {
+            query.allow(&[])?;
+            super::instruments::route(req, state, rest).await
+        }
         _ => Err(ApiError::not_found(format!("no route for {path}"))),
     }
 }

@@ -30,7 +30,9 @@ pub(super) fn health_report(state: &ApiState) -> (StatusCode, Value) {
     let snapshot = &state.snapshot;
     let mut symbols = Map::new();
     let (mut fresh_count, mut open_count, mut open_fresh) = (0, 0, 0);
-    for (id, name) in snapshot.symbols.iter() {
+    // Symbols deleted at run time are not listed.
+    let total = snapshot.symbols.active_len();
+    for (id, name) in snapshot.symbols.active() {
         let seen = snapshot.freshness(id);
         let age = seen.last_data_ms.map(|t| (now - t).max(0));
         let fresh = age.is_some_and(|a| a <= state.stale_after_ms);
@@ -41,8 +43,7 @@ pub(super) fn health_report(state: &ApiState) -> (StatusCode, Value) {
         open_fresh += usize::from(open && fresh);
         // Past HEALTH_DETAIL symbols, only the stale ones of open markets are listed (the
         // counts say the rest), so /health stays small and cheap at thousands of symbols.
-        let listed = snapshot.symbols.len() <= HEALTH_DETAIL
-            || (open && !fresh && symbols.len() < HEALTH_DETAIL);
+        let listed = total <= HEALTH_DETAIL || (open && !fresh && symbols.len() < HEALTH_DETAIL);
         if !listed {
             continue;
         }
@@ -98,7 +99,6 @@ pub(super) fn health_report(state: &ApiState) -> (StatusCode, Value) {
         (None, true) => "lagging",
         (None, false) => "ok",
     };
-    let total = snapshot.symbols.len();
     let (redis, redis_ok) = match &state.redis {
         None => (json!({ "state": "disabled" }), true),
         Some(r) => {
@@ -236,7 +236,7 @@ pub(super) fn alerts(state: &ApiState) -> Response<Full<Bytes>> {
 
 fn symbol_id(state: &ApiState, symbol: &str) -> Result<SymbolId, ApiError> {
     state.snapshot.symbols.id(symbol).ok_or_else(|| {
-        let known: Vec<&str> = state.snapshot.symbols.iter().map(|(_, n)| &**n).collect();
+        let known: Vec<&str> = state.snapshot.symbols.active().map(|(_, n)| &**n).collect();
         ApiError::not_found(format!(
             "unknown symbol `{symbol}`; configured: {}",
             known.join(", ")
@@ -474,6 +474,7 @@ mod tests {
                 Arc::new(Metrics::new(&[])),
                 Clock::tokio(t0),
             )),
+            instruments: None,
         };
         // A bullish set of features: EMA up, MACD up, RSI oversold, below the band.
         let mut values = [0.5; FEATURE_COUNT];

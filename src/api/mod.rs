@@ -2,9 +2,10 @@
 The HTTP API on hyper: `/` (the status page to a browser, JSON to anyone else: [`status`]),
 `/symbols`, `/health`, `/alerts`, `/metrics/json`, `/metrics`, `/signals/{symbol}`,
 `/features/{symbol}`, `/bars/{symbol}`, the streaming endpoints under `/streaming/`
-([`streaming`]: SSE, WebSocket, channel snapshots), and the run-time controls under
+([`streaming`]: SSE, WebSocket, channel snapshots), the run-time controls under
 `/streaming/config/` ([`control`]: workers, cadences, telemetry; who may change them and how a
-body is read is [`access`]).
+body is read is [`access`]) and the symbols collected, changed at run time ([`instruments`]:
+`/streaming/config/instruments`).
 
 [`handle`] maps a request to a response and is what tests call without a socket; [`serve`] is
 the accept loop, with at most `HTTP_POOL_SIZE` connections at once and a graceful stop. Reads
@@ -22,6 +23,7 @@ pub mod access;
 mod conn;
 pub mod control;
 mod handlers;
+mod instruments;
 mod pool;
 mod status;
 mod streaming;
@@ -100,6 +102,9 @@ pub struct ApiState {
     pub alerts: Arc<crate::alerts::Board>,
     /// What `/streaming/config/…` changes: workers, cadence, telemetry.
     pub control: Arc<control::Controls>,
+    /// Run-time changes of the symbol list (`/streaming/config/instruments`); `None` where the
+    /// API is served without a collector (tests, the fuzz target).
+    pub instruments: Option<Arc<crate::instruments::Instruments>>,
 }
 
 /// An error answered to the client.

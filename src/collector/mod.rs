@@ -28,11 +28,14 @@ Everything per symbol lives in this one task, so the hot path takes no lock.
 Rooms: this file holds the state, the tick loop and the fetch with its fallback, breakers and
 budgets; `warmup.rs` the start-up (checkpoints, stored bars, history before live bars);
 `streams.rs` the push streams; `cadence.rs` the interval, pause, retries and fallback
-switch the API may change while running; `repairs.rs` the collector's side of gap repair; `views.rs` the
-views the API reads; `sinks.rs` checkpoints and the hand-off of batches to the stores.
+switch the API may change while running; `repairs.rs` the collector's side of gap repair;
+`instruments.rs` symbols added and deleted at run time (commands drained at the start of a
+tick, the added ones warmed up off the loop); `views.rs` the views the API reads; `sinks.rs`
+checkpoints and the hand-off of batches to the stores.
 */
 
 pub mod cadence;
+mod instruments;
 mod repairs;
 mod sinks;
 mod streams;
@@ -46,6 +49,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+pub use instruments::{Command, CommandSender};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -112,6 +117,16 @@ pub struct Collector {
     stale_after_ms: i64,
     /// Which symbols were last reported quiet (indexed by symbol id).
     quiet: Vec<bool>,
+    /// Which symbols are collected (indexed by symbol id): not those deleted at run time, nor
+    /// those added whose warm-up is still running. Every per-symbol loop skips the others.
+    live: Vec<bool>,
+    /// What warming a symbol up needs; set by [`Collector::warm_up`].
+    warm: Option<warmup::WarmUp>,
+    /// Run-time changes of the symbol list (`instruments.rs`).
+    instruments: instruments::InstrumentLink,
+    command_tx: CommandSender,
+    /// What a new pipeline is made of (validation, timeframes, indicators, calendars).
+    pipeline_config: Arc<Config>,
 }
 
 /// The collector's end of the repair worker.
@@ -170,6 +185,7 @@ impl Collector {
             clock,
         ));
         let symbol_count = symbols.len();
+        let (command_tx, commands) = mpsc::unbounded_channel();
         let views = symbols
             .iter()
             .map(|_| SymbolView {
@@ -212,6 +228,11 @@ impl Collector {
             new_gaps: Vec::new(),
             stale_after_ms: config.validation.stale_after_ms,
             quiet: vec![false; symbol_count],
+            live: vec![true; symbol_count],
+            warm: None,
+            instruments: instruments::InstrumentLink::new(commands),
+            command_tx,
+            pipeline_config: Arc::new(config.clone()),
         }
     }
 
@@ -291,14 +312,20 @@ impl Collector {
     pub async fn tick(&mut self) -> TickBatch {
         let now = self.clock.now_ms();
         let mut events = Vec::new();
+        self.take_instruments(&mut events);
         self.answered.fill(false);
         self.finished.fill(false);
         self.drain_streams(now, &mut events);
         self.take_repairs(now, &mut events);
         self.fetch(now).await;
         self.take_quotes(now, &mut events);
-        for (pipeline, finished) in self.pipelines.iter_mut().zip(&self.finished) {
-            if !finished {
+        let collected = self
+            .pipelines
+            .iter_mut()
+            .zip(&self.finished)
+            .zip(&self.live);
+        for ((pipeline, finished), live) in collected {
+            if *live && !finished {
                 pipeline.finish_tick(now, &mut events);
             }
         }
@@ -313,7 +340,8 @@ impl Collector {
     fn take_quotes(&mut self, now: i64, events: &mut Vec<Event>) {
         let mut quoted = Vec::with_capacity(self.quotes.len());
         for (quote, source) in self.quotes.drain(..) {
-            let Some(pipeline) = self.pipelines.get_mut(quote.symbol as usize) else {
+            let i = quote.symbol as usize;
+            let Some(pipeline) = self.pipelines.get_mut(i).filter(|_| self.live[i]) else {
                 continue;
             };
             quoted.push(quote.symbol);

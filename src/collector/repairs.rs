@@ -45,7 +45,8 @@ impl Collector {
             match outcome {
                 RepairOutcome::Fetched { job, source, bars } => {
                     let sym = job.symbol as usize;
-                    let Some(p) = self.pipelines.get_mut(sym) else {
+                    // A symbol deleted since: its gap is no longer filled.
+                    let Some(p) = self.pipelines.get_mut(sym).filter(|_| self.live[sym]) else {
                         continue;
                     };
                     if !p.repair(job.timeframe, job.gap, &bars, source, now, events) {

@@ -10,21 +10,31 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use super::Collector;
 use crate::model::{Checkpoint, TickBatch};
+use crate::pipeline::SymbolPipeline;
 
 impl Collector {
+    /// Every collected symbol's checkpoints.
     pub(super) fn checkpoints(&self) -> Vec<Checkpoint> {
+        self.pipelines
+            .iter()
+            .zip(&self.live)
+            .filter(|(_, live)| **live)
+            .flat_map(|(p, _)| self.checkpoints_of(p))
+            .collect()
+    }
+
+    /// One symbol's checkpoints, a timeframe each (those with a bar).
+    pub(super) fn checkpoints_of(&self, p: &SymbolPipeline) -> Vec<Checkpoint> {
         let mut out = Vec::new();
-        for p in &self.pipelines {
-            for (frame, &timeframe) in self.timeframes.iter().enumerate() {
-                let engine = p.engine(frame);
-                if let Some(last_ts) = engine.last_ts() {
-                    out.push(Checkpoint {
-                        symbol: p.symbol(),
-                        timeframe,
-                        last_ts,
-                        state: engine.checkpoint(),
-                    });
-                }
+        for (frame, &timeframe) in self.timeframes.iter().enumerate() {
+            let engine = p.engine(frame);
+            if let Some(last_ts) = engine.last_ts() {
+                out.push(Checkpoint {
+                    symbol: p.symbol(),
+                    timeframe,
+                    last_ts,
+                    state: engine.checkpoint(),
+                });
             }
         }
         out

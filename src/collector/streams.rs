@@ -81,7 +81,11 @@ impl Collector {
                         timeframe,
                         bar,
                     } => {
-                        if let Some(p) = self.pipelines.get_mut(symbol as usize) {
+                        if let Some(p) = self
+                            .pipelines
+                            .get_mut(symbol as usize)
+                            .filter(|_| self.live[symbol as usize])
+                        {
                             p.on_provider_bar(timeframe, &bar, name, now, events);
                             self.answered[symbol as usize] = true;
                         }

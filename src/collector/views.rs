@@ -14,7 +14,12 @@ impl Collector {
     /// Notes each symbol's market session in its view and tells the sinks when it changed;
     /// the views that changed are published with the next events.
     pub(super) fn update_sessions(&mut self, now: i64, events: &mut Vec<Event>) {
-        for (pipeline, view) in self.pipelines.iter_mut().zip(&mut self.views) {
+        let collected = self
+            .pipelines
+            .iter_mut()
+            .zip(&mut self.views)
+            .zip(&self.live);
+        for ((pipeline, view), _) in collected.filter(|(_, live)| **live) {
             let session = pipeline.session(now);
             if view.session.is_none_or(|s| s.open != session.open) {
                 events.push(Event::Session {
@@ -33,7 +38,7 @@ impl Collector {
     /// those whose data came back ([`Event::Liveness`]).
     pub(super) fn update_liveness(&mut self, now: i64, events: &mut Vec<Event>) {
         for (i, view) in self.views.iter().enumerate() {
-            let Some(last) = view.last_data_ms else {
+            let Some(last) = view.last_data_ms.filter(|_| self.live[i]) else {
                 continue;
             };
             let open = view.session.is_none_or(|s| s.open);

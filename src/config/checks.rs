@@ -152,7 +152,7 @@ pub(super) fn market_hours(
     symbols: &[String],
     raw: String,
     all_open: bool,
-) -> Result<Vec<MarketCalendar>, ConfigError> {
+) -> Result<(Vec<MarketCalendar>, Option<MarketCalendar>), ConfigError> {
     let mut calendars: Vec<MarketCalendar> = symbols
         .iter()
         .map(|s| {
@@ -165,6 +165,7 @@ pub(super) fn market_hours(
         .collect();
     let error = |reason: String| ConfigError::new("MARKET_HOURS", raw.clone(), reason);
     let mut given: Vec<String> = Vec::new();
+    let mut every = all_open.then_some(MarketCalendar::Always);
     for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (symbol, name) = item
             .rsplit_once(':')
@@ -181,6 +182,7 @@ pub(super) fn market_hours(
                 ));
             }
             calendars.fill(calendar);
+            every = Some(calendar);
         } else {
             let i = symbols
                 .iter()
@@ -190,7 +192,7 @@ pub(super) fn market_hours(
         }
         given.push(symbol);
     }
-    Ok(calendars)
+    Ok((calendars, every))
 }
 
 /// `86400000` → `1d`, `90000` → `90s`, `250` → `250ms`: the largest unit that divides it.

@@ -4,7 +4,7 @@ The plain data that flows through barkeep: symbols, timeframes, quotes, bars, an
 module imports nothing else of the crate, so every room can use it.
 
 Everything here is `Copy` or cheap to clone so the per-tick path never allocates for it. A
-symbol travels as a [`SymbolId`] (an index into the configured list); its name is only looked up
+symbol travels as a [`SymbolId`] (an index into the [`SymbolTable`]); its name is only looked up
 at the edges (sinks, HTTP, logs).
 */
 
@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 mod alert;
@@ -23,63 +25,137 @@ pub use event::{
     Session, TickBatch,
 };
 
-/// Index of a symbol in the configured `SYMBOLS` list.
+/// Index of a symbol in the [`SymbolTable`]: fixed for the life of the process, never reused.
 pub type SymbolId = u32;
 
-/// The configured symbols, in order. `SymbolId` indexes into it.
-#[derive(Debug, Clone, Default)]
+/// The symbols this process knows, in the order they became known: `SYMBOLS` at start, then
+/// those added at run time (`/streaming/config/instruments`). `SymbolId` indexes into it.
+///
+/// Shared (a clone is the same table) and append-only: an id keeps its name for the life of the
+/// process, so every per-symbol `Vec` indexed by id stays right and only has to grow when it
+/// meets an id it has not seen. A symbol deleted at run time keeps its id but is *inactive*
+/// (not collected, not listed); added again, it is active under the same id. Reading a name is
+/// lock-free ([`boxcar::Vec`] never moves its elements); adding takes a lock.
+#[derive(Clone, Default)]
 pub struct SymbolTable {
-    names: Vec<Arc<str>>,
+    inner: Arc<TableInner>,
+}
+
+#[derive(Default)]
+struct TableInner {
+    entries: boxcar::Vec<Entry>,
     /// Upper-cased name → id, for [`SymbolTable::id`] (a linear scan cost ~10 µs per HTTP
-    /// request at 10 000 symbols).
-    index: Arc<HashMap<Box<str>, SymbolId>>,
+    /// request at 10 000 symbols). Written only by [`SymbolTable::add`], under this lock,
+    /// which also keeps ids dense.
+    index: RwLock<HashMap<Box<str>, SymbolId>>,
+}
+
+struct Entry {
+    name: Arc<str>,
+    active: AtomicBool,
+}
+
+impl fmt::Debug for SymbolTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter().map(|(_, n)| n)).finish()
+    }
 }
 
 impl SymbolTable {
     pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(names: I) -> Self {
-        let names: Vec<Arc<str>> = names.into_iter().map(|s| Arc::from(s.as_ref())).collect();
-        let mut index = HashMap::with_capacity(names.len());
-        for (i, name) in names.iter().enumerate() {
-            index
-                .entry(name.to_ascii_uppercase().into_boxed_str())
-                .or_insert(i as SymbolId);
+        let table = Self::default();
+        for name in names {
+            table.add(name.as_ref());
         }
-        Self {
-            names,
-            index: Arc::new(index),
-        }
+        table
     }
 
+    /// Makes `name` known and active; returns its id and whether it is new to the table (a
+    /// name seen before, active or not, keeps its id).
+    pub fn add(&self, name: &str) -> (SymbolId, bool) {
+        let mut index = self.inner.index.write();
+        if let Some(&id) = index.get(name.to_ascii_uppercase().as_str()) {
+            self.inner.entries[id as usize]
+                .active
+                .store(true, Ordering::Release);
+            return (id, false);
+        }
+        let id = self.inner.entries.push(Entry {
+            name: Arc::from(name),
+            active: AtomicBool::new(true),
+        }) as SymbolId;
+        index.insert(name.to_ascii_uppercase().into_boxed_str(), id);
+        (id, true)
+    }
+
+    /// Makes a symbol inactive; its id and name stay. Returns whether it was active.
+    pub fn deactivate(&self, id: SymbolId) -> bool {
+        self.inner
+            .entries
+            .get(id as usize)
+            .is_some_and(|e| e.active.swap(false, Ordering::AcqRel))
+    }
+
+    /// Ids ever given out, active or not: the length every per-symbol `Vec` grows to.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.inner.entries.count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.len() == 0
     }
 
-    /// The name of a configured symbol.
+    /// Whether the symbol is collected (not deleted at run time).
+    pub fn is_active(&self, id: SymbolId) -> bool {
+        self.inner
+            .entries
+            .get(id as usize)
+            .is_some_and(|e| e.active.load(Ordering::Acquire))
+    }
+
+    /// How many symbols are active.
+    pub fn active_len(&self) -> usize {
+        self.active().count()
+    }
+
+    /// The name of a symbol, active or not.
     ///
     /// Ids are only ever created from this table, so an out-of-range id is a bug; it panics
     /// like any slice index would.
     pub fn name(&self, id: SymbolId) -> &Arc<str> {
-        &self.names[id as usize]
+        &self.inner.entries[id as usize].name
     }
 
-    /// Case-insensitive look-up, as users type symbols in URLs.
+    /// Case-insensitive look-up of an active symbol, as users type symbols in URLs.
     pub fn id(&self, name: &str) -> Option<SymbolId> {
+        self.find(name).filter(|&id| self.is_active(id))
+    }
+
+    /// Case-insensitive look-up, active or not.
+    pub fn find(&self, name: &str) -> Option<SymbolId> {
+        let index = self.inner.index.read();
         if name.bytes().any(|b| b.is_ascii_lowercase()) {
-            self.index.get(name.to_ascii_uppercase().as_str()).copied()
+            index.get(name.to_ascii_uppercase().as_str()).copied()
         } else {
-            self.index.get(name).copied()
+            index.get(name).copied()
         }
     }
 
+    /// Every id with its name, active or not, in id order.
     pub fn iter(&self) -> impl Iterator<Item = (SymbolId, &Arc<str>)> {
-        self.names
+        self.inner
+            .entries
             .iter()
-            .enumerate()
-            .map(|(i, n)| (i as SymbolId, n))
+            .map(|(i, e)| (i as SymbolId, &e.name))
+    }
+
+    /// The active symbols, in id order.
+    pub fn active(&self) -> impl Iterator<Item = (SymbolId, &Arc<str>)> {
+        self.inner
+            .entries
+            .iter()
+            .filter(|(_, e)| e.active.load(Ordering::Acquire))
+            .map(|(i, e)| (i as SymbolId, &e.name))
     }
 }
 
@@ -212,5 +288,24 @@ mod tests {
         let many = SymbolTable::new((0..10_000).map(|i| format!("S{i}")));
         assert_eq!(many.id("s9999"), Some(9_999));
         assert_eq!(&**many.name(many.id("S4321").expect("known")), "S4321");
+    }
+
+    #[test]
+    fn added_symbols_get_new_ids_and_deleted_ones_keep_theirs() {
+        let table = SymbolTable::new(["NAS100", "EURUSD"]);
+        let shared = table.clone();
+        assert_eq!(shared.add("aapl"), (2, true));
+        assert_eq!(table.len(), 3);
+        assert_eq!(&**table.name(2), "aapl");
+        assert_eq!(table.id("AAPL"), Some(2));
+        assert!(table.deactivate(1));
+        assert!(!table.deactivate(1));
+        assert_eq!(table.id("EURUSD"), None, "inactive: not found by users");
+        assert_eq!(table.find("eurusd"), Some(1));
+        assert_eq!(table.active().map(|(id, _)| id).collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(table.iter().count(), 3);
+        assert_eq!(table.add("EURUSD"), (1, false), "added again: the same id");
+        assert!(table.is_active(1));
+        assert_eq!(table.active_len(), 3);
     }
 }

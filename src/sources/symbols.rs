@@ -18,6 +18,8 @@ provider symbol is everything after the first `=` (so `yahoo:XAUUSD=GC=F` works)
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use parking_lot::RwLock;
+
 use super::registry::{PROVIDERS, Provider};
 use crate::instrument::{Instrument, classify};
 use crate::model::{SymbolId, SymbolTable};
@@ -111,64 +113,100 @@ impl SymbolMap {
     }
 }
 
-/// One source's view of the configured symbols: id → provider symbol and back.
-#[derive(Debug, Clone)]
+/// One source's view of the symbols: id → provider symbol and back.
+///
+/// It follows the shared [`SymbolTable`]: a symbol added at run time is spelled the first time
+/// an id the book has not seen is asked for (under a lock; every later look-up is lock-free for
+/// the forward direction, a read lock for the reverse one).
 pub struct SymbolBook {
-    generic: Vec<Arc<str>>,
-    forward: Vec<Option<Arc<str>>>,
-    /// Upper-cased provider symbol → every configured id that maps to it.
-    reverse: HashMap<String, Vec<SymbolId>>,
+    provider: &'static Provider,
+    map: SymbolMap,
+    symbols: SymbolTable,
+    /// Id → provider symbol (`None`: not served), for every id seen so far; never moves.
+    forward: boxcar::Vec<Option<Arc<str>>>,
+    /// Upper-cased provider symbol → every id that maps to it. Also the lock that keeps ids
+    /// and `forward` in step while the book grows.
+    reverse: RwLock<HashMap<String, Arc<[SymbolId]>>>,
+}
+
+impl std::fmt::Debug for SymbolBook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SymbolBook")
+            .field("provider", &self.provider.name)
+            .field("symbols", &self.forward.count())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SymbolBook {
-    pub fn new(provider: &Provider, symbols: &SymbolTable, map: &SymbolMap) -> Self {
-        let mut reverse: HashMap<String, Vec<SymbolId>> = HashMap::new();
-        let mut generic = Vec::with_capacity(symbols.len());
-        let mut forward = Vec::with_capacity(symbols.len());
-        for (id, name) in symbols.iter() {
-            let mapped = map.resolve(provider, name);
+    pub fn new(provider: &'static Provider, symbols: &SymbolTable, map: &SymbolMap) -> Self {
+        let book = Self {
+            provider,
+            map: map.clone(),
+            symbols: symbols.clone(),
+            forward: boxcar::Vec::new(),
+            reverse: RwLock::new(HashMap::new()),
+        };
+        book.grow();
+        book
+    }
+
+    /// Spells every id of the table the book has not seen yet.
+    fn grow(&self) {
+        let mut reverse = self.reverse.write();
+        while self.forward.count() < self.symbols.len() {
+            let id = self.forward.count() as SymbolId;
+            let mapped = self.map.resolve(self.provider, self.symbols.name(id));
             if let Some(p) = &mapped {
-                reverse.entry(p.to_ascii_uppercase()).or_default().push(id);
+                let key = p.to_ascii_uppercase();
+                let ids: Vec<SymbolId> = reverse
+                    .get(&key)
+                    .map_or(&[][..], |ids| &ids[..])
+                    .iter()
+                    .copied()
+                    .chain([id])
+                    .collect();
+                reverse.insert(key, ids.into());
             }
-            generic.push(Arc::clone(name));
-            forward.push(mapped.map(Arc::from));
-        }
-        Self {
-            generic,
-            forward,
-            reverse,
+            self.forward.push(mapped.map(Arc::from));
         }
     }
 
-    /// The provider's symbol for a configured id, if it serves it.
+    /// The provider's symbol for an id, if it serves it.
     pub fn provider_symbol(&self, id: SymbolId) -> Option<&str> {
+        if self.forward.count() <= id as usize && (id as usize) < self.symbols.len() {
+            self.grow();
+        }
         self.forward.get(id as usize)?.as_deref()
     }
 
-    /// The generic name, for messages; `#id` for an id that is not configured.
+    /// The generic name, for messages; `#id` for an id that is not known.
     pub fn generic(&self, id: SymbolId) -> String {
-        self.generic
-            .get(id as usize)
-            .map_or_else(|| format!("#{id}"), ToString::to_string)
+        if (id as usize) < self.symbols.len() {
+            self.symbols.name(id).to_string()
+        } else {
+            format!("#{id}")
+        }
     }
 
-    /// The configured ids a provider symbol stands for (case-insensitive).
-    pub fn ids(&self, provider_symbol: &str) -> &[SymbolId] {
+    /// The ids a provider symbol stands for (case-insensitive).
+    pub fn ids(&self, provider_symbol: &str) -> Arc<[SymbolId]> {
         self.reverse
+            .read()
             .get(&provider_symbol.to_ascii_uppercase())
-            .map_or(&[], Vec::as_slice)
+            .map_or_else(|| Arc::from([]), Arc::clone)
     }
 
-    /// The ids among `wanted` that a provider symbol in an answer stands for (several configured
+    /// The ids among `wanted` that a provider symbol in an answer stands for (several
     /// ids may map to one provider symbol; an answer may name one nobody asked for).
     pub fn wanted_ids<'a>(
         &'a self,
         provider_symbol: &str,
         wanted: &'a [SymbolId],
     ) -> impl Iterator<Item = SymbolId> + 'a {
-        self.ids(provider_symbol)
-            .iter()
-            .copied()
+        let ids = self.ids(provider_symbol);
+        (0..ids.len())
+            .map(move |i| ids[i])
             .filter(move |id| wanted.contains(id))
     }
 
@@ -264,11 +302,16 @@ mod tests {
         let table = SymbolTable::new(["NAS100", "BTCUSD", "EURUSD", "NDX"]);
         let book = SymbolBook::new(provider("yahoo"), &table, &SymbolMap::default());
         assert_eq!(book.provider_symbol(0), Some("^NDX"));
-        assert_eq!(book.ids("^ndx"), &[0, 3]);
-        assert_eq!(book.ids("BTC-USD"), &[1]);
-        assert_eq!(book.ids("nope"), &[] as &[SymbolId]);
+        assert_eq!(&*book.ids("^ndx"), &[0, 3]);
+        assert_eq!(&*book.ids("BTC-USD"), &[1]);
+        assert_eq!(&*book.ids("nope"), &[] as &[SymbolId]);
         let binance = SymbolBook::new(provider("binance"), &table, &SymbolMap::default());
         assert!(!binance.supports(0) && binance.supports(1) && !binance.supports(2));
         assert_eq!(binance.generic(1), "BTCUSD");
+        // A symbol added at run time is spelled when first asked for.
+        let (eth, _) = table.add("ETHUSD");
+        assert_eq!(binance.provider_symbol(eth), Some("ETHUSDT"));
+        assert_eq!(&*binance.ids("ethusdt"), &[eth]);
+        assert_eq!(book.generic(99), "#99");
     }
 }

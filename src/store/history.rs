@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::{Bar, Gap, RejectRecord, SymbolId, SymbolTable, TickBatch, Timeframe};
+use crate::store::InstrumentRow;
 use crate::store::fault::{Fault, FaultLog};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
@@ -355,6 +356,39 @@ impl History {
                 blocking(s, move |s| s.put_setting(name, value.as_deref(), now_ms)).await
             }
             Self::Postgres(p) => p.put_setting(name, value.as_deref(), now_ms).await,
+        }
+    }
+
+    /// The instruments the HTTP API added or removed, in the order they were first added.
+    ///
+    /// # Errors
+    /// A failed query.
+    pub async fn instruments(&self) -> Result<Vec<InstrumentRow>, StoreError> {
+        match self {
+            Self::Sqlite(s) => blocking(s, SqliteStore::instruments).await,
+            Self::Postgres(p) => p.instruments().await,
+        }
+    }
+
+    /// Stores an instrument's row at once (a row already there keeps its `added_ms`).
+    ///
+    /// # Errors
+    /// A failed write.
+    pub async fn save_instrument(&self, row: InstrumentRow) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => blocking(s, move |s| s.save_instrument(&row)).await,
+            Self::Postgres(p) => p.save_instrument(&row).await,
+        }
+    }
+
+    /// Forgets an instrument's row, at once.
+    ///
+    /// # Errors
+    /// A failed write.
+    pub async fn forget_instrument(&self, symbol: String) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => blocking(s, move |s| s.forget_instrument(&symbol)).await,
+            Self::Postgres(p) => p.forget_instrument(&symbol).await,
         }
     }
 

@@ -27,6 +27,22 @@ Every store gets the same [`TickBatch`] (behind an `Arc`), so a slow Redis never
 the collector: a batch Redis cannot queue is recovered from history by a resync.
 */
 
+/// A symbol the HTTP API added or removed (`/streaming/config/instruments`), as every history
+/// store keeps it (`sqlite::SqliteStore::instruments`, `save_instrument`, `forget_instrument`);
+/// `crate::instruments` applies the rows on top of `SYMBOLS` at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstrumentRow {
+    /// Upper-cased, as `SYMBOLS` spells it.
+    pub symbol: String,
+    /// A calendar name (`MARKET_HOURS`' names), when one was given.
+    pub calendar: Option<String>,
+    /// `true`: collected; `false`: a symbol of `SYMBOLS` removed.
+    pub active: bool,
+    /// When it was first added (Unix ms): additions start in this order.
+    pub added_ms: i64,
+    pub updated_ms: i64,
+}
+
 mod buffer;
 pub mod fault;
 pub mod history;

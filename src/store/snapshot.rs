@@ -84,7 +84,9 @@ pub struct Snapshot {
     pub feature_names: [String; FEATURE_COUNT],
     /// `timeframes` as text, e.g. `1m`.
     pub timeframe_names: Vec<String>,
-    views: Vec<ArcSwapOption<SymbolView>>,
+    /// Indexed by symbol id; grows (never moves) when the collector first publishes a symbol
+    /// added at run time.
+    views: boxcar::Vec<ArcSwapOption<SymbolView>>,
 }
 
 impl Snapshot {
@@ -119,9 +121,23 @@ impl Snapshot {
             })
     }
 
+    /// Swaps in a symbol's view. Only the collector publishes, so growing here (for a symbol
+    /// added at run time) has one writer.
     pub fn publish(&self, symbol: SymbolId, view: Arc<SymbolView>) {
+        self.set(symbol, Some(view));
+    }
+
+    /// Forgets a symbol's view (deleted at run time): it is no longer collected.
+    pub fn clear(&self, symbol: SymbolId) {
+        self.set(symbol, None);
+    }
+
+    fn set(&self, symbol: SymbolId, view: Option<Arc<SymbolView>>) {
+        while self.views.count() <= symbol as usize {
+            self.views.push(ArcSwapOption::empty());
+        }
         if let Some(slot) = self.views.get(symbol as usize) {
-            slot.store(Some(view));
+            slot.store(view);
         }
     }
 

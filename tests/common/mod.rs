@@ -96,6 +96,19 @@ pub fn exchange(
     (status, headers, body.to_string())
 }
 
+/// [`send`], the answer parsed as JSON.
+pub fn send_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let (status, text) = send(addr, method, path, &[], body);
+    let value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+    (status, value)
+}
+
 pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     request(addr, "GET", path)
 }

@@ -7,6 +7,7 @@ the primary key `(symbol, timeframe, ts)`.
 
 use super::{PgStore, within};
 use crate::model::{Bar, SymbolId, Timeframe};
+use crate::store::InstrumentRow;
 use crate::store::buffer::{merge_recent, ring_summary};
 use crate::store::history::{RingSummary, StoreError, StoredBar};
 
@@ -215,6 +216,77 @@ impl PgStore {
                     .execute("DELETE FROM runtime_settings WHERE name = $1", &[&name])
                     .await?,
             };
+            Ok(())
+        })
+        .await
+    }
+
+    /// The instruments the HTTP API added or removed, in the order they were first added.
+    ///
+    /// # Errors
+    /// A failed query.
+    pub async fn instruments(&self) -> Result<Vec<InstrumentRow>, StoreError> {
+        within(async {
+            let client = self.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT symbol, calendar, active, added_at, updated_at FROM instruments
+                     ORDER BY added_at, symbol",
+                    &[],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(InstrumentRow {
+                        symbol: r.try_get(0)?,
+                        calendar: r.try_get(1)?,
+                        active: r.try_get(2)?,
+                        added_ms: r.try_get(3)?,
+                        updated_ms: r.try_get(4)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Stores an instrument's row at once (a row already there keeps its `added_ms`).
+    ///
+    /// # Errors
+    /// A failed write.
+    pub async fn save_instrument(&self, row: &InstrumentRow) -> Result<(), StoreError> {
+        within(async {
+            let client = self.pool.get().await?;
+            client
+                .execute(
+                    "INSERT INTO instruments (symbol, calendar, active, added_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (symbol) DO UPDATE SET calendar = EXCLUDED.calendar,
+                         active = EXCLUDED.active, updated_at = EXCLUDED.updated_at",
+                    &[
+                        &row.symbol,
+                        &row.calendar,
+                        &row.active,
+                        &row.added_ms,
+                        &row.updated_ms,
+                    ],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Forgets an instrument's row, at once.
+    ///
+    /// # Errors
+    /// A failed write.
+    pub async fn forget_instrument(&self, symbol: &str) -> Result<(), StoreError> {
+        within(async {
+            let client = self.pool.get().await?;
+            client
+                .execute("DELETE FROM instruments WHERE symbol = $1", &[&symbol])
+                .await?;
             Ok(())
         })
         .await

@@ -233,12 +233,7 @@ impl RedisSink {
         let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())?
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let client = redis::Client::open(info)?;
-        let keys = Keys::new(&config.prefix);
-        let slots = symbols
-            .iter()
-            .map(|(_, name)| SymbolSlot::new(&keys, name, &timeframes))
-            .collect();
-        Ok(Self {
+        let mut sink = Self {
             client,
             conns: Vec::new(),
             tf_names: timeframes.iter().map(ToString::to_string).collect(),
@@ -250,13 +245,31 @@ impl RedisSink {
             metrics,
             clock,
             synced: false,
-            slots,
+            slots: Vec::new(),
             scratch: Vec::new(),
             touched: Vec::new(),
             started: false,
             local: is_local(&config.url),
             config,
-        })
+        };
+        sink.grow();
+        Ok(sink)
+    }
+
+    /// Gives every symbol of the table its slots (those added at run time arrive here with
+    /// their first batch). Returns whether there were new ones: their rings are then
+    /// reconciled with SQLite like the others before anything is written to them.
+    fn grow(&mut self) -> bool {
+        if self.slots.len() >= self.symbols.len() {
+            return false;
+        }
+        let keys = Keys::new(&self.config.prefix);
+        for id in self.slots.len()..self.symbols.len() {
+            let name = self.symbols.name(id as SymbolId);
+            self.slots
+                .push(SymbolSlot::new(&keys, name, &self.timeframes));
+        }
+        true
     }
 
     /// Connects, reconciles and writes until the channel closes (`store::writer` has stopped)
@@ -313,7 +326,9 @@ impl RedisSink {
             self.metrics
                 .redis_queue_depth
                 .set((rx.max_capacity() - rx.capacity()) as i64);
-            if self.reconciler.requested() {
+            // A symbol added at run time: its rings are reconciled before the first write
+            // (the batches are in SQLite, which the reconcile reads).
+            if self.reconciler.requested() || self.grow() {
                 self.synced = false;
                 continue;
             }

@@ -1,5 +1,6 @@
 /*!
-SQLite: the durable history (bars, rejects, gaps) and the indicator checkpoints.
+SQLite: the durable history (bars, rejects, gaps), the indicator checkpoints and the
+instruments changed at run time.
 
 One writer connection and one reader connection; WAL lets readers (`/bars`, the start-up
 warm-up, the Redis reconcile) read while the writer writes. The rooms:
@@ -7,7 +8,8 @@ warm-up, the Redis reconcile) read while the writer writes. The rooms:
 - `write.rs` — the buffer of what the pipeline produced and the transactions that store it (a
   failed transaction puts its rows back, so nothing is lost);
 - `read.rs` — the queries, with the bars not flushed yet merged in;
-- `settings.rs` — run-time settings the control API keeps across restarts.
+- `settings.rs` — run-time settings the control API keeps across restarts;
+- `instruments.rs` — the symbols added and removed over the HTTP API, kept across restarts.
 
 The write buffer (`store::buffer`) and the fault reporting (`store::fault`) are shared with the
 PostgreSQL backend; everything above the stores reaches this one through `store::history`.
@@ -15,6 +17,7 @@ This module knows nothing of Redis and does not schedule its flushes: `store::wr
 when to flush, `store::reconcile` reads from here to rebuild the Redis rings.
 */
 
+mod instruments;
 mod read;
 mod schema;
 mod settings;

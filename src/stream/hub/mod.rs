@@ -24,7 +24,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{Notify, mpsc};
 
 use super::jetstream::Tap;
@@ -151,19 +151,37 @@ pub struct Hub {
     names: Arc<Names>,
     settings: StreamSettings,
     metrics: Arc<Metrics>,
-    index: HashMap<Arc<str>, u32>,
     state: Mutex<State>,
     closed: AtomicBool,
     tap: OnceLock<Arc<Tap>>,
 }
 
 impl Hub {
-    /// A hub with the two channels of every configured symbol.
+    /// A hub with the two channels of every symbol of the table; a symbol added at run time
+    /// gets its two the first time the hub is used after it was added ([`Hub::lock`]).
     pub fn new(names: Names, settings: StreamSettings, metrics: Arc<Metrics>) -> Arc<Self> {
-        let mut channels = Vec::new();
-        for (id, symbol) in names.symbols.iter() {
+        let hub = Self {
+            names: Arc::new(names),
+            settings,
+            metrics,
+            state: Mutex::new(State::default()),
+            closed: AtomicBool::new(false),
+            tap: OnceLock::new(),
+        };
+        drop(hub.lock());
+        Arc::new(hub)
+    }
+
+    /// The hub's state, with channels for every symbol of the table (ids are dense and never
+    /// reused, so growing is appending; checking costs a length comparison).
+    fn lock(&self) -> MutexGuard<'_, State> {
+        let mut st = self.state.lock();
+        let table = &self.names.symbols;
+        while st.open.len() < table.len() {
+            let id = st.open.len() as SymbolId;
+            let symbol = table.name(id);
             for kind in ChannelKind::ALL {
-                channels.push(Channel {
+                st.channels.push(Channel {
                     name: kind.channel(symbol).into(),
                     symbol: id,
                     kind,
@@ -174,26 +192,9 @@ impl Hub {
                     subs: Vec::new(),
                 });
             }
+            st.open.push(true);
         }
-        let index = channels
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (Arc::clone(&c.name), i as u32))
-            .collect();
-        let state = State {
-            open: vec![true; names.symbols.len()],
-            channels,
-            ..State::default()
-        };
-        Arc::new(Self {
-            names: Arc::new(names),
-            settings,
-            metrics,
-            index,
-            state: Mutex::new(state),
-            closed: AtomicBool::new(false),
-            tap: OnceLock::new(),
-        })
+        st
     }
 
     /// Every message produced from now on also goes to `tap` (once; a second tap is ignored).
@@ -201,9 +202,17 @@ impl Hub {
         let _ = self.tap.set(tap);
     }
 
-    /// The channel named `name`.
+    /// The channel named `name` (`stream:{kind}:{SYMBOL}`, the symbol in any case), of an
+    /// active symbol.
     pub fn channel(&self, name: &str) -> Option<u32> {
-        self.index.get(name).copied()
+        let (kind, symbol) = name.strip_prefix("stream:")?.split_once(':')?;
+        let id = self.names.symbols.id(symbol)?;
+        let c = self.channel_of(ChannelKind::parse(kind)?, id);
+        let st = self.lock();
+        st.channels
+            .get(c as usize)
+            .is_some_and(|ch| *ch.name == *name)
+            .then_some(c)
     }
 
     /// The channel of `kind` for `symbol`.
@@ -257,12 +266,12 @@ impl Hub {
         let table = &self.names.symbols;
         let symbol = |name: &str| {
             table.id(name).ok_or_else(|| {
-                let known: Vec<&str> = table.iter().map(|(_, n)| &**n).collect();
+                let known: Vec<&str> = table.active().map(|(_, n)| &**n).collect();
                 ResolveError::UnknownSymbol(name.to_string(), known.join(", "))
             })
         };
         let ids: Vec<SymbolId> = if symbols.is_empty() {
-            table.iter().map(|(id, _)| id).collect()
+            table.active().map(|(id, _)| id).collect()
         } else {
             symbols
                 .iter()
@@ -311,7 +320,7 @@ impl Hub {
 
     /// A channel's name.
     pub fn channel_name(&self, c: u32) -> Option<Arc<str>> {
-        let st = self.state.lock();
+        let st = self.lock();
         st.channels.get(c as usize).map(|ch| Arc::clone(&ch.name))
     }
 
@@ -329,7 +338,7 @@ impl Hub {
         if let Some(tap) = self.tap.get() {
             tap.close();
         }
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         st.subs.clear();
         for ch in &mut st.channels {
             ch.subs.clear();
@@ -350,7 +359,7 @@ impl Hub {
     ) -> Subscription {
         let (tx, rx) = mpsc::channel(self.settings.client_queue.max(1));
         let flags = Arc::new(SubFlags::default());
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         let id = st.next_sub;
         st.next_sub += 1;
         let link = Arc::new(Link {
@@ -375,7 +384,7 @@ impl Hub {
     /// Puts subscriber `id` on `channels` from `start`; returns what it must be sent before its
     /// queue (state or replay), in order.
     fn attach(&self, id: u64, channels: &[u32], start: &Start) -> Vec<Arc<Frame>> {
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         let Some((link, on)) = st.subs.get(&id).map(|(l, on)| (Arc::clone(l), on.clone())) else {
             return Vec::new();
         };
@@ -509,7 +518,7 @@ impl Hub {
     }
 
     fn detach(&self, id: u64, channels: Option<&[u32]>) {
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         let State {
             channels: all,
             subs,
@@ -538,9 +547,10 @@ impl Hub {
 
     /// Every channel with its position and subscriber count.
     pub fn channels(&self) -> Vec<ChannelInfo> {
-        let st = self.state.lock();
+        let st = self.lock();
         st.channels
             .iter()
+            .filter(|ch| self.names.symbols.is_active(ch.symbol))
             .map(|ch| ChannelInfo {
                 channel: ch.name.to_string(),
                 symbol: self.names.symbols.name(ch.symbol).to_string(),
@@ -555,7 +565,7 @@ impl Hub {
 
     /// The newest message of channel `c`, whole (a delta is rendered as the snapshot it leaves).
     pub fn latest(&self, c: u32) -> Option<bytes::Bytes> {
-        let st = self.state.lock();
+        let st = self.lock();
         let ch = st.channels.get(c as usize)?;
         ch.replay.back().map(|newest| self.snapshot_json(newest))
     }

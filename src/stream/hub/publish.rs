@@ -17,7 +17,7 @@ impl Hub {
     /// Turns a batch's events into messages and sends them.
     pub fn publish(&self, batch: &TickBatch) {
         let now = batch.now_ms;
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         for event in &batch.events {
             match event {
                 Event::Closed { record, features } | Event::Forming { record, features } => {

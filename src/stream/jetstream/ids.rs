@@ -68,6 +68,11 @@ impl Subjects {
     /// `{prefix}.{data_type}.{SYMBOL}`.
     pub fn get(&mut self, names: &Names, symbol: SymbolId, data_type: &str) -> Subject {
         let dt = DATA_TYPES.iter().position(|d| *d == data_type);
+        // A symbol added at run time gets its row when first met.
+        if self.table.len() <= symbol as usize && (symbol as usize) < names.symbols.len() {
+            self.table
+                .resize_with(symbol as usize + 1, Default::default);
+        }
         let build = || {
             let name = names.symbols.name(symbol);
             Subject::from(format!(

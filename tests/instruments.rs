@@ -326,3 +326,38 @@ fn a_symbol_another_shard_owns_is_refused_saying_which() {
         assert!(listed_in_health(addr, &mine));
     });
 }
+
+#[test]
+fn changes_need_the_token_when_one_is_set_and_reads_do_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "instruments-token-0123456789";
+    let config = config_of(&[
+        (
+            "SQLITE_PATH",
+            dir.path().join("b.db").to_str().expect("utf-8").into(),
+        ),
+        ("SYMBOLS", "EURUSD".into()),
+        ("API_TOKEN", token.into()),
+        ("BOOTSTRAP_ON_START", "false".into()),
+    ]);
+    in_process(config, barkeep::clock::Clock::System, move |addr| {
+        let body = Some(r#"{"symbol": "AAPL"}"#);
+        let (status, e) = send_json(addr, "POST", PATH, body);
+        assert_eq!(
+            (status, e["error"].as_str()),
+            (401, Some("unauthorized")),
+            "{e}"
+        );
+        let (status, _) = send_json(addr, "DELETE", &format!("{PATH}/EURUSD"), None);
+        assert_eq!(status, 401);
+        assert_eq!(
+            get_json(addr, PATH).1["count"],
+            1,
+            "nothing changed; reading is open"
+        );
+        let bearer = format!("Bearer {token}");
+        let (status, text) = common::send(addr, "POST", PATH, &[("Authorization", &bearer)], body);
+        assert_eq!(status, 201, "{text}");
+        assert!(listed_in_health(addr, "AAPL"));
+    });
+}

@@ -24,7 +24,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
 use super::jetstream::Tap;
@@ -170,31 +170,6 @@ impl Hub {
         };
         drop(hub.lock());
         Arc::new(hub)
-    }
-
-    /// The hub's state, with channels for every symbol of the table (ids are dense and never
-    /// reused, so growing is appending; checking costs a length comparison).
-    fn lock(&self) -> MutexGuard<'_, State> {
-        let mut st = self.state.lock();
-        let table = &self.names.symbols;
-        while st.open.len() < table.len() {
-            let id = st.open.len() as SymbolId;
-            let symbol = table.name(id);
-            for kind in ChannelKind::ALL {
-                st.channels.push(Channel {
-                    name: kind.channel(symbol).into(),
-                    symbol: id,
-                    kind,
-                    seq: 0,
-                    keys: Vec::new(),
-                    replay: VecDeque::new(),
-                    evicted_order: 0,
-                    subs: Vec::new(),
-                });
-            }
-            st.open.push(true);
-        }
-        st
     }
 
     /// Every message produced from now on also goes to `tap` (once; a second tap is ignored).

@@ -1,19 +1,47 @@
 /*!
 The hub's producing half: a batch's events become messages (bodies per channel), each
 numbered, rendered once, kept (newest per kind, replay buffer) and offered to the channel's
-subscribers; a subscriber whose queue is full is dropped there and then.
+subscribers; a subscriber whose queue is full is dropped there and then. Also the hub's growth
+(`Hub::lock`): the channels of a symbol added at run time.
 */
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use parking_lot::MutexGuard;
 use tokio::sync::mpsc;
 
-use super::{Hub, SNAPSHOT_EVERY, State};
+use super::{Channel, Hub, SNAPSHOT_EVERY, State};
 use crate::model::{BarRecord, Event, SymbolId, TickBatch};
 use crate::stream::message::{Body, ChannelKind, Envelope, render};
 
 impl Hub {
+    /// The hub's state, with channels for every symbol of the table (ids are dense and never
+    /// reused, so growing is appending; checking costs a length comparison).
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        let mut st = self.state.lock();
+        let table = &self.names.symbols;
+        while st.open.len() < table.len() {
+            let id = st.open.len() as SymbolId;
+            let symbol = table.name(id);
+            for kind in ChannelKind::ALL {
+                st.channels.push(Channel {
+                    name: kind.channel(symbol).into(),
+                    symbol: id,
+                    kind,
+                    seq: 0,
+                    keys: Vec::new(),
+                    replay: VecDeque::new(),
+                    evicted_order: 0,
+                    subs: Vec::new(),
+                });
+            }
+            st.open.push(true);
+        }
+        st
+    }
+
     /// Turns a batch's events into messages and sends them.
     pub fn publish(&self, batch: &TickBatch) {
         let now = batch.now_ms;

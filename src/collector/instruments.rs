@@ -96,6 +96,7 @@ impl Collector {
             });
         for flags in [
             &mut self.answered,
+            &mut self.tried,
             &mut self.finished,
             &mut self.quiet,
             &mut self.live,

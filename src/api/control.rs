@@ -187,11 +187,7 @@ where
     let path = req.uri().path().to_string();
     let raw_query = req.uri().query().map(str::to_string);
     let query = Query::parse(raw_query.as_deref())?;
-    let segments: Vec<String> = path
-        .trim_matches('/')
-        .split('/')
-        .map(|s| super::decode(s, false).map(|d| d.into_owned()))
-        .collect::<Result<_, _>>()?;
+    let segments = super::path_segments(&path)?;
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().clone();
     let Some(rest) = segments.strip_prefix(&["streaming", "config"]) else {

@@ -282,6 +282,14 @@ async fn route<B>(req: &Request<B>, state: &ApiState) -> Reply {
     }
 }
 
+/// A request path's segments, each percent-decoded, as the routes match them.
+fn path_segments(path: &str) -> Result<Vec<String>, ApiError> {
+    path.trim_matches('/')
+        .split('/')
+        .map(|s| decode(s, false).map(Cow::into_owned))
+        .collect()
+}
+
 /// A percent-decoded path segment or query part (`+` is a space in a query, as forms send it).
 ///
 /// # Errors

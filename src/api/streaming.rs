@@ -117,11 +117,7 @@ where
     super::check_target_len(req.uri())?;
     let raw_query = req.uri().query().map(str::to_string);
     let query = Query::parse(raw_query.as_deref())?;
-    let segments: Vec<String> = path
-        .trim_matches('/')
-        .split('/')
-        .map(|s| super::decode(s, false).map(|d| d.into_owned()))
-        .collect::<Result<_, _>>()?;
+    let segments = super::path_segments(&path)?;
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().clone();
     let expect = |allowed: Method| {

@@ -26,7 +26,8 @@ raw = r.get(f"barkeep:features:{{{symbol}}}:{tf}")
 features = msgpack.unpackb(raw) if raw else None
 
 # Push: one message per tick, {data_type: "tick", timestamp, seq, data: {"1m": {closed: [{bar,
-# features}, ...], live: {bar, features}}}}; "revision" when a gap was filled after the fact.
+# features}, ...], live: {bar}}}} (the forming bar's features: the features value above);
+# "revision" when a gap was filled after the fact.
 pubsub = r.pubsub()
 pubsub.subscribe(f"barkeep:events:{{{symbol}}}")
 event = None

@@ -25,7 +25,8 @@
 //!   (`common::redis_cost`).
 //!
 //! `--barkeep PATH` measures another build (an earlier commit: `scripts/loadtest.sh
-//! redis-cost`); `--redis-only` skips the HTTP load.
+//! redis-cost`); `--redis-only` skips the HTTP load; `--set NAME=VALUE` (repeatable) adds to
+//! barkeep's environment.
 //!
 //! Output: a table of barkeep's figure, the baseline's, and the ratio, plus a JSON line.
 
@@ -78,6 +79,14 @@ fn main() {
             .position(|a| a == "--barkeep")
             .and_then(|i| args.get(i + 1))
             .map_or_else(common::barkeep_binary, std::path::PathBuf::from),
+        set: args
+            .windows(2)
+            .filter(|w| w[0] == "--set")
+            .map(|w| {
+                let (k, v) = w[1].split_once('=').expect("--set NAME=VALUE");
+                (k.to_string(), v.to_string())
+            })
+            .collect(),
     };
     rt.block_on(run(symbols, seconds, http_rate, opts));
 }
@@ -101,6 +110,9 @@ struct Opts {
     /// No HTTP load (the Redis figures only).
     redis_only: bool,
     binary: std::path::PathBuf,
+    /// `--set NAME=VALUE`: more of barkeep's environment (e.g. `REDIS_STREAM_MAXLEN=0`), set
+    /// after the harness's own.
+    set: Vec<(String, String)>,
 }
 
 async fn run(n: usize, seconds: u64, http_rate: u64, opts: Opts) {
@@ -165,6 +177,7 @@ async fn run(n: usize, seconds: u64, http_rate: u64, opts: Opts) {
         .env("HTTP_ADDR", "127.0.0.1:0")
         .env("LOG_FORMAT", "text")
         .env("RUST_LOG", "warn,barkeep::app=info")
+        .envs(opts.set.iter().map(|(k, v)| (k, v)))
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -308,9 +321,11 @@ async fn run(n: usize, seconds: u64, http_rate: u64, opts: Opts) {
         (redis_cost.usec / symbol_ticks) / (floor.usec / floor_symbol_ticks)
     );
     println!(
-        "| Redis CPU per symbol-tick (µs, used_cpu_user+sys) | {:.2} | {:.2} (raw floor) | {:.2} |",
+        "| Redis CPU per symbol-tick (µs, used_cpu_user+sys; of it sys) | {:.2} ({:.2}) | {:.2} ({:.2}) (raw floor) | {:.2} |",
         redis_cost.cpu_s * 1e6 / symbol_ticks,
+        redis_cost.cpu_sys_s * 1e6 / symbol_ticks,
         floor.cpu_s * 1e6 / floor_symbol_ticks,
+        floor.cpu_sys_s * 1e6 / floor_symbol_ticks,
         (redis_cost.cpu_s / symbol_ticks) / (floor.cpu_s / floor_symbol_ticks)
     );
     println!(
@@ -337,7 +352,7 @@ async fn run(n: usize, seconds: u64, http_rate: u64, opts: Opts) {
             "visible_p50_ms": pct(&lat, 0.5), "visible_p99_ms": pct(&lat, 0.99), "redis_updates_per_s": redis_bars, "raw_redis_per_s": raw_redis,
             "sqlite_rows_per_s": sqlite_flush_rate, "raw_sqlite_per_s": raw_sqlite, "cpu_percent": cpu, "peak_rss_mb": rss,
             "missed_ticks": delta("missed_ticks_total"), "provider_requests": served.load(Ordering::Relaxed),
-            "redis_usec_per_symbol_tick": redis_cost.usec / symbol_ticks, "redis_cpu_us_per_symbol_tick": redis_cost.cpu_s * 1e6 / symbol_ticks,
+            "redis_usec_per_symbol_tick": redis_cost.usec / symbol_ticks, "redis_cpu_us_per_symbol_tick": redis_cost.cpu_s * 1e6 / symbol_ticks, "redis_cpu_sys_us_per_symbol_tick": redis_cost.cpu_sys_s * 1e6 / symbol_ticks,
             "redis_calls_per_symbol_tick": redis_cost.calls / symbol_ticks, "redis_bytes_per_symbol_tick": redis_cost.bytes_in / symbol_ticks,
             "floor_usec_per_symbol_tick": floor.usec / floor_symbol_ticks, "floor_cpu_us_per_symbol_tick": floor.cpu_s * 1e6 / floor_symbol_ticks,
             "floor_calls_per_symbol_tick": floor.calls / floor_symbol_ticks, "floor_bytes_per_symbol_tick": floor.bytes_in / floor_symbol_ticks,

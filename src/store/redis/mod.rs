@@ -12,8 +12,8 @@ failed, when the writer could not queue a batch or history was stored among the 
 `store::reconcile` make every ring equal to SQLite's newest bars first. While reconciled, a
 closed bar at or before a ring's last bar is not pushed again.
 
-Per tick it writes, per symbol, one message (all timeframes' closed bars, the forming bar and
-their features) to the symbol's pub/sub channel and, unless `REDIS_STREAM_MAXLEN` is 0, to its
+Per tick it writes, per symbol, one message (all timeframes' closed bars with their features,
+and the forming bars) to the symbol's pub/sub channel and, unless `REDIS_STREAM_MAXLEN` is 0, to its
 stream; per timeframe the closed bars onto the ring (trimmed only once it is over its cap) and
 the features value. Everything the sink keeps per symbol is one [`SymbolSlot`].
 

@@ -1,7 +1,7 @@
 /*!
 Writing a run of batches to Redis, per symbol: one message for everything the run changed (all
-timeframes' closed bars with their features, the forming bar with its peeked features) to the
-symbol's channel and stream; per timeframe the closed bars onto the ring (`LTRIM` only once the
+timeframes' closed bars with their features, the forming bar alone) to the symbol's channel and
+stream; per timeframe the closed bars onto the ring (`LTRIM` only once the
 ring is over its cap: the sink knows each ring's length) and the newest bar and features as one
 value (coalescing, counted). A market that closed gets its last features once more, marked
 closed. A tick goes out as pipelines of up to [`CHUNK_SYMBOLS`] symbols, each sent as soon as it
@@ -16,8 +16,8 @@ use std::time::Instant;
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 
 use super::codec::{
-    BarMsg, BarWithFeatures, FeaturesMsg, FrameMsg, Message, Metadata, RevisionData, STREAM_FIELD,
-    encode_into,
+    BarMsg, BarWithFeatures, FeaturesMsg, FrameMsg, LiveMsg, Message, Metadata, RevisionData,
+    STREAM_FIELD, encode_into,
 };
 use super::{RedisError, RedisSink, RedisSinkConfig, SymbolSlot};
 use crate::model::{BarRecord, Event, FEATURE_COUNT, Features, SymbolId, TickBatch};
@@ -437,7 +437,7 @@ fn queue_symbol(
     updates
 }
 
-/// A tick message's `data`: per timeframe that changed, `{closed: [{bar, features}…], live}`.
+/// A tick message's `data`: per timeframe that changed, `{closed: [{bar, features}…], live: {bar}}`.
 struct TickData<'a> {
     names: &'a Names<'a>,
     frames: &'a [FrameWork],
@@ -456,10 +456,9 @@ impl serde::Serialize for TickData<'_> {
                     bars: &f.closed,
                     names: self.names.features,
                 },
-                live: f
-                    .forming
-                    .as_ref()
-                    .map(|l| with_features(l, self.names.features)),
+                live: f.forming.as_ref().map(|(record, _, _)| LiveMsg {
+                    bar: BarMsg::new(&record.bar, record.source, record.quality),
+                }),
             };
             map.serialize_entry(tf.as_str(), &frame)?;
         }

@@ -268,7 +268,7 @@ pub async fn run_with(
             ) => done?,
             () = &mut shutdown => return stopped_during("the bootstrap"),
         };
-        log_bootstrap(stats);
+        crate::bootstrap::log_stats(stats, symbols.active_len());
     }
     let warm_started = Instant::now();
     tracing::info!(
@@ -290,38 +290,19 @@ pub async fn run_with(
         "indicators warmed up"
     );
 
-    if config.bootstrap_on_start == BootstrapOnStart::Background {
-        let (config, symbols, store) = (config.clone(), symbols.clone(), store.clone());
-        let token = token.clone();
-        // A failed write (a full disk, a locked database) stops a bootstrap; it resumes where
-        // it stopped, so it is run again, with a backoff, until it completes.
-        tracker.spawn(async move {
-            let mut log = crate::store::fault::FaultLog::new("background bootstrap", store.name());
-            let mut wait = Duration::from_secs(1);
-            loop {
-                let now = clock.now_ms();
-                let filled = crate::bootstrap::bootstrap(
-                    &config, &symbols, &chain, &store, now, false, &reconcile,
-                );
-                let done = tokio::select! {
-                    () = token.cancelled() => return,
-                    done = filled => done,
-                };
-                match done {
-                    Ok(stats) => {
-                        log.recovered(stats.stored);
-                        log_bootstrap(stats);
-                        return;
-                    }
-                    Err(e) => log.failed(&e, store.pending_rows()),
-                }
-                tokio::select! {
-                    () = token.cancelled() => return,
-                    () = tokio::time::sleep(wait) => {}
-                }
-                wait = (wait * 2).min(crate::store::writer::RETRY_MAX);
-            }
-        });
+    // In the background: what the start's bootstrap did not do, then every instrument added
+    // at run time as soon as it is added.
+    if config.bootstrap_on_start != BootstrapOnStart::Off {
+        tracker.spawn(crate::bootstrap::follow(
+            config.clone(),
+            symbols.clone(),
+            chain,
+            store.clone(),
+            clock,
+            config.bootstrap_on_start == BootstrapOnStart::Before,
+            reconcile,
+            token.clone(),
+        ));
     }
     // The chain stops when the collector drops its sender, after a final flush; its end
     // closes the Redis sink's queue.
@@ -491,16 +472,6 @@ fn serve_on_own_runtime(
     Ok(async move {
         let _ = stopped.await;
     })
-}
-
-fn log_bootstrap(stats: crate::bootstrap::BootstrapStats) {
-    tracing::info!(
-        stored = stats.stored,
-        rejected = stats.rejected,
-        failed_windows = stats.failed_windows,
-        skipped_windows = stats.skipped_windows,
-        "bootstrap done"
-    );
 }
 
 /// `barkeep bootstrap`: history for every symbol and timeframe into SQLite or PostgreSQL.

@@ -24,11 +24,16 @@ Going back in time, a series is given up after [`NO_HISTORY_SPAN_MS`] of empty o
 in a row: the sources keep no more, and asking for the rest would only spend the budget (the
 next start asks once more). Every bar goes through the validator; rejected ones are stored in
 `rejects` with their reason, as live ones are. Indicators are warmed from what is stored.
+
+While collecting, [`follow`] bootstraps the symbols of the start and then each instrument added
+at run time, as soon as it is added.
 */
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -36,6 +41,7 @@ use crate::metrics::Metrics;
 use crate::model::{Bar, RejectRecord, SymbolId, SymbolTable, Timeframe};
 use crate::sources::chain::{Asked as Answer, Attempt, Refusal, SourceChain, Work};
 use crate::sources::{ErrorKind, Source};
+use crate::store::fault::FaultLog;
 use crate::store::history::{History, StoreError, StoredBar};
 use crate::validate::{Validator, Verdict};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -118,6 +124,38 @@ pub async fn bootstrap(
     show_progress: bool,
     on_recent: impl Fn(),
 ) -> Result<BootstrapStats, StoreError> {
+    let ids: Vec<SymbolId> = symbols.active().map(|(id, _)| id).collect();
+    bootstrap_symbols(
+        config,
+        symbols,
+        &ids,
+        chain,
+        store,
+        now_ms,
+        show_progress,
+        on_recent,
+    )
+    .await
+}
+
+/// [`bootstrap`] for these symbols only (ids of `symbols`).
+///
+/// # Errors
+/// As [`bootstrap`].
+#[allow(
+    clippy::too_many_arguments,
+    reason = "bootstrap's arguments and the symbols"
+)]
+pub async fn bootstrap_symbols(
+    config: &Config,
+    symbols: &SymbolTable,
+    ids: &[SymbolId],
+    chain: &SourceChain,
+    store: &History,
+    now_ms: i64,
+    show_progress: bool,
+    on_recent: impl Fn(),
+) -> Result<BootstrapStats, StoreError> {
     for source in chain.sources().filter(|s| s.capabilities().history) {
         for &tf in &config.timeframes {
             if !source.serves_history(tf) {
@@ -134,7 +172,7 @@ pub async fn bootstrap(
         not_served: HashSet::new(),
     };
     let mut plan = Vec::new();
-    for (symbol, _) in symbols.iter() {
+    for &symbol in ids {
         for &tf in &config.timeframes {
             if !asked.any_for(symbol, tf) {
                 tracing::debug!(symbol = %symbols.name(symbol), timeframe = %tf, "no source serves this history; not planned");
@@ -234,6 +272,92 @@ pub async fn bootstrap(
     }
     bar.finish_with_message(format!("{} bars stored", stats.stored));
     Ok(stats)
+}
+
+/// `run`'s background bootstrap (`BOOTSTRAP_ON_START`): the symbols collected at start (unless
+/// `start_done`: done before collecting), then every symbol added at run time as soon as the
+/// table says so ([`SymbolTable::changes`], the notification the push streams follow too); a
+/// symbol deleted and added again is bootstrapped again. Its requests go through `chain`, the
+/// collector's (its budgets, above the live reserve). A failed write (a full disk, a locked
+/// database) stops a round; the bootstrap resumes where it stopped, so the round is run again,
+/// with a backoff, until it completes. Runs until `shutdown`.
+#[allow(clippy::too_many_arguments, reason = "wired once by app::run")]
+pub async fn follow(
+    config: Config,
+    symbols: SymbolTable,
+    chain: Arc<SourceChain>,
+    store: History,
+    clock: Clock,
+    start_done: bool,
+    on_recent: impl Fn(),
+    shutdown: CancellationToken,
+) {
+    let mut changes = symbols.changes();
+    let mut done: HashSet<SymbolId> = if start_done {
+        symbols.active().map(|(id, _)| id).collect()
+    } else {
+        HashSet::new()
+    };
+    let mut log = FaultLog::new("background bootstrap", store.name());
+    let mut wait = Duration::from_secs(1);
+    loop {
+        changes.mark_unchanged();
+        done.retain(|&id| symbols.is_active(id));
+        let todo: Vec<SymbolId> = symbols
+            .active()
+            .map(|(id, _)| id)
+            .filter(|id| !done.contains(id))
+            .collect();
+        if !todo.is_empty() {
+            let filled = bootstrap_symbols(
+                &config,
+                &symbols,
+                &todo,
+                &chain,
+                &store,
+                clock.now_ms(),
+                false,
+                &on_recent,
+            );
+            let done_now = tokio::select! {
+                () = shutdown.cancelled() => return,
+                done_now = filled => done_now,
+            };
+            match done_now {
+                Ok(stats) => {
+                    log.recovered(stats.stored);
+                    log_stats(stats, todo.len());
+                    done.extend(todo);
+                    wait = Duration::from_secs(1);
+                }
+                Err(e) => {
+                    log.failed(&e, store.pending_rows());
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(crate::store::writer::RETRY_MAX);
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// The log line of a finished bootstrap of `symbols` symbols.
+pub fn log_stats(stats: BootstrapStats, symbols: usize) {
+    tracing::info!(
+        symbols,
+        stored = stats.stored,
+        rejected = stats.rejected,
+        failed_windows = stats.failed_windows,
+        skipped_windows = stats.skipped_windows,
+        "bootstrap done"
+    );
 }
 
 /// The windows that fill `[now − days, now)` around what is stored (`span`: oldest and newest

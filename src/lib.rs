@@ -25,7 +25,9 @@
 //! - [`instrument`] — what a generic symbol stands for (index, FX, crypto, ticker), a leaf.
 //! - [`instruments`] — the symbols collected: `SYMBOLS` with the changes stored by the API
 //!   applied on top, and adding or deleting one at run time (stored, then told to the
-//!   collector, which warms an added one up and collects it from the next tick).
+//!   collector, which warms an added one up and collects it from the next tick). The shared
+//!   [`model::SymbolTable`] announces each change ([`model::SymbolTable::changes`]); the push
+//!   streams' subscriptions and the background bootstrap follow that one notification.
 //! - [`model`] — the plain data everything passes around: symbols, timeframes, quotes, bars,
 //!   and what the pipeline emits (events, tick batches, checkpoints). Imports nothing else.
 //! - [`clock`] — "now", injectable so tests control time.
@@ -54,7 +56,8 @@
 //!   their own: `/alerts`, log lines, `alert*` metrics and the webhook (`ALERT_WEBHOOK_URL`).
 //! - [`metrics`] — typed counters, gauges and histograms; JSON and Prometheus renderings.
 //! - [`repair`] — gaps found while running, fetched again from history off the tick.
-//! - [`bootstrap`] — `barkeep bootstrap`: history into SQLite, resumable, with progress.
+//! - [`bootstrap`] — `barkeep bootstrap`: history into SQLite, resumable, with progress; while
+//!   running, in the background, also for each instrument added at run time.
 //! - [`shard`] — `SHARD=i/N`: which symbols this instance owns (rendezvous hashing), a leaf.
 //! - [`secrets`] — every configured secret scrubbed from log lines and API text.
 //! - [`app`] — wiring, start-up warm-up, ordered shutdown; the `replay` command.

@@ -539,7 +539,7 @@ fn websocket_drop_is_reconnected_resubscribed_and_backfilled_without_gap_or_dupl
     let (rest, ws) = rt.block_on(async {
         (
             HttpFixture::start("", binance_rest_handler).await,
-            BinanceStream::start("BTCUSDT", Duration::from_millis(100)).await,
+            BinanceStream::start(Duration::from_millis(100)).await,
         )
     });
     let dir = tempfile::tempdir().expect("tempdir");

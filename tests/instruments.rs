@@ -1,9 +1,20 @@
 //! `/streaming/config/instruments` against the real sidecar: a symbol added over HTTP is
 //! collected (in `/health`, bars in SQLite and in a test-started Redis), survives a restart, and
 //! once deleted is no longer collected, nor after a restart; bad bodies and symbols of another
-//! shard are refused.
+//! shard are refused. On a Binance-streaming setup (fixture REST and WebSocket servers in
+//! Binance's format), an added symbol is subscribed on the open stream at once and its bars
+//! stream in, the background bootstrap fills its history, a reconnect subscribes it again, and a
+//! deleted one is unsubscribed and gets no more bars.
 
 mod common;
+
+#[path = "common/binance.rs"]
+mod binance;
+#[path = "e2e/binance_stream.rs"]
+mod binance_stream;
+#[path = "providers/fixture.rs"]
+#[allow(dead_code, reason = "the WebSocket script fixture is not used here")]
+mod fixture;
 
 use std::path::Path;
 use std::time::Duration;
@@ -360,4 +371,174 @@ fn changes_need_the_token_when_one_is_set_and_reads_do_not() {
         assert_eq!(status, 201, "{text}");
         assert!(listed_in_health(addr, "AAPL"));
     });
+}
+
+/// (connection, method, params) of every request the stream fixture received.
+fn stream_requests(ws: &binance_stream::BinanceStream) -> Vec<(usize, String, serde_json::Value)> {
+    ws.received()
+        .into_iter()
+        .map(|(n, text)| {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("JSON frame");
+            (
+                n,
+                v["method"].as_str().unwrap_or_default().to_string(),
+                v["params"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// (ts, volume) of every stored 1s bar of `symbol` opening at or after `from` (Unix ms).
+fn bars_from(db: &Path, symbol: &str, from: i64) -> Vec<(i64, f64)> {
+    let conn = rusqlite::Connection::open(db).expect("open db");
+    let mut stmt = conn
+        .prepare("SELECT ts, volume FROM bars WHERE symbol = ?1 AND ts >= ?2 ORDER BY ts")
+        .expect("prepare");
+    stmt.query_map(rusqlite::params![symbol, from], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
+}
+
+#[test]
+fn an_added_symbol_streams_at_once_is_backfilled_and_once_deleted_is_unsubscribed() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (rest, ws) = rt.block_on(async {
+        (
+            fixture::HttpFixture::start("", |seen: &fixture::Seen| {
+                binance::binance_for_any_symbol(seen, binance_stream::price)
+            })
+            .await,
+            binance_stream::BinanceStream::start(Duration::from_millis(100)).await,
+        )
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("b.db");
+    let mut sidecar = Sidecar::start(
+        dir.path(),
+        &[
+            ("SQLITE_PATH", db.to_str().expect("utf-8")),
+            ("SYMBOLS", "BTCUSD"),
+            ("SOURCES", "binance"),
+            ("TIMEFRAMES", "1s"),
+            ("COLLECTION_INTERVAL", "200ms"),
+            ("BATCH_WRITE_INTERVAL", "100ms"),
+            ("WARMUP_BARS", "30"),
+            ("HISTORY_DAYS", "1"),
+            ("BOOTSTRAP_ON_START", "background"),
+            ("BINANCE_BASE_URL", rest.base.as_str()),
+            ("BINANCE_WS_URL", ws.url.as_str()),
+            ("STREAM_RECONNECT_MIN", "10ms"),
+            ("STREAM_RECONNECT_MAX", "100ms"),
+            ("PROVIDER_HTTP_TIMEOUT", "2s"),
+        ],
+    );
+    let addr = sidecar.addr;
+    let step = Duration::from_secs(30);
+    wait_for(step, || (ws.sent_for("BTCUSDT").len() >= 3).then_some(())).expect("BTCUSD streams");
+
+    // Added over HTTP: subscribed on the open connection, no reconnect.
+    let added_at = binance::wall_ms();
+    let (status, body) = send_json(addr, "POST", PATH, Some(r#"{"symbol": "ETHUSD"}"#));
+    assert_eq!(status, 201, "{body}");
+    let subscribed = wait_for(step, || {
+        stream_requests(&ws)
+            .into_iter()
+            .find(|(_, m, p)| m == "SUBSCRIBE" && *p == serde_json::json!(["ethusdt@kline_1m"]))
+    })
+    .expect("ETHUSDT subscribed");
+    assert_eq!(subscribed.0, 0, "on the connection already open");
+    assert_eq!(ws.connections(), 1);
+    // Its bars stream in: closed 1s bars after the add, with the stream's volume (REST
+    // quotes carry none, history bars 2.0).
+    let streamed = wait_for(step, || {
+        let live: Vec<(i64, f64)> = bars_from(&db, "ETHUSD", added_at + 1_000)
+            .into_iter()
+            .filter(|(_, v)| *v > 0.0 && *v < 2.0)
+            .collect();
+        (live.len() >= 3).then_some(live)
+    })
+    .expect("ETHUSD bars from the stream in SQLite");
+    assert!(!ws.sent_for("ETHUSDT").is_empty());
+    assert!(
+        get_json(addr, "/bars/ETHUSD?tf=1s&limit=5").0 == 200,
+        "{streamed:?}"
+    );
+
+    // The background bootstrap fills its history: HISTORY_DAYS=1 back from the add, more than
+    // the warm-up's 30 bars, through klines requests of its own.
+    let day_back = added_at - 86_400_000 + 60_000;
+    wait_for(Duration::from_secs(120), || {
+        (!bars_from(&db, "ETHUSD", 0).is_empty() && bars_from(&db, "ETHUSD", 0)[0].0 <= day_back)
+            .then_some(())
+    })
+    .expect("ETHUSD's history backfilled a day back");
+    let history_requests = rest
+        .requests()
+        .iter()
+        .filter(|s| s.path == "/api/v3/klines" && s.q("symbol") == Some("ETHUSDT"))
+        .count();
+    assert!(
+        history_requests >= 87,
+        "a day of 1s bars is 87 windows: {history_requests}"
+    );
+    let logged = sidecar
+        .wait_for_log("bootstrap done", Duration::from_secs(5))
+        .expect("a bootstrap round logged");
+    assert!(logged.contains("symbols"), "{logged}");
+
+    // A reconnect subscribes the set as it is now, the added symbol too.
+    ws.cut(Duration::from_millis(200));
+    let resubscribed = wait_for(step, || {
+        stream_requests(&ws)
+            .into_iter()
+            .find(|(n, m, _)| *n > 0 && m == "SUBSCRIBE")
+    })
+    .expect("resubscribed after the cut");
+    assert_eq!(
+        resubscribed.2,
+        serde_json::json!(["btcusdt@kline_1m", "ethusdt@kline_1m"])
+    );
+
+    // Deleted: UNSUBSCRIBE on the open connection, and no more ETHUSD bars while BTCUSD goes on.
+    let (status, body) = send_json(addr, "DELETE", &format!("{PATH}/ETHUSD"), None);
+    assert_eq!(status, 200, "{body}");
+    let unsubscribed_at = binance::wall_ms();
+    wait_for(step, || {
+        stream_requests(&ws)
+            .into_iter()
+            .find(|(_, m, p)| m == "UNSUBSCRIBE" && *p == serde_json::json!(["ethusdt@kline_1m"]))
+    })
+    .expect("ETHUSDT unsubscribed");
+    let btc_after = |t: i64| {
+        wait_for(step, || {
+            (!bars_from(&db, "BTCUSD", t).is_empty()).then_some(())
+        })
+        .unwrap_or_else(|| panic!("BTCUSD bars from {t}"));
+    };
+    // A bar of BTCUSD a second after the delete is stored: the delete has been applied and
+    // flushed by then.
+    btc_after(unsubscribed_at + 1_000);
+    let eth = bars_from(&db, "ETHUSD", 0).len();
+    btc_after(unsubscribed_at + 4_000);
+    assert_eq!(
+        bars_from(&db, "ETHUSD", 0).len(),
+        eth,
+        "no ETHUSD bar after the delete"
+    );
+    let sent = ws.sent_for("ETHUSDT").len();
+    btc_after(unsubscribed_at + 5_000);
+    assert_eq!(
+        ws.sent_for("ETHUSDT").len(),
+        sent,
+        "the stream sends it no more"
+    );
+    let (code, log) = sidecar.terminate();
+    assert_eq!(code, 0, "{}", log.join("\n"));
 }

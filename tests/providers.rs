@@ -16,6 +16,8 @@ mod finnhub;
 mod fuzz;
 #[path = "providers/polygon.rs"]
 mod polygon;
+#[path = "providers/stream_follow.rs"]
+mod stream_follow;
 #[path = "providers/streams.rs"]
 mod streams;
 #[path = "providers/twelvedata.rs"]

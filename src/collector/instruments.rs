@@ -190,6 +190,7 @@ impl Collector {
         self.live[i] = true;
         self.quiet[i] = false;
         self.all_ids.push(warmed.id);
+        self.follow_streams();
         self.metrics.symbols.set(self.all_ids.len() as i64);
         events.extend(warmed.events);
         self.session_changed.push(warmed.id);
@@ -216,6 +217,7 @@ impl Collector {
         self.live[i] = false;
         self.quiet[i] = false;
         self.all_ids.retain(|&s| s != id);
+        self.follow_streams();
         self.snapshot.clear(id);
         self.views[i] = SymbolView {
             frames: vec![FrameView::default(); self.timeframes.len()],

@@ -1,7 +1,9 @@
 /*!
 Push streams: started once, drained at the start of each tick. Their quotes join the tick, their
 provider bars are upserted, and a symbol with a live stream is not polled. A reconnect's gap is
-repaired like any other (`repairs.rs`).
+repaired like any other (`repairs.rs`). What a stream subscribes follows the shared symbol
+table (an instrument added at run time is subscribed at once, a deleted one unsubscribed); the
+collector takes a symbol's stream data from the tick it collects the symbol.
 */
 
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Collector, StreamLink};
-use crate::model::{Event, SymbolId};
+use crate::model::Event;
 use crate::sources::StreamEvent;
 use crate::sources::chain::DataType;
 
@@ -30,26 +32,34 @@ impl Collector {
             if !source.capabilities().stream {
                 continue;
             }
-            let served: Vec<SymbolId> = self
-                .all_ids
-                .iter()
-                .copied()
-                .filter(|&id| source.supports(id))
-                .collect();
             let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-            if let Some(task) =
-                Arc::clone(source).stream(served.clone(), tx, shutdown.child_token())
-            {
+            if let Some(task) = Arc::clone(source).stream(tx, shutdown.child_token()) {
                 tasks.push(tokio::spawn(task));
                 self.streams.push(StreamLink {
                     source: si,
-                    served,
+                    served: Vec::new(),
                     rx,
                     last_message: None,
                 });
             }
         }
+        self.follow_streams();
         tasks
+    }
+
+    /// Which collected symbols each push stream serves: at start, and whenever a symbol is
+    /// installed or removed at run time (`instruments.rs`). The streams themselves follow the
+    /// shared table's changes (`sources::stream`).
+    pub(super) fn follow_streams(&mut self) {
+        for link in &mut self.streams {
+            let source = self.chain.source(link.source);
+            link.served = self
+                .all_ids
+                .iter()
+                .copied()
+                .filter(|&id| source.supports(id))
+                .collect();
+        }
     }
 
     /// Takes what the push streams delivered since the last tick: quotes join this tick's

@@ -36,18 +36,34 @@ pub type SymbolId = u32;
 /// meets an id it has not seen. A symbol deleted at run time keeps its id but is *inactive*
 /// (not collected, not listed); added again, it is active under the same id. Reading a name is
 /// lock-free ([`boxcar::Vec`] never moves its elements); adding takes a lock.
+///
+/// Every change of the active set (a symbol added, made active again, or deactivated) is
+/// announced on one watch channel, [`SymbolTable::changes`]: the one way everything that follows
+/// the instrument set at run time (the push streams' subscriptions, the background bootstrap)
+/// learns of it, and then reads the table itself.
 #[derive(Clone, Default)]
 pub struct SymbolTable {
     inner: Arc<TableInner>,
 }
 
-#[derive(Default)]
 struct TableInner {
     entries: boxcar::Vec<Entry>,
     /// Upper-cased name → id, for [`SymbolTable::id`] (a linear scan cost ~10 µs per HTTP
     /// request at 10 000 symbols). Written only by [`SymbolTable::add`], under this lock,
     /// which also keeps ids dense.
     index: RwLock<HashMap<Box<str>, SymbolId>>,
+    /// Changes of the active set so far; bumped after each one is visible in `entries`.
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for TableInner {
+    fn default() -> Self {
+        Self {
+            entries: boxcar::Vec::new(),
+            index: RwLock::default(),
+            changed: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 struct Entry {
@@ -75,9 +91,12 @@ impl SymbolTable {
     pub fn add(&self, name: &str) -> (SymbolId, bool) {
         let mut index = self.inner.index.write();
         if let Some(&id) = index.get(name.to_ascii_uppercase().as_str()) {
-            self.inner.entries[id as usize]
+            let was = self.inner.entries[id as usize]
                 .active
-                .store(true, Ordering::Release);
+                .swap(true, Ordering::AcqRel);
+            if !was {
+                self.announce();
+            }
             return (id, false);
         }
         let id = self.inner.entries.push(Entry {
@@ -85,15 +104,33 @@ impl SymbolTable {
             active: AtomicBool::new(true),
         }) as SymbolId;
         index.insert(name.to_ascii_uppercase().into_boxed_str(), id);
+        self.announce();
         (id, true)
     }
 
     /// Makes a symbol inactive; its id and name stay. Returns whether it was active.
     pub fn deactivate(&self, id: SymbolId) -> bool {
-        self.inner
+        let was = self
+            .inner
             .entries
             .get(id as usize)
-            .is_some_and(|e| e.active.swap(false, Ordering::AcqRel))
+            .is_some_and(|e| e.active.swap(false, Ordering::AcqRel));
+        if was {
+            self.announce();
+        }
+        was
+    }
+
+    /// Tells every [`SymbolTable::changes`] receiver (if any) that the active set changed.
+    fn announce(&self) {
+        self.inner.changed.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that wakes after each later change of the active set (changes close together
+    /// may wake it once); the value counts the changes so far. Read the table itself for what
+    /// changed.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changed.subscribe()
     }
 
     /// Ids ever given out, active or not: the length every per-symbol `Vec` grows to.
@@ -307,5 +344,29 @@ mod tests {
         assert_eq!(table.add("EURUSD"), (1, false), "added again: the same id");
         assert!(table.is_active(1));
         assert_eq!(table.active_len(), 3);
+    }
+
+    #[test]
+    fn every_change_of_the_active_set_is_announced_once() {
+        let table = SymbolTable::new(["NAS100"]);
+        let mut changes = table.changes();
+        assert!(
+            !changes.has_changed().expect("open"),
+            "a receiver starts seen"
+        );
+        table.add("nas100");
+        assert!(
+            !changes.has_changed().expect("open"),
+            "active already: no change"
+        );
+        table.add("EURUSD");
+        assert!(changes.has_changed().expect("open"));
+        assert_eq!(*changes.borrow_and_update(), 2);
+        assert!(!table.deactivate(5), "unknown id");
+        assert!(table.deactivate(1));
+        assert!(!table.deactivate(1));
+        assert_eq!(*changes.borrow_and_update(), 3, "deactivated once");
+        table.add("eurusd");
+        assert_eq!(*changes.borrow_and_update(), 4, "active again");
     }
 }

@@ -242,10 +242,11 @@ pub trait Source: Send + Sync {
         self.capabilities().history
     }
 
-    /// Starts the push stream for `symbols` (only when `capabilities().stream`).
+    /// Starts the push stream (only when `capabilities().stream`). It subscribes the active
+    /// symbols of the shared table that this source spells, and follows the table as symbols
+    /// are added and deleted at run time (`stream.rs`).
     fn stream(
         self: Arc<Self>,
-        _symbols: Vec<SymbolId>,
         _out: tokio::sync::mpsc::Sender<StreamEvent>,
         _shutdown: tokio_util::sync::CancellationToken,
     ) -> Option<StreamTask> {

@@ -126,6 +126,7 @@ impl ProviderCore {
             url,
             key: self.key.clone(),
             timing: self.stream_timing,
+            changes: self.book.symbols().changes(),
         }
     }
 

@@ -213,6 +213,11 @@ impl SymbolBook {
     pub fn supports(&self, id: SymbolId) -> bool {
         self.provider_symbol(id).is_some()
     }
+
+    /// The shared table this book follows.
+    pub fn symbols(&self) -> &SymbolTable {
+        &self.symbols
+    }
 }
 
 #[cfg(test)]

@@ -2,11 +2,16 @@
 //!
 //! `tests/providers/fixture.rs`'s `WsFixture` replays a script of frames all at once, which is
 //! right for parser and reconnect-loop tests but cannot make bars form over time. This one
-//! answers `SUBSCRIBE` like Binance (`{"result":null,"id":…}`), then sends a `<symbol>@kline_1m`
-//! update every `every` stamped with the current time, until [`BinanceStream::cut`] drops the
-//! connection mid-stream (no close frame) and refuses new connections for the outage; after
-//! that, a reconnecting client is accepted and streamed to again.
+//! answers live `SUBSCRIBE` and `UNSUBSCRIBE` requests like Binance (`{"result":null,"id":…}`)
+//! at any time on a connection, and every `every` sends a `<symbol>@kline_1m` update stamped
+//! with the current time for each stream the connection is subscribed to, until
+//! [`BinanceStream::cut`] drops the connection mid-stream (no close frame) and refuses new
+//! connections for the outage; after that, a reconnecting client is accepted and streamed to
+//! again.
 
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,8 +27,10 @@ use tokio_tungstenite::tungstenite::Message;
 struct State {
     /// (connection number, text) of every frame a client sent.
     received: Mutex<Vec<(usize, String)>>,
-    /// (generation, event time in Unix ms) of every kline update sent, in order.
+    /// (generation, event time in Unix ms) of every round of kline updates sent, in order.
     sent: Mutex<Vec<(usize, i64)>>,
+    /// (Binance symbol, event time in Unix ms) of every kline update sent, in order.
+    sent_symbols: Mutex<Vec<(String, i64)>>,
     /// Until when connection attempts are dropped before the handshake.
     down_until: Mutex<Option<Instant>>,
     /// Bumped by `cut`: connections of an older generation drop themselves.
@@ -66,9 +73,8 @@ fn kline(symbol: &str, event_ms: i64, close: f64, volume: f64) -> String {
 }
 
 impl BinanceStream {
-    /// Streams `symbol` (Binance spelling, e.g. `BTCUSDT`) to every subscriber, one update
-    /// every `every`.
-    pub async fn start(symbol: &'static str, every: Duration) -> Self {
+    /// Streams what each connection subscribed to, one update per stream every `every`.
+    pub async fn start(every: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(State::default());
@@ -85,7 +91,7 @@ impl BinanceStream {
                         drop(stream);
                         continue;
                     }
-                    tokio::spawn(serve(stream, Arc::clone(&state), symbol, every));
+                    tokio::spawn(serve(stream, Arc::clone(&state), every));
                 }
             })
         };
@@ -114,6 +120,17 @@ impl BinanceStream {
         self.state.sent.lock().clone()
     }
 
+    /// The kline updates sent for `symbol` (Binance spelling), with their event times.
+    pub fn sent_for(&self, symbol: &str) -> Vec<i64> {
+        self.state
+            .sent_symbols
+            .lock()
+            .iter()
+            .filter(|(s, _)| s == symbol)
+            .map(|(_, t)| *t)
+            .collect()
+    }
+
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
     }
@@ -123,35 +140,17 @@ impl BinanceStream {
     }
 }
 
-/// One client connection: wait for `SUBSCRIBE`, confirm it, stream until cut or gone.
-async fn serve(
-    stream: tokio::net::TcpStream,
-    state: Arc<State>,
-    symbol: &'static str,
-    every: Duration,
-) {
+/// One client connection: take `SUBSCRIBE` / `UNSUBSCRIBE` requests whenever they come, stream
+/// the subscribed symbols until cut or gone.
+async fn serve(stream: tokio::net::TcpStream, state: Arc<State>, every: Duration) {
     let generation = state.generation.load(Ordering::SeqCst);
     let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
         return;
     };
     let n = state.connections.fetch_add(1, Ordering::SeqCst);
     let (mut tx, mut rx) = ws.split();
-    let subscribe = loop {
-        match rx.next().await {
-            Some(Ok(Message::Text(t))) => break t.as_str().to_string(),
-            Some(Ok(_)) => continue,
-            _ => return,
-        }
-    };
-    state.received.lock().push((n, subscribe.clone()));
-    let id = serde_json::from_str::<serde_json::Value>(&subscribe)
-        .ok()
-        .and_then(|v| v.get("id").cloned())
-        .unwrap_or(serde_json::Value::Null);
-    let reply = serde_json::json!({ "result": null, "id": id }).to_string();
-    if tx.send(Message::text(reply)).await.is_err() {
-        return;
-    }
+    // Binance symbols (upper case) this connection is subscribed to.
+    let mut subscribed: BTreeSet<String> = BTreeSet::new();
     let mut volume = 0.0;
     let mut ticker = tokio::time::interval(every);
     loop {
@@ -160,15 +159,45 @@ async fn serve(
                 if state.generation.load(Ordering::SeqCst) != generation {
                     return; // cut: both halves drop, the TCP connection closes without a close frame
                 }
+                if subscribed.is_empty() {
+                    continue;
+                }
                 let now = wall_ms();
                 volume += 0.01;
-                if tx.send(Message::text(kline(symbol, now, price(now), volume))).await.is_err() {
-                    return;
+                for symbol in &subscribed {
+                    if tx.send(Message::text(kline(symbol, now, price(now), volume))).await.is_err() {
+                        return;
+                    }
+                    state.sent_symbols.lock().push((symbol.clone(), now));
                 }
                 state.sent.lock().push((generation, now));
             }
             message = rx.next() => match message {
-                Some(Ok(Message::Text(t))) => state.received.lock().push((n, t.as_str().to_string())),
+                Some(Ok(Message::Text(t))) => {
+                    let text = t.as_str().to_string();
+                    state.received.lock().push((n, text.clone()));
+                    let Ok(request) = serde_json::from_str::<serde_json::Value>(&text) else {
+                        continue;
+                    };
+                    let streams = request["params"].as_array().cloned().unwrap_or_default();
+                    let symbols = streams
+                        .iter()
+                        .filter_map(|s| s.as_str()?.strip_suffix("@kline_1m"))
+                        .map(str::to_ascii_uppercase);
+                    match request["method"].as_str() {
+                        Some("SUBSCRIBE") => subscribed.extend(symbols),
+                        Some("UNSUBSCRIBE") => {
+                            for s in symbols {
+                                subscribed.remove(&s);
+                            }
+                        }
+                        _ => {}
+                    }
+                    let reply = serde_json::json!({ "result": null, "id": request["id"] }).to_string();
+                    if tx.send(Message::text(reply)).await.is_err() {
+                        return;
+                    }
+                }
                 Some(Ok(_)) => {}
                 _ => return,
             },

@@ -16,7 +16,7 @@ use crate::fixture::{Step, WsFixture};
 use crate::{KEY, settings, symbols};
 
 /// Collects events until `done` says so (or fails after 10 s).
-async fn collect(
+pub async fn collect(
     rx: &mut mpsc::Receiver<StreamEvent>,
     done: impl Fn(&[StreamEvent]) -> bool,
 ) -> Vec<StreamEvent> {
@@ -32,15 +32,33 @@ async fn collect(
     events
 }
 
-fn reconnects(events: &[StreamEvent]) -> usize {
+pub fn reconnects(events: &[StreamEvent]) -> usize {
     events
         .iter()
         .filter(|e| matches!(e, StreamEvent::Reconnected { .. }))
         .count()
 }
 
+/// Starts `src`'s push stream on a task: its events, its shutdown token and the task.
+pub fn spawn_stream<S: Source + 'static>(
+    src: &Arc<S>,
+) -> (
+    mpsc::Receiver<StreamEvent>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = mpsc::channel(64);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(
+        Arc::clone(src)
+            .stream(tx, shutdown.clone())
+            .expect("stream"),
+    );
+    (rx, shutdown, task)
+}
+
 /// Stops the stream and requires it to finish promptly.
-async fn stop(shutdown: CancellationToken, task: tokio::task::JoinHandle<()>) {
+pub async fn stop(shutdown: CancellationToken, task: tokio::task::JoinHandle<()>) {
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(2), task)
         .await
@@ -48,7 +66,7 @@ async fn stop(shutdown: CancellationToken, task: tokio::task::JoinHandle<()>) {
         .expect("stream task did not panic");
 }
 
-fn kline(symbol: &str, open_ms: i64, close: &str, volume: &str, closed: bool) -> String {
+pub fn kline(symbol: &str, open_ms: i64, close: &str, volume: &str, closed: bool) -> String {
     format!(
         r#"{{"e":"kline","E":{},"s":"{symbol}","k":{{"t":{open_ms},"T":{},"s":"{symbol}","i":"1m","f":100,"L":200,"o":"42000.00","c":"{close}","h":"42100.00","l":"41900.00","v":"{volume}","n":100,"x":{closed},"q":"1.0","V":"0.5","Q":"0.5","B":"0"}}}}"#,
         open_ms + 30_000,
@@ -86,7 +104,7 @@ async fn binance_reconnects_resubscribes_and_reports_the_outage() {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(
         Arc::clone(&src)
-            .stream(vec![0, 1], tx, shutdown.clone())
+            .stream(tx, shutdown.clone())
             .expect("stream"),
     );
     let events = collect(&mut rx, |e| {
@@ -176,7 +194,7 @@ async fn binance_silence_means_reconnect() {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(
         Arc::clone(&src)
-            .stream(vec![0], tx, shutdown.clone())
+            .stream(tx, shutdown.clone())
             .expect("stream"),
     );
     let events = collect(&mut rx, |e| {
@@ -223,7 +241,7 @@ async fn shutdown_stops_a_stream_that_cannot_connect() {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(
         Arc::clone(&src)
-            .stream(vec![0], tx, shutdown.clone())
+            .stream(tx, shutdown.clone())
             .expect("stream"),
     );
     // Two attempts seen: it tried, failed, backed off and tried again.
@@ -281,7 +299,7 @@ async fn polygon_authenticates_then_subscribes_on_every_connection() {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(
         Arc::clone(&src)
-            .stream(vec![0, 1], tx, shutdown.clone())
+            .stream(tx, shutdown.clone())
             .expect("stream"),
     );
     let events = collect(&mut rx, |e| {
@@ -364,7 +382,7 @@ async fn polygon_refused_auth_never_subscribes_and_retries() {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(
         Arc::clone(&src)
-            .stream(vec![0], tx, shutdown.clone())
+            .stream(tx, shutdown.clone())
             .expect("stream"),
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -409,7 +427,7 @@ async fn finnhub_coalesces_trades_and_resubscribes_each_symbol() {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(
         Arc::clone(&src)
-            .stream(vec![0, 1, 2], tx, shutdown.clone())
+            .stream(tx, shutdown.clone())
             .expect("stream"),
     );
     let events = collect(
@@ -493,7 +511,7 @@ async fn polygon_silence_means_reconnect() {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(
         Arc::clone(&src)
-            .stream(vec![0], tx, shutdown.clone())
+            .stream(tx, shutdown.clone())
             .expect("stream"),
     );
     let events = collect(&mut rx, |e| {
@@ -538,7 +556,7 @@ async fn finnhub_silence_means_reconnect() {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(
         Arc::clone(&src)
-            .stream(vec![0], tx, shutdown.clone())
+            .stream(tx, shutdown.clone())
             .expect("stream"),
     );
     let events = collect(&mut rx, |e| {

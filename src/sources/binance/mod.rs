@@ -13,7 +13,8 @@ Binance spot: crypto only, no key for market data.
   divides them. Served timeframes (`serves_history`): every whole second up to a day (1s
   klines divide them all) and whole days (from 1d klines).
 - Stream: `{BINANCE_WS_URL}` (default `wss://stream.binance.com:9443/ws`), live `SUBSCRIBE` to
-  `<symbol>@kline_1m`; every update is a quote (price `c`, volume = growth of the kline's `v`),
+  `<symbol>@kline_1m` (and `UNSUBSCRIBE`, on the open connection, as instruments are added and
+  deleted at run time); every update is a quote (price `c`, volume = growth of the kline's `v`),
   and a kline with `x: true` is a closed 1m bar. Binance drops connections after 24 h and pings
   every 20 s (answered automatically).
 - Errors: `{"code":…,"msg":…}` with HTTP 4xx; 429 (over the weight budget) and 418 (IP ban)
@@ -35,7 +36,7 @@ use super::provider::{self, Auth, ProviderCore};
 use super::registry::{Plan, Provider, ProviderEnv};
 use super::settings::ProviderSettings;
 use super::shape;
-use super::stream::{self, Session};
+use super::stream::{self, Session, Subscriptions};
 use super::symbols::{SymbolBook, tether};
 use super::{Capabilities, RateLimit, Source, SourceError, StreamEvent, StreamTask, http};
 use crate::instrument::Instrument;
@@ -306,29 +307,18 @@ impl Source for BinanceSource {
 
     fn stream(
         self: Arc<Self>,
-        symbols: Vec<SymbolId>,
         out: mpsc::Sender<StreamEvent>,
         shutdown: CancellationToken,
     ) -> Option<StreamTask> {
         let ws_url = self.core.ws_url()?.to_string();
-        let book = self.core.book();
-        let streams: Vec<String> = symbols
-            .iter()
-            .filter_map(|&id| book.provider_symbol(id))
-            .map(|s| format!("{}@kline_1m", s.to_ascii_lowercase()))
-            .collect();
-        if streams.is_empty() {
-            return None;
-        }
         let plan = self.core.stream_plan(ws_url);
-        let (book, minute) = (Arc::clone(book), self.minute);
-        let wanted: Arc<[SymbolId]> = symbols.into();
+        let (book, minute) = (Arc::clone(self.core.book()), self.minute);
         Some(Box::pin(stream::run_stream(
             plan,
             move || KlineSession {
-                streams: streams.clone(),
+                subscriptions: Subscriptions::new(Arc::clone(&book), |_| true),
                 book: Arc::clone(&book),
-                wanted: Arc::clone(&wanted),
+                next_id: 0,
                 minute,
                 volume: HashMap::new(),
             },
@@ -338,21 +328,47 @@ impl Source for BinanceSource {
     }
 }
 
-/// One kline-stream connection.
+/// One kline-stream connection. Subscriptions change on the open connection with Binance's
+/// live `SUBSCRIBE` / `UNSUBSCRIBE` requests (`{"method", "params": [streams], "id"}`, answered
+/// `{"result": null, "id"}`); every request of a connection has an id of its own.
 struct KlineSession {
-    streams: Vec<String>,
+    subscriptions: Subscriptions,
     book: Arc<SymbolBook>,
-    wanted: Arc<[SymbolId]>,
+    /// The id of the last request sent on this connection.
+    next_id: u64,
     minute: Timeframe,
     /// Per symbol: the open time and cumulative volume of the kline last seen.
     volume: HashMap<SymbolId, (i64, f64)>,
 }
 
+impl KlineSession {
+    fn request(&mut self, method: &str, symbols: &[Arc<str>]) -> String {
+        self.next_id += 1;
+        let streams: Vec<String> = symbols
+            .iter()
+            .map(|s| format!("{}@kline_1m", s.to_ascii_lowercase()))
+            .collect();
+        serde_json::json!({"method": method, "params": streams, "id": self.next_id}).to_string()
+    }
+}
+
 impl Session for KlineSession {
-    fn open(&mut self) -> Vec<String> {
-        vec![
-            serde_json::json!({"method": "SUBSCRIBE", "params": self.streams, "id": 1}).to_string(),
-        ]
+    fn follow(&mut self) -> Vec<String> {
+        let changed = self.subscriptions.follow();
+        let mut frames = Vec::new();
+        if !changed.removed.is_empty() {
+            frames.push(self.request("UNSUBSCRIBE", &changed.removed));
+            let ids = self.subscriptions.ids();
+            self.volume.retain(|id, _| ids.contains(id));
+        }
+        if !changed.added.is_empty() {
+            frames.push(self.request("SUBSCRIBE", &changed.added));
+        }
+        frames
+    }
+
+    fn is_idle(&self) -> bool {
+        self.subscriptions.is_empty()
     }
 
     fn on_text(
@@ -373,7 +389,10 @@ impl Session for KlineSession {
                 return Ok(());
             }
         };
-        for id in self.book.wanted_ids(&kline.symbol, &self.wanted) {
+        for id in self
+            .book
+            .wanted_ids(&kline.symbol, self.subscriptions.ids())
+        {
             let volume = match self.volume.insert(id, (kline.bar.ts, kline.bar.volume)) {
                 Some((t, v)) if t == kline.bar.ts => (kline.bar.volume - v).max(0.0),
                 Some(_) => kline.bar.volume,

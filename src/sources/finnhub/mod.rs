@@ -10,7 +10,8 @@ Finnhub: US equities, FX (`OANDA:EUR_USD`) and crypto (`BINANCE:BTCUSDT`); key i
   aggregated from 30-minute candles (US equity hours start at :30). Served timeframes
   (`serves_history`, with candles on): whole minutes below a day, and 1d (resolution 1 is one
   minute, the shortest).
-- Stream: `{FINNHUB_WS_URL}?token=KEY`, `{"type":"subscribe","symbol":…}` per symbol; trades
+- Stream: `{FINNHUB_WS_URL}?token=KEY`, `{"type":"subscribe","symbol":…}` per symbol (and
+  `{"type":"unsubscribe",…}`, on the open connection, as instruments are deleted); trades
   arrive as `{"type":"trade","data":[{"s","p","t" (ms),"v"}]}` and are coalesced per symbol and
   frame into one quote (last price, summed volume); `{"type":"ping"}` keeps the connection alive.
 - Errors: 401 `{"error":"Invalid API key."}`, 429 `{"error":"API limit reached. …"}`, 403 on
@@ -31,7 +32,7 @@ use super::registry::Switch;
 use super::registry::{Plan, Provider, ProviderEnv};
 use super::settings::ProviderSettings;
 use super::shape;
-use super::stream::{self, Session};
+use super::stream::{self, Session, Subscriptions};
 use super::symbols::{SymbolBook, tether};
 use super::{Capabilities, RateLimit, Source, SourceError, StreamEvent, StreamTask, http};
 use crate::instrument::Instrument;
@@ -234,32 +235,20 @@ impl Source for FinnhubSource {
 
     fn stream(
         self: Arc<Self>,
-        symbols: Vec<SymbolId>,
         out: mpsc::Sender<StreamEvent>,
         shutdown: CancellationToken,
     ) -> Option<StreamTask> {
         let ws_url = self.core.ws_url()?;
         let key = self.core.key()?;
-        let book = self.core.book();
-        let subscriptions: Vec<String> = symbols
-            .iter()
-            .filter_map(|&id| book.provider_symbol(id))
-            .map(|s| serde_json::json!({"type": "subscribe", "symbol": s}).to_string())
-            .collect();
-        if subscriptions.is_empty() {
-            return None;
-        }
         let mut url = reqwest::Url::parse(ws_url).ok()?;
         url.query_pairs_mut().append_pair("token", key.expose());
         let plan = self.core.stream_plan(url.to_string());
-        let book = Arc::clone(book);
-        let wanted: Arc<[SymbolId]> = symbols.into();
+        let book = Arc::clone(self.core.book());
         Some(Box::pin(stream::run_stream(
             plan,
             move || TradeSession {
-                subscriptions: subscriptions.clone(),
+                subscriptions: Subscriptions::new(Arc::clone(&book), |_| true),
                 book: Arc::clone(&book),
-                wanted: Arc::clone(&wanted),
             },
             out,
             shutdown,
@@ -267,16 +256,26 @@ impl Source for FinnhubSource {
     }
 }
 
-/// One trade-stream connection.
+/// One trade-stream connection: one `{"type": "subscribe" | "unsubscribe", "symbol"}` frame per
+/// symbol, at the start and whenever the instruments change.
 struct TradeSession {
-    subscriptions: Vec<String>,
+    subscriptions: Subscriptions,
     book: Arc<SymbolBook>,
-    wanted: Arc<[SymbolId]>,
 }
 
 impl Session for TradeSession {
-    fn open(&mut self) -> Vec<String> {
-        self.subscriptions.clone()
+    fn follow(&mut self) -> Vec<String> {
+        let changed = self.subscriptions.follow();
+        let frame = |kind: &str, symbol: &Arc<str>| {
+            serde_json::json!({"type": kind, "symbol": &**symbol}).to_string()
+        };
+        let removed = changed.removed.iter().map(|s| frame("unsubscribe", s));
+        let added = changed.added.iter().map(|s| frame("subscribe", s));
+        removed.chain(added).collect()
+    }
+
+    fn is_idle(&self) -> bool {
+        self.subscriptions.is_empty()
     }
 
     fn on_text(
@@ -308,7 +307,10 @@ impl Session for TradeSession {
             } else {
                 0.0
             };
-            for id in self.book.wanted_ids(&trade.symbol, &self.wanted) {
+            for id in self
+                .book
+                .wanted_ids(&trade.symbol, self.subscriptions.ids())
+            {
                 let existing = events[start..].iter_mut().find_map(|e| match e {
                     StreamEvent::Quote(q) if q.symbol == id => Some(q),
                     _ => None,

@@ -13,7 +13,8 @@ Polygon.io (Massive since 2025): US equities, indices (`I:NDX`), FX (`C:EURUSD`)
   from the longest of these that divides them. Served timeframes (`serves_history`): whole
   seconds below a day, and 1d.
 - Stream: `{POLYGON_WS_URL}` (default the stocks cluster): wait for `connected`, send
-  `{"action":"auth"}`, on `auth_success` subscribe `AM.T,A.T`; `AM` minute aggregates become 1m
+  `{"action":"auth"}`, on `auth_success` subscribe `AM.T,A.T` (later `subscribe` /
+  `unsubscribe` as instruments are added and deleted); `AM` minute aggregates become 1m
   bars, `A` second aggregates become quotes. Frames are JSON arrays of events. Equities only
   (the FX/crypto clusters use other event names).
 - Errors: 401 `{"status":"ERROR","error":"Unknown API Key"}`, 403 `NOT_AUTHORIZED`, 404
@@ -34,7 +35,7 @@ use super::provider::{self, Auth, ProviderCore};
 use super::registry::{Plan, Provider, ProviderEnv};
 use super::settings::ProviderSettings;
 use super::shape;
-use super::stream::{self, Session};
+use super::stream::{self, Session, Subscriptions};
 use super::symbols::{SymbolBook, index_symbol};
 use super::{Capabilities, RateLimit, Source, SourceError, StreamEvent, StreamTask, http};
 use crate::instrument::Instrument;
@@ -275,35 +276,22 @@ impl Source for PolygonSource {
 
     fn stream(
         self: Arc<Self>,
-        symbols: Vec<SymbolId>,
         out: mpsc::Sender<StreamEvent>,
         shutdown: CancellationToken,
     ) -> Option<StreamTask> {
         let ws_url = self.core.ws_url()?.to_string();
         let key = self.core.key()?;
-        let book = self.core.book();
-        let channels: Vec<String> = symbols
-            .iter()
-            .filter_map(|&id| book.provider_symbol(id))
-            .filter(|s| !s.contains(':'))
-            .map(|s| format!("AM.{s},A.{s}"))
-            .collect();
-        if channels.is_empty() {
-            return None;
-        }
         let plan = self.core.stream_plan(ws_url);
-        let subscribe =
-            serde_json::json!({"action": "subscribe", "params": channels.join(",")}).to_string();
         let auth = serde_json::json!({"action": "auth", "params": key.expose()}).to_string();
-        let (book, minute) = (Arc::clone(book), self.minute);
-        let wanted: Arc<[SymbolId]> = symbols.into();
+        let (book, minute) = (Arc::clone(self.core.book()), self.minute);
         Some(Box::pin(stream::run_stream(
             plan,
             move || AggregateSession {
                 auth: auth.clone(),
-                subscribe: subscribe.clone(),
+                authenticated: false,
+                // Equities only: the stocks cluster has no `C:`/`X:`/`I:` tickers.
+                subscriptions: Subscriptions::new(Arc::clone(&book), |s| !s.contains(':')),
                 book: Arc::clone(&book),
-                wanted: Arc::clone(&wanted),
                 minute,
             },
             out,
@@ -312,18 +300,42 @@ impl Source for PolygonSource {
     }
 }
 
-/// One aggregate-stream connection: connected → auth → subscribe → data.
+/// One aggregate-stream connection: connected → auth → subscribe → data. Changes of the
+/// instruments are `subscribe` / `unsubscribe` actions once authenticated (before, the
+/// subscribe that follows `auth_success` takes the set as it is then).
 struct AggregateSession {
     auth: String,
-    subscribe: String,
+    authenticated: bool,
+    subscriptions: Subscriptions,
     book: Arc<SymbolBook>,
-    wanted: Arc<[SymbolId]>,
     minute: Timeframe,
 }
 
+/// `{"action": action, "params": "AM.T,A.T,…"}` for these tickers.
+fn action<'a>(action: &str, tickers: impl Iterator<Item = &'a Arc<str>>) -> String {
+    let params: Vec<String> = tickers.map(|t| format!("AM.{t},A.{t}")).collect();
+    serde_json::json!({"action": action, "params": params.join(",")}).to_string()
+}
+
 impl Session for AggregateSession {
-    fn open(&mut self) -> Vec<String> {
-        Vec::new() // the server speaks first ("connected")
+    fn follow(&mut self) -> Vec<String> {
+        // The server speaks first ("connected"); nothing is sent before auth_success.
+        let changed = self.subscriptions.follow();
+        if !self.authenticated {
+            return Vec::new();
+        }
+        let mut frames = Vec::new();
+        if !changed.removed.is_empty() {
+            frames.push(action("unsubscribe", changed.removed.iter()));
+        }
+        if !changed.added.is_empty() {
+            frames.push(action("subscribe", changed.added.iter()));
+        }
+        frames
+    }
+
+    fn is_idle(&self) -> bool {
+        self.subscriptions.is_empty()
     }
 
     fn on_text(
@@ -343,7 +355,10 @@ impl Session for AggregateSession {
             match event {
                 parse::Event::Status { status, message } => match status.as_str() {
                     "connected" => replies.push(self.auth.clone()),
-                    "auth_success" => replies.push(self.subscribe.clone()),
+                    "auth_success" => {
+                        self.authenticated = true;
+                        replies.push(action("subscribe", self.subscriptions.subscribed()));
+                    }
                     "auth_failed" => return Err(format!("authentication refused: {message}")),
                     "max_connections" | "error" => {
                         tracing::warn!(source = NAME, status = %status, message = %message, "stream status");
@@ -356,7 +371,7 @@ impl Session for AggregateSession {
                     bar,
                     end_ms,
                 } => {
-                    for id in self.book.wanted_ids(&symbol, &self.wanted) {
+                    for id in self.book.wanted_ids(&symbol, self.subscriptions.ids()) {
                         events.push(if minute {
                             StreamEvent::Bar {
                                 symbol: id,

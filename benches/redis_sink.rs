@@ -115,6 +115,7 @@ fn redis(c: &mut Criterion) {
             max_bars: 5_000,
             features_ttl_ms: 5_000,
             stream_maxlen: 1_000,
+            pubsub: true,
             shard: barkeep::shard::Shard::ALL,
         },
         symbols,

@@ -170,6 +170,7 @@ pub async fn run_with(
                     features_ttl_ms: (config.feature_cache_ttl_ms * 2)
                         .max(config.collection_interval_ms * 3),
                     stream_maxlen: config.redis_stream_maxlen,
+                    pubsub: config.redis_pubsub,
                     shard: config.shard,
                 },
                 symbols.clone(),

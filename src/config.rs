@@ -113,6 +113,8 @@ pub struct Config {
     pub nats: Option<NatsConfig>,
     /// Entries kept per symbol's Redis stream (`REDIS_STREAM_MAXLEN`); 0: no stream.
     pub redis_stream_maxlen: usize,
+    /// Whether each message is also published on the symbol's pub/sub channel (`REDIS_PUBSUB`).
+    pub redis_pubsub: bool,
     pub sqlite_path: PathBuf,
     /// History in PostgreSQL instead of SQLite (`SQLITE_PATH` is then unused).
     pub postgres_url: Option<String>,
@@ -372,6 +374,7 @@ impl Config {
                 0,
                 1_000_000,
             )?,
+            redis_pubsub: env.boolean("REDIS_PUBSUB", true)?,
             sqlite_path: env.parse("SQLITE_PATH", "./data/barkeep.db", |s| Ok(PathBuf::from(s)))?,
             postgres_url,
             postgres_pool_size,

@@ -821,3 +821,46 @@ fn a_stream_reader_that_stops_for_30_ticks_resumes_from_its_last_id_and_misses_n
         next.1
     );
 }
+
+#[test]
+fn with_pubsub_off_the_stream_alone_carries_the_messages() {
+    let redis = RedisServer::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("b.db");
+    let (db_s, url) = (db.to_str().expect("utf-8").to_string(), redis.url());
+    let mut v = vars(&db_s, &url);
+    v.push(("REDIS_PUBSUB", "false"));
+    let mut subscriber = redis::Client::open(redis.url())
+        .expect("client")
+        .get_connection()
+        .expect("connect");
+    let mut pubsub = subscriber.as_pubsub();
+    pubsub
+        .subscribe("barkeep:events:{EURUSD}")
+        .expect("subscribe");
+    pubsub
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let sidecar = Sidecar::start(dir.path(), &v);
+    let mut conn = redis.client();
+    // A message's PUBLISH would go before its XADD in the same pipeline: once five entries are
+    // on the stream, five messages would have reached the subscriber.
+    let mut last_id = "0".to_string();
+    let mut seqs = Vec::new();
+    while seqs.len() < 5 {
+        let read = xread(&mut conn, "barkeep:stream:{EURUSD}", &last_id, 10, 5_000);
+        assert!(!read.is_empty(), "messages on the stream within 5 s");
+        last_id = read.last().expect("one").0.clone();
+        seqs.extend(read.iter().map(|(_, m)| m["seq"].as_u64().expect("seq")));
+    }
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let published = pubsub.get_message().ok();
+    assert!(
+        published.is_none(),
+        "nothing published: {:?}",
+        published.map(|m| m.get_channel_name().to_string())
+    );
+    drop(pubsub);
+    let (code, log) = sidecar.terminate();
+    assert_eq!(code, 0, "{}", log.join("\n"));
+}

@@ -89,6 +89,7 @@ fn a_full_redis_queue_loses_nothing_and_the_resync_is_counted() {
                 max_bars: 5_000,
                 features_ttl_ms: 5_000,
                 stream_maxlen: 1_000,
+                pubsub: true,
                 shard: barkeep::shard::Shard::ALL,
             },
             symbols,

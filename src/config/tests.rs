@@ -432,3 +432,15 @@ fn the_redis_stream_length_defaults_to_a_total_budget_and_is_validated() {
         assert!(e.contains("REDIS_STREAM_MAXLEN") && e.contains(bad), "{e}");
     }
 }
+
+#[test]
+fn redis_pubsub_is_on_unless_turned_off_and_a_bad_value_is_named() {
+    let pubsub = |given: &'static str| {
+        Config::from_lookup(|name| (name == "REDIS_PUBSUB").then(|| given.to_string()))
+            .map(|c| c.redis_pubsub)
+    };
+    assert!(pubsub("").expect("empty = unset"));
+    assert!(!pubsub("false").expect("off"));
+    let e = pubsub("nope").expect_err("bad").to_string();
+    assert!(e.contains("REDIS_PUBSUB") && e.contains("nope"), "{e}");
+}

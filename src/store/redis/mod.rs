@@ -141,6 +141,8 @@ pub struct RedisSinkConfig {
     pub features_ttl_ms: u64,
     /// Entries kept per symbol's stream (`XADD … MAXLEN ~ N`); 0: no stream.
     pub stream_maxlen: usize,
+    /// Whether messages are published on the pub/sub channels (`REDIS_PUBSUB`).
+    pub pubsub: bool,
     /// This instance's shard: the keys of earlier layouts it removes are those of the symbols
     /// it owns.
     pub shard: crate::shard::Shard,

@@ -286,6 +286,9 @@ impl RedisSink {
             .await?;
         slot.frames[frame].ring_last = last;
         slot.frames[frame].ring_len = len;
+        if !announces(&self.config) {
+            return Ok(());
+        }
         slot.seq += 1;
         let msg = Message {
             channel: &slot.events,
@@ -306,21 +309,28 @@ impl RedisSink {
         let mut buf = Vec::with_capacity(256);
         encode_into(&mut buf, &msg);
         let mut pipe = redis::pipe();
-        announce(&mut pipe, slot, &buf, self.config.stream_maxlen);
+        announce(&mut pipe, slot, &buf, &self.config);
         let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 }
 
-/// `PUBLISH` a message on the symbol's channel, and `XADD` it to its stream unless that is off.
-fn announce(pipe: &mut redis::Pipeline, slot: &SymbolSlot, msg: &[u8], stream_maxlen: usize) {
-    pipe.cmd("PUBLISH").arg(&slot.events).arg(msg).ignore();
-    if stream_maxlen > 0 {
+/// Whether messages go anywhere: the pub/sub channel or the stream.
+fn announces(config: &RedisSinkConfig) -> bool {
+    config.pubsub || config.stream_maxlen > 0
+}
+
+/// `PUBLISH` a message on the symbol's channel and `XADD` it to its stream, each unless it is off.
+fn announce(pipe: &mut redis::Pipeline, slot: &SymbolSlot, msg: &[u8], config: &RedisSinkConfig) {
+    if config.pubsub {
+        pipe.cmd("PUBLISH").arg(&slot.events).arg(msg).ignore();
+    }
+    if config.stream_maxlen > 0 {
         pipe.cmd("XADD")
             .arg(&slot.stream)
             .arg("MAXLEN")
             .arg("~")
-            .arg(stream_maxlen)
+            .arg(config.stream_maxlen)
             .arg("*")
             .arg(STREAM_FIELD)
             .arg(msg)
@@ -413,7 +423,7 @@ fn queue_symbol(
             .ignore();
         updates += 1;
     }
-    if w.has_message() {
+    if w.has_message() && announces(names.config) {
         slot.seq += 1;
         let vendor = w.vendor();
         let msg = Message {
@@ -432,7 +442,7 @@ fn queue_symbol(
         };
         buf.clear();
         encode_into(buf, &msg);
-        announce(pipe, slot, buf, names.config.stream_maxlen);
+        announce(pipe, slot, buf, names.config);
     }
     updates
 }

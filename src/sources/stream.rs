@@ -9,8 +9,10 @@ What is subscribed follows the shared symbol table
 notification of instruments added or deleted at run time): a session keeps its [`Subscriptions`]
 (the active symbols its provider spells), and when the table changes the loop asks the session
 for the frames that subscribe what was added and unsubscribe what was removed, and sends them
-on the open connection. A new connection (a reconnect) subscribes the set as it is then. While
-nothing is to be subscribed, no connection is opened or kept.
+on the open connection, changes close together in one round (at most one round per
+[`FOLLOW_PACE`], so a burst of additions stays within the providers' message limits). A new
+connection (a reconnect) subscribes the set as it is then. While nothing is to be subscribed,
+no connection is opened or kept.
 */
 
 use std::collections::BTreeSet;
@@ -134,6 +136,12 @@ pub struct StreamPlan {
     /// The shared table's change notification: subscriptions follow it.
     pub changes: watch::Receiver<u64>,
 }
+
+/// The least time between two rounds of subscription changes on one connection: a burst of
+/// instruments added over the API goes out as a few requests, not one each. Binance disconnects
+/// a connection that sends more than 5 messages a second; a round is at most two (unsubscribe,
+/// subscribe), so this keeps to 4.
+const FOLLOW_PACE: Duration = Duration::from_millis(500);
 
 /// Why one connection ended.
 enum Ended {
@@ -284,6 +292,9 @@ async fn pump<S: Session>(
     let mut events = Vec::new();
     let mut replies = Vec::new();
     let mut following = true;
+    // A change seen and not yet followed, and the earliest it may be ([`FOLLOW_PACE`]).
+    let mut pending = false;
+    let mut follow_at = tokio::time::Instant::now();
     // Silence is counted from the last frame received, whatever else happens meanwhile.
     let mut silent_from = tokio::time::Instant::now();
     loop {
@@ -293,11 +304,19 @@ async fn pump<S: Session>(
                 let _ = tokio::time::timeout(Duration::from_millis(250), sink.send(Message::Close(None))).await;
                 return Ended::Stop;
             }
-            changed = changes.changed(), if following => {
-                if changed.is_err() {
-                    following = false; // the table is gone: nothing will change any more
-                    continue;
+            changed = changes.changed(), if following && !pending => {
+                match changed {
+                    Ok(()) => pending = true,
+                    // The table is gone: nothing will change any more.
+                    Err(_) => following = false,
                 }
+                continue;
+            }
+            () = tokio::time::sleep_until(follow_at), if pending => {
+                pending = false;
+                // Changes close together are followed together (the table is read as it is).
+                changes.mark_unchanged();
+                follow_at = tokio::time::Instant::now() + FOLLOW_PACE;
                 for frame in session.follow() {
                     if let Err(e) = sink.send(Message::text(frame)).await {
                         return lost(format!("send failed: {e}"), delivered);

@@ -10,6 +10,7 @@ use std::time::Duration;
 use barkeep::sources::StreamEvent;
 use barkeep::sources::binance::BinanceSource;
 use barkeep::sources::finnhub::FinnhubSource;
+use barkeep::sources::polygon::PolygonSource;
 
 use crate::fixture::{Step, WsFixture};
 use crate::streams::{collect, kline, reconnects, spawn_stream, stop};
@@ -220,5 +221,106 @@ async fn finnhub_subscribes_added_and_unsubscribes_deleted_symbols_on_the_open_c
         ]
     );
     assert_eq!(ws.connections.load(Ordering::SeqCst), 1, "no reconnect");
+    stop(shutdown, task).await;
+}
+
+#[tokio::test]
+async fn a_burst_of_additions_goes_out_as_a_few_requests() {
+    let ws = WsFixture::start(|_| vec![Step::Hold]).await;
+    let table = symbols(&["BTCUSD"]);
+    let src = Arc::new(
+        BinanceSource::new(&table, &settings(&[("BINANCE_WS_URL", &ws.url)])).expect("source"),
+    );
+    let (_rx, shutdown, task) = spawn_stream(&src);
+    received(&ws, 1).await;
+    // Ten additions 10 ms apart, as a script calling the API would make them.
+    let coins = [
+        "ETH", "SOL", "XRP", "ADA", "DOGE", "DOT", "LTC", "LINK", "BNB", "TRX",
+    ];
+    for coin in coins {
+        table.add(&format!("{coin}USD"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut want: Vec<String> = coins
+        .iter()
+        .map(|c| format!("{}usdt@kline_1m", c.to_ascii_lowercase()))
+        .collect();
+    want.sort();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        let mut got: Vec<String> = binance_requests(&ws)
+            .iter()
+            .skip(1)
+            .flat_map(|(_, _, params, _)| params.as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p.as_str().map(str::to_string))
+            .collect();
+        got.sort();
+        if got == want {
+            break got;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "so far: {got:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let requests = binance_requests(&ws).len() - 1;
+    assert!(
+        requests <= 3,
+        "{} symbols in {requests} SUBSCRIBE requests: {:?}",
+        got.len(),
+        ws.texts()
+    );
+    stop(shutdown, task).await;
+}
+
+const CONNECTED: &str =
+    r#"[{"ev":"status","status":"connected","message":"Connected Successfully"}]"#;
+const AUTHED: &str = r#"[{"ev":"status","status":"auth_success","message":"authenticated"}]"#;
+
+#[tokio::test]
+async fn polygon_follows_the_table_once_authenticated() {
+    let ws = WsFixture::start(|_| {
+        vec![
+            Step::Send(CONNECTED.into()),
+            Step::Expect, // auth
+            Step::Send(AUTHED.into()),
+            Step::Expect, // subscribe
+            Step::Hold,
+        ]
+    })
+    .await;
+    let table = symbols(&["AAPL", "BTCUSD"]);
+    let src = Arc::new(
+        PolygonSource::new(&table, &settings(&[("POLYGON_WS_URL", &ws.url)])).expect("source"),
+    );
+    let (_rx, shutdown, task) = spawn_stream(&src);
+    received(&ws, 2).await; // auth, subscribe
+    table.add("MSFT");
+    received(&ws, 3).await;
+    // Changes made together go out in one round.
+    table.add("ETHUSD"); // not on the stocks cluster: nothing to send
+    table.add("NVDA");
+    assert!(table.deactivate(0));
+    received(&ws, 5).await;
+    let actions: Vec<(String, String)> = ws
+        .texts()
+        .iter()
+        .skip(1)
+        .map(|(_, t)| {
+            let v: serde_json::Value = serde_json::from_str(t).expect("json");
+            (
+                v["action"].as_str().expect("action").to_string(),
+                v["params"].as_str().expect("params").to_string(),
+            )
+        })
+        .collect();
+    let expected = |a: &str, p: &str| (a.to_string(), p.to_string());
+    assert_eq!(
+        actions,
+        [
+            expected("subscribe", "AM.AAPL,A.AAPL"),
+            expected("subscribe", "AM.MSFT,A.MSFT"),
+            expected("unsubscribe", "AM.AAPL,A.AAPL"),
+            expected("subscribe", "AM.NVDA,A.NVDA"),
+        ]
+    );
     stop(shutdown, task).await;
 }

@@ -26,7 +26,9 @@ use barkeep::indicators::{IndicatorParams, IndicatorSet};
 use barkeep::model::Bar;
 
 use binance::{binance_with_outage, wall_ms};
-use common::{RedisServer, Sidecar, get_json, ring, sql_u64, sqlite_newest, unpack, wait_for};
+use common::{
+    RedisServer, Sidecar, get_json, ring, sql_u64, sqlite_newest, subscribed, unpack, wait_for,
+};
 use fixture::{HttpFixture, Reply};
 
 fn binance(seen: &fixture::Seen) -> Reply {
@@ -186,19 +188,14 @@ fn a_repaired_gap_reaches_the_redis_ring_in_order_with_a_revision_event() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("redis.db");
     // Every event of BTCUSD, until a revision arrives.
-    let mut subscriber = redis::Client::open(redis.url())
-        .expect("client")
-        .get_connection()
-        .expect("connect");
+    let mut subscriber = redis.client();
     let (tx, rx) = std::sync::mpsc::channel();
     let listening = std::thread::spawn(move || {
-        let mut pubsub = subscriber.as_pubsub();
-        pubsub
-            .subscribe("barkeep:events:{BTCUSD}")
-            .expect("subscribe");
-        pubsub
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .expect("timeout");
+        let mut pubsub = subscribed(
+            &mut subscriber,
+            "barkeep:events:{BTCUSD}",
+            Duration::from_secs(60),
+        );
         while let Ok(msg) = pubsub.get_message() {
             let event = unpack(msg.get_payload_bytes());
             if event["data_type"] == "revision" {

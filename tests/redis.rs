@@ -5,7 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    RedisServer, Sidecar, get_json, ring, sql_u64, sqlite_newest, unpack, wait_for, xread,
+    RedisServer, Sidecar, get_json, ring, sql_u64, sqlite_newest, subscribed, unpack, wait_for,
+    xread,
 };
 
 const KEY: &str = "barkeep:bars:{EURUSD}:1s";
@@ -97,17 +98,12 @@ fn values_are_named_maps_features_expire_and_events_are_published() {
     let db_s = db.to_str().expect("utf-8").to_string();
     let mut v = vars(&db_s, &url);
     v.push(("FEATURE_CACHE_TTL", "200ms"));
-    let mut subscriber = redis::Client::open(redis.url())
-        .expect("client")
-        .get_connection()
-        .expect("connect");
-    let mut pubsub = subscriber.as_pubsub();
-    pubsub
-        .subscribe("barkeep:events:{EURUSD}")
-        .expect("subscribe");
-    pubsub
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    let mut subscriber = redis.client();
+    let mut pubsub = subscribed(
+        &mut subscriber,
+        "barkeep:events:{EURUSD}",
+        Duration::from_secs(10),
+    );
     let sidecar = Sidecar::start(dir.path(), &v);
 
     // One message per tick: the closed 1s bar with its committed features, and the forming
@@ -830,17 +826,12 @@ fn with_pubsub_off_the_stream_alone_carries_the_messages() {
     let (db_s, url) = (db.to_str().expect("utf-8").to_string(), redis.url());
     let mut v = vars(&db_s, &url);
     v.push(("REDIS_PUBSUB", "false"));
-    let mut subscriber = redis::Client::open(redis.url())
-        .expect("client")
-        .get_connection()
-        .expect("connect");
-    let mut pubsub = subscriber.as_pubsub();
-    pubsub
-        .subscribe("barkeep:events:{EURUSD}")
-        .expect("subscribe");
-    pubsub
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .expect("timeout");
+    let mut subscriber = redis.client();
+    let mut pubsub = subscribed(
+        &mut subscriber,
+        "barkeep:events:{EURUSD}",
+        Duration::from_millis(50),
+    );
     let sidecar = Sidecar::start(dir.path(), &v);
     let mut conn = redis.client();
     // A message's PUBLISH would go before its XADD in the same pipeline: once five entries are

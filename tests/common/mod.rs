@@ -378,6 +378,18 @@ impl RedisServer {
     }
 }
 
+/// `conn` subscribed to `channel`, each read waiting at most `timeout`.
+pub fn subscribed<'a>(
+    conn: &'a mut redis::Connection,
+    channel: &str,
+    timeout: Duration,
+) -> redis::PubSub<'a> {
+    let mut pubsub = conn.as_pubsub();
+    pubsub.subscribe(channel).expect("subscribe");
+    pubsub.set_read_timeout(Some(timeout)).expect("timeout");
+    pubsub
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();

@@ -59,13 +59,32 @@ CREATE TABLE IF NOT EXISTS indicator_state (
     PRIMARY KEY (symbol, timeframe)
 );
 
--- Run-time settings the control API keeps across restarts: one JSON text per name. Shared by
--- every instance that uses this database.
+-- Run-time settings the control API keeps across restarts: one JSON text per shard and name;
+-- shard is SHARD (`0/2`), or '' for an instance that is not sharded, so shards sharing this
+-- database keep their own.
 CREATE TABLE IF NOT EXISTS runtime_settings (
-    name       TEXT   PRIMARY KEY,
+    shard      TEXT   NOT NULL DEFAULT '',
+    name       TEXT   NOT NULL,
     value      TEXT   NOT NULL,
-    updated_at BIGINT NOT NULL
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (shard, name)
 );
+-- A table made before the shard column (primary key name alone): the column is added, its rows
+-- kept under '', and the primary key becomes (shard, name). Does nothing the second time.
+ALTER TABLE runtime_settings ADD COLUMN IF NOT EXISTS shard TEXT NOT NULL DEFAULT '';
+DO $$
+DECLARE
+    old_key TEXT;
+BEGIN
+    SELECT c.conname INTO old_key FROM pg_constraint c
+     WHERE c.conrelid = 'runtime_settings'::regclass AND c.contype = 'p'
+       AND array_length(c.conkey, 1) = 1;
+    IF old_key IS NOT NULL THEN
+        EXECUTE format('ALTER TABLE runtime_settings DROP CONSTRAINT %I', old_key);
+        ALTER TABLE runtime_settings ADD PRIMARY KEY (shard, name);
+    END IF;
+END
+$$;
 
 -- TimescaleDB, where the extension is installed (or can be): bars becomes a hypertable
 -- partitioned on ts in chunks of 7 days (604 800 000 ms; ts is an integer time column), existing

@@ -58,11 +58,15 @@ CREATE TABLE IF NOT EXISTS indicator_state (
 ) WITHOUT ROWID;
 
 -- Changes made at run time through /streaming/config/… that outlive a restart (README,
--- Run-time control): a JSON value per name (`cadence:market_data`, `workers`).
+-- Run-time control): a JSON value per shard and name (`cadence:market_data`, `workers`); shard
+-- is SHARD (`0/2`), or '' for an instance that is not sharded. (A table made before the shard
+-- column is rebuilt with it at start, its rows kept under ''.)
 CREATE TABLE IF NOT EXISTS runtime_settings (
-    name       TEXT    PRIMARY KEY,
+    shard      TEXT    NOT NULL DEFAULT '',
+    name       TEXT    NOT NULL,
     value      TEXT    NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (shard, name)
 ) WITHOUT ROWID;
 
 -- Instruments changed at run time over the HTTP API (/streaming/config/instruments), applied on

@@ -235,6 +235,7 @@ pub async fn run_with(
             .map(|t| t.ms() as u64)
             .min()
             .unwrap_or(u64::MAX),
+        config.shard,
     ));
     api::control::restore(&controls, &store, clock.now_ms()).await?;
     let instruments = Arc::new(Instruments::new(

@@ -33,6 +33,16 @@ impl Shard {
     pub fn owns(&self, symbol: &str) -> bool {
         self.count <= 1 || owner(symbol, self.count) == self.index
     }
+
+    /// The key of this shard's rows in tables several shards share (`runtime_settings`):
+    /// `i/N`, or `''` for an instance that is not sharded (`SHARD` unset or `0/1`).
+    pub fn key(&self) -> String {
+        if self.count <= 1 {
+            String::new()
+        } else {
+            self.to_string()
+        }
+    }
 }
 
 impl Default for Shard {

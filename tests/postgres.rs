@@ -1,7 +1,8 @@
 //! History in PostgreSQL (`POSTGRES_URL`), against a server of the test's own (tests/common/
 //! postgres.rs): everything a run produced is in PostgreSQL after SIGTERM, a restart resumes
 //! from its checkpoints, a repeated or retried flush stores each bar once, PostgreSQL going away
-//! mid-run loses nothing, and two shards share one database.
+//! mid-run loses nothing, and two shards share one database (each keeping its own run-time
+//! settings and instruments).
 
 mod common;
 
@@ -13,7 +14,7 @@ use barkeep::model::{Bar, BarRecord, Event, Features, SymbolTable, TickBatch, Ti
 use barkeep::store::history::History;
 use barkeep::store::postgres::PgStore;
 use common::postgres::PgServer;
-use common::{Sidecar, get_json, wait_for};
+use common::{Sidecar, get_json, send, send_json, wait_for};
 
 fn vars<'a>(url: &'a str, db: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
@@ -291,4 +292,153 @@ fn two_shards_share_one_database_and_store_every_bar_each_produced_once() {
         100,
         "each shard checkpointed its own symbols"
     );
+}
+
+/// A shard of `symbols` on the PostgreSQL at `url`, collecting every 100 ms.
+fn shard_on(dir: &std::path::Path, url: &str, symbols: &str, shard: &str) -> Sidecar {
+    Sidecar::start(
+        dir,
+        &[
+            ("POSTGRES_URL", url),
+            ("SYMBOLS", symbols),
+            ("SHARD", shard),
+            ("TIMEFRAMES", "1s"),
+            ("COLLECTION_INTERVAL", "100ms"),
+            ("BOOTSTRAP_ON_START", "false"),
+            ("MARKET_HOURS", "*:always"),
+        ],
+    )
+}
+
+fn interval_ms(s: &Sidecar) -> u64 {
+    let (status, c) = get_json(s.addr, "/streaming/config/cadences/market_data");
+    assert_eq!(status, 200, "{c}");
+    c["interval_ms"].as_u64().expect("interval_ms")
+}
+
+fn collects(s: &Sidecar, symbol: &str) -> bool {
+    let (_, health) = get_json(s.addr, "/health");
+    health["symbols"].get(symbol).is_some()
+}
+
+#[test]
+fn shards_sharing_one_database_keep_their_own_run_time_settings_and_instruments() {
+    let pg = PgServer::start();
+    let url = pg.url();
+    let all: Vec<String> = (0..20).map(|i| format!("SYM{i:03}")).collect();
+    let all_s = all.join(",");
+    let of_shard = |shard: u32, skip: usize| {
+        (0..400)
+            .map(|i| format!("NEW{i}"))
+            .filter(|s| barkeep::shard::owner(s, 2) == shard)
+            .nth(skip)
+            .expect("a symbol of that shard")
+    };
+    let (added, stored) = (of_shard(1, 0), of_shard(1, 1));
+    let dirs = [
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    ];
+    let start = |i: usize| shard_on(dirs[i].path(), &url, &all_s, &format!("{i}/2"));
+    let (zero, one) = (start(0), start(1));
+    assert_eq!((interval_ms(&zero), interval_ms(&one)), (100, 100));
+    let (status, body) = send(
+        zero.addr,
+        "PUT",
+        "/streaming/config/cadences/market_data",
+        &[("Content-Type", "application/json")],
+        Some(r#"{"interval_ms": 400}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    // An instrument shard 1 owns: refused by shard 0, added through shard 1.
+    let body = format!(r#"{{"symbol": "{added}", "calendar": "always"}}"#);
+    let (status, e) = send_json(
+        zero.addr,
+        "POST",
+        "/streaming/config/instruments",
+        Some(&body),
+    );
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (409, Some("wrong_shard")),
+        "{e}"
+    );
+    let (status, e) = send_json(
+        one.addr,
+        "POST",
+        "/streaming/config/instruments",
+        Some(&body),
+    );
+    assert_eq!(status, 201, "{e}");
+    zero.stop_cleanly();
+    one.stop_cleanly();
+    assert_eq!(
+        pg.sql("SELECT shard, name FROM runtime_settings ORDER BY shard, name"),
+        "0/2|cadence:market_data"
+    );
+    // An instrument stored for shard 1 by someone else (an instance of another SHARD, a
+    // script): in the shared table, not added through shard 1.
+    pg.sql(&format!(
+        "INSERT INTO instruments (symbol, calendar, active, added_at, updated_at)
+         VALUES ('{stored}', 'always', true, 1, 1)"
+    ));
+
+    let (zero, one) = (start(0), start(1));
+    assert_eq!(interval_ms(&zero), 400, "shard 0 keeps its change");
+    assert_eq!(
+        interval_ms(&one),
+        100,
+        "shard 1 does not take shard 0's change"
+    );
+    for symbol in [&added, &stored] {
+        assert!(
+            collects(&one, symbol),
+            "shard 1 collects its stored {symbol}"
+        );
+        assert!(!collects(&zero, symbol), "shard 0 skips shard 1's {symbol}");
+    }
+    let quoted = format!("'{added}', '{stored}'");
+    wait_for(Duration::from_secs(20), || {
+        (pg.sql_u64(&format!(
+            "SELECT count(DISTINCT symbol) FROM bars WHERE symbol IN ({quoted})"
+        )) == 2)
+            .then_some(())
+    })
+    .expect("shard 1 stores bars of both");
+    zero.stop_cleanly();
+    one.stop_cleanly();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settings_table_of_an_earlier_version_is_migrated_keeping_its_rows_unsharded() {
+    let pg = PgServer::start();
+    pg.sql(
+        "CREATE TABLE runtime_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL,
+         updated_at BIGINT NOT NULL);
+         INSERT INTO runtime_settings VALUES ('workers', '{\"stopped\": []}', 1)",
+    );
+    for round in 0..2 {
+        let store = PgStore::new(&pg.url(), 1, SymbolTable::new(["EURUSD"])).expect("store");
+        store.apply_schema().await.expect("schema applied again");
+        assert_eq!(
+            store.setting("", "workers").await.expect("read").as_deref(),
+            Some("{\"stopped\": []}"),
+            "round {round}"
+        );
+        store
+            .put_setting("1/2", "workers", Some("[]"), 2)
+            .await
+            .expect("a shard's row beside the unsharded one");
+    }
+    assert_eq!(
+        pg.sql(
+            "SELECT string_agg(a.attname, ',' ORDER BY k.n) FROM pg_constraint c,
+             unnest(c.conkey) WITH ORDINALITY k(att, n)
+             JOIN pg_attribute a ON a.attnum = k.att
+             WHERE c.conrelid = 'runtime_settings'::regclass AND c.contype = 'p'
+               AND a.attrelid = c.conrelid"
+        ),
+        "shard,name"
+    );
+    assert_eq!(pg.sql_u64("SELECT count(*) FROM runtime_settings"), 2);
 }

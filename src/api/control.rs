@@ -13,7 +13,8 @@ so a refused caller learns nothing about which routes exist. Bodies are read wit
 - `cadences/market_data`: the collector's [`CadenceCell`].
 - `telemetry/{data_type}`: the chain's request records.
 
-Changes outlive a restart: each is written to the store's `runtime_settings` before it is
+Changes outlive a restart: each is written to the store's `runtime_settings`, under this
+instance's shard ([`Shard::key`]: shards sharing one PostgreSQL keep their own), before it is
 answered, and [`restore`] applies them at start — a stored cadence only while the environment
 still configures what it did when the change was made (an edited `COLLECTION_INTERVAL` wins).
 */
@@ -30,6 +31,7 @@ use super::{ApiError, ApiState, Query, access};
 use crate::clock::Clock;
 use crate::collector::cadence::{Cadence, CadenceCell, CadenceChange};
 use crate::metrics::Metrics;
+use crate::shard::Shard;
 use crate::sources::RateLimit;
 use crate::sources::chain::{BreakerSettings, DataType, SourceChain, TELEMETRY_CAPACITY};
 use crate::store::history::{History, StoreError};
@@ -53,6 +55,8 @@ pub struct Controls {
     pub configured: Cadence,
     /// The shortest of `TIMEFRAMES`, which bounds the interval.
     pub shortest_timeframe_ms: u64,
+    /// The key of this instance's `runtime_settings` rows ([`Shard::key`]).
+    shard_key: String,
     /// One change at a time: read, check, store, apply.
     changes: tokio::sync::Mutex<()>,
 }
@@ -63,12 +67,14 @@ impl Controls {
         cadence: Arc<CadenceCell>,
         configured: Cadence,
         shortest_timeframe_ms: u64,
+        shard: Shard,
     ) -> Self {
         Self {
             chain,
             cadence,
             configured,
             shortest_timeframe_ms,
+            shard_key: shard.key(),
             changes: tokio::sync::Mutex::new(()),
         }
     }
@@ -94,7 +100,13 @@ impl Controls {
             retry_backoff_ms: 100,
             vendor_fallback: true,
         };
-        Self::new(Arc::new(chain), CadenceCell::new(cadence), cadence, 60_000)
+        Self::new(
+            Arc::new(chain),
+            CadenceCell::new(cadence),
+            cadence,
+            60_000,
+            Shard::ALL,
+        )
     }
 
     /// Every worker: (source index, data type), in `SOURCES` order.
@@ -126,7 +138,8 @@ impl Controls {
 /// # Errors
 /// SQLite failures.
 pub async fn restore(controls: &Controls, store: &History, now_ms: i64) -> Result<(), StoreError> {
-    if let Some(raw) = store.setting(CADENCE_KEY).await? {
+    let shard = controls.shard_key.as_str();
+    if let Some(raw) = store.setting(shard, CADENCE_KEY).await? {
         match serde_json::from_str::<StoredCadence>(&raw) {
             Ok(stored)
                 if stored.configured == controls.configured
@@ -140,11 +153,11 @@ pub async fn restore(controls: &Controls, store: &History, now_ms: i64) -> Resul
                     stored = %raw,
                     "the stored run-time cadence is dropped: the environment's changed since it was set"
                 );
-                store.put_setting(CADENCE_KEY, None, now_ms).await?;
+                store.put_setting(shard, CADENCE_KEY, None, now_ms).await?;
             }
         }
     }
-    if let Some(raw) = store.setting(WORKERS_KEY).await? {
+    if let Some(raw) = store.setting(shard, WORKERS_KEY).await? {
         let stored: StoredWorkers = serde_json::from_str(&raw).unwrap_or_default();
         for id in &stored.stopped {
             match controls.find(id) {
@@ -326,7 +339,7 @@ async fn persist(
     let now = state.clock.now_ms();
     state
         .store
-        .put_setting(name, value, now)
+        .put_setting(&state.control.shard_key, name, value, now)
         .await
         .map_err(store_failed)
 }

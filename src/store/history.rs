@@ -330,32 +330,45 @@ impl History {
         }
     }
 
-    /// The stored run-time setting `name` (the control API's), if any.
+    /// The run-time setting `name` (the control API's) stored for `shard` (`Shard::key`), if
+    /// any.
     ///
     /// # Errors
     /// A failed query.
-    pub async fn setting(&self, name: &'static str) -> Result<Option<String>, StoreError> {
+    pub async fn setting(
+        &self,
+        shard: &str,
+        name: &'static str,
+    ) -> Result<Option<String>, StoreError> {
         match self {
-            Self::Sqlite(s) => blocking(s, move |s| s.setting(name)).await,
-            Self::Postgres(p) => p.setting(name).await,
+            Self::Sqlite(s) => {
+                let shard = shard.to_string();
+                blocking(s, move |s| s.setting(&shard, name)).await
+            }
+            Self::Postgres(p) => p.setting(shard, name).await,
         }
     }
 
-    /// Stores run-time setting `name` (`None` removes it), at once.
+    /// Stores run-time setting `name` of `shard` (`None` removes it), at once.
     ///
     /// # Errors
     /// A failed write.
     pub async fn put_setting(
         &self,
+        shard: &str,
         name: &'static str,
         value: Option<String>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(s) => {
-                blocking(s, move |s| s.put_setting(name, value.as_deref(), now_ms)).await
+                let shard = shard.to_string();
+                blocking(s, move |s| {
+                    s.put_setting(&shard, name, value.as_deref(), now_ms)
+                })
+                .await
             }
-            Self::Postgres(p) => p.put_setting(name, value.as_deref(), now_ms).await,
+            Self::Postgres(p) => p.put_setting(shard, name, value.as_deref(), now_ms).await,
         }
     }
 

@@ -176,17 +176,17 @@ impl PgStore {
         .await
     }
 
-    /// The stored run-time setting `name`, if any.
+    /// The run-time setting `name` stored for `shard`, if any.
     ///
     /// # Errors
     /// A failed query.
-    pub async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+    pub async fn setting(&self, shard: &str, name: &str) -> Result<Option<String>, StoreError> {
         within(async {
             let client = self.pool.get().await?;
             let row = client
                 .query_opt(
-                    "SELECT value FROM runtime_settings WHERE name = $1",
-                    &[&name],
+                    "SELECT value FROM runtime_settings WHERE shard = $1 AND name = $2",
+                    &[&shard, &name],
                 )
                 .await?;
             Ok(row.map(|r| r.try_get(0)).transpose()?)
@@ -194,12 +194,13 @@ impl PgStore {
         .await
     }
 
-    /// Stores run-time setting `name` (`None` removes it), at once.
+    /// Stores run-time setting `name` of `shard` (`None` removes it), at once.
     ///
     /// # Errors
     /// A failed write.
     pub async fn put_setting(
         &self,
+        shard: &str,
         name: &str,
         value: Option<&str>,
         now_ms: i64,
@@ -208,12 +209,15 @@ impl PgStore {
             let client = self.pool.get().await?;
             match value {
                 Some(value) => client.execute(
-                    "INSERT INTO runtime_settings (name, value, updated_at) VALUES ($1, $2, $3)
-                     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
-                    &[&name, &value, &now_ms],
+                    "INSERT INTO runtime_settings (shard, name, value, updated_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (shard, name) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
+                    &[&shard, &name, &value, &now_ms],
                 ).await?,
                 None => client
-                    .execute("DELETE FROM runtime_settings WHERE name = $1", &[&name])
+                    .execute(
+                        "DELETE FROM runtime_settings WHERE shard = $1 AND name = $2",
+                        &[&shard, &name],
+                    )
                     .await?,
             };
             Ok(())

@@ -109,7 +109,7 @@ fn redis(c: &mut Criterion) {
     let url = format!("redis://127.0.0.1:{port}");
     let mut sink = RedisSink::new(
         RedisSinkConfig {
-            url: url.clone(),
+            target: barkeep::model::RedisTarget::Standalone(url.clone()),
             pool_size: 1,
             prefix: "bench".into(),
             max_bars: 5_000,

@@ -150,9 +150,9 @@ pub async fn run_with(
     let tracker = TaskTracker::new();
 
     let redis_status = Arc::new(RedisStatus::default());
-    let (redis_queue, redis) = match &config.redis_url {
+    let (redis_queue, redis) = match &config.redis {
         None => (None, None),
-        Some(url) => {
+        Some(target) => {
             let (tx, rx) = mpsc::channel(SINK_QUEUE);
             let resync = Arc::new(Resync::default());
             let reconciler = Reconciler::new(
@@ -163,7 +163,7 @@ pub async fn run_with(
             );
             let mut sink = RedisSink::new(
                 RedisSinkConfig {
-                    url: url.clone(),
+                    target: target.clone(),
                     pool_size: config.redis_pool_size,
                     prefix: config.redis_key_prefix.clone(),
                     max_bars: config.max_bars_cache,
@@ -325,7 +325,7 @@ pub async fn run_with(
     }
     tracker.spawn(collector.run(token.clone()));
     metrics.sqlite_queue_capacity.set(SINK_QUEUE as i64);
-    if config.redis_url.is_some() {
+    if config.redis.is_some() {
         metrics.redis_queue_capacity.set(SINK_QUEUE as i64);
     }
     let addr = listener.local_addr().map_err(|source| AppError::Bind {
@@ -339,7 +339,7 @@ pub async fn run_with(
             snapshot: Arc::clone(&snapshot),
             clock,
             interval: Duration::from_millis(config.collection_interval_ms),
-            redis: config.redis_url.is_some(),
+            redis: config.redis.is_some(),
             instance: match config.shard.count {
                 1 => addr.to_string(),
                 _ => format!("{addr} shard {}", config.shard),
@@ -358,7 +358,7 @@ pub async fn run_with(
         stale_after_ms: config.validation.stale_after_ms,
         max_bars_cache: config.max_bars_cache,
         batch_write_interval_ms: config.batch_write_interval_ms,
-        redis: config.redis_url.is_some().then_some(redis_status),
+        redis: config.redis.is_some().then_some(redis_status),
         nats: nats_status,
         stream: hub,
         access: api::access::AccessRule::new(config.api_token.clone()),

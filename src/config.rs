@@ -22,6 +22,7 @@ it produces); `sources` never uses `config` ([`crate::sources::Plan`] is what it
 mod checks;
 mod nats;
 mod open_files;
+mod redis_target;
 #[cfg(test)]
 mod tests;
 
@@ -32,7 +33,7 @@ use crate::alerts::AlertSettings;
 use crate::calendar::MarketCalendar;
 use crate::env::Env;
 use crate::indicators::IndicatorParams;
-use crate::model::Timeframe;
+use crate::model::{RedisTarget, Timeframe};
 use crate::shard::Shard;
 use crate::sources::settings::{ApiKey, ProviderSettings};
 
@@ -106,7 +107,8 @@ pub struct Config {
     pub history_days: u32,
     /// Whether and how `run` fills missing history at start.
     pub bootstrap_on_start: BootstrapOnStart,
-    pub redis_url: Option<String>,
+    /// `REDIS_URL` or `REDIS_CLUSTER_NODES`; `None`: no Redis.
+    pub redis: Option<RedisTarget>,
     pub redis_pool_size: usize,
     pub redis_key_prefix: String,
     /// `NATS_URL` and the stream's settings; `None`: no JetStream publishing.
@@ -261,21 +263,7 @@ impl Config {
         };
         let vwap_by_calendar = !env.is_set("VWAP_SESSION") && !env.is_set("VWAP_OFFSET");
         let warmup_default = indicators.warmup_bars().max(100);
-        let redis_url = env.get("REDIS_URL");
-        if let Some(url) = &redis_url {
-            let scheme = url.split("://").next().unwrap_or_default();
-            let usable = url.contains("://")
-                && ["redis", "rediss", "unix", "redis+unix"].contains(&scheme)
-                && redis::Client::open(url.as_str()).is_ok();
-            if !usable {
-                return Err(ConfigError::new(
-                    "REDIS_URL",
-                    // Never echo a password back into logs.
-                    redact_url(url),
-                    "expected redis://[user:password@]host:port[/db], rediss://… or unix:///path",
-                ));
-            }
-        }
+        let redis = redis_target::read(env)?;
         let postgres_url = env.get("POSTGRES_URL");
         if let Some(url) = &postgres_url {
             let scheme = url.split("://").next().unwrap_or_default();
@@ -305,7 +293,11 @@ impl Config {
             "HTTP_POOL_SIZE",
             open_files.default_pool(
                 max_concurrency,
-                store_connections(redis_pool_size, postgres_url.as_ref(), postgres_pool_size),
+                store_connections(
+                    redis_connections(redis.as_ref(), redis_pool_size),
+                    postgres_url.as_ref(),
+                    postgres_pool_size,
+                ),
             ),
             1,
             1_000_000,
@@ -356,7 +348,7 @@ impl Config {
                     },
                 }
             })?,
-            redis_url,
+            redis,
             redis_pool_size,
             redis_key_prefix: env.parse("REDIS_KEY_PREFIX", "barkeep", |s| {
                 if s.contains(char::is_whitespace) {
@@ -434,7 +426,7 @@ impl Config {
             + OpenFiles::reserve(
                 self.max_concurrency,
                 store_connections(
-                    self.redis_pool_size,
+                    redis_connections(self.redis.as_ref(), self.redis_pool_size),
                     self.postgres_url.as_ref(),
                     self.postgres_pool_size,
                 ),
@@ -475,6 +467,12 @@ impl<'a> From<&'a Config> for crate::sources::Plan<'a> {
             breaker_open_ms: config.breaker_open_ms,
         }
     }
+}
+
+/// Redis connections: the pool, once per node given in a cluster (each cluster connection holds
+/// one to every master, and may learn of replicas).
+fn redis_connections(target: Option<&RedisTarget>, pool: usize) -> usize {
+    pool * target.map_or(1, |t| t.urls().len())
 }
 
 /// Connections the stores hold besides the HTTP pool: Redis's, and PostgreSQL's when it is used.

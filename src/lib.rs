@@ -46,7 +46,7 @@
 //!   checkpoints.
 //! - [`signals`] — buy/sell/neutral from the features, by documented rules.
 //! - [`store`] — one writer feeding history first (SQLite, or PostgreSQL with `POSTGRES_URL`,
-//!   behind one `History` type), then Redis; history's reader queries; the resync that rebuilds
+//!   behind one `History` type), then Redis (one server or a cluster); history's reader queries; the resync that rebuilds
 //!   Redis rings from history; the lock-free snapshot the API reads.
 //! - [`api`] — the hyper HTTP server and its JSON endpoints.
 //! - [`stream`] — streaming to clients: the collector's batches → one message model, numbered

@@ -55,8 +55,9 @@ pub fn of_config(config: &Config) -> Vec<String> {
     if let Some(token) = &config.api_token {
         out.push(token.expose().to_string());
     }
-    for url in [&config.redis_url, &config.postgres_url] {
-        if let Some(password) = url.as_deref().and_then(url_password) {
+    let redis = config.redis.iter().flat_map(|t| t.urls());
+    for url in redis.chain(&config.postgres_url) {
+        if let Some(password) = url_password(url) {
             out.push(password.to_string());
         }
     }

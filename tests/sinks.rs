@@ -83,7 +83,7 @@ fn a_full_redis_queue_loses_nothing_and_the_resync_is_counted() {
         let resync = Arc::new(Resync::default());
         let mut sink = RedisSink::new(
             RedisSinkConfig {
-                url: redis.url(),
+                target: barkeep::model::RedisTarget::Standalone(redis.url()),
                 pool_size: 1,
                 prefix: "barkeep".into(),
                 max_bars: 5_000,

@@ -108,9 +108,13 @@ pub(super) fn health_report(state: &ApiState) -> (StatusCode, Value) {
                 RedisState::Down => "down",
             };
             let last = r.last_write_ms();
+            let (mode, nodes) = r.mode();
             (
                 json!({
                     "state": s,
+                    "mode": mode,
+                    "nodes": nodes,
+                    "masters": r.masters(),
                     "reason": r.last_error().map(|e| crate::secrets::scrub(&e).into_owned()),
                     "queue_depth": m.redis_queue_depth.get(),
                     "last_write_age_ms": (last > 0).then(|| now - last),

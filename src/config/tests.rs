@@ -26,7 +26,7 @@ fn defaults_match_the_design() {
     assert_eq!(c.max_bars_cache, 5_000);
     assert_eq!(c.batch_write_interval_ms, 10_000);
     assert_eq!(c.feature_cache_ttl_ms, 2_000);
-    assert_eq!(c.redis_url, None);
+    assert_eq!(c.redis, None);
     assert_eq!(c.redis_key_prefix, "barkeep");
     assert_eq!(c.sqlite_path, PathBuf::from("./data/barkeep.db"));
     assert_eq!(c.http_addr.to_string(), "127.0.0.1:8000");
@@ -103,6 +103,50 @@ fn http_hardening_settings_are_validated() {
 fn redis_passwords_are_redacted() {
     let err = cfg(&[("REDIS_URL", "http://u:pw@h")]).expect_err("bad scheme");
     assert!(!err.to_string().contains("pw"), "{err}");
+}
+
+#[test]
+fn redis_cluster_nodes_are_checked_and_exclusive_with_redis_url() {
+    let c = cfg(&[(
+        "REDIS_CLUSTER_NODES",
+        "redis://127.0.0.1:7000, redis://:pw@127.0.0.1:7001,",
+    )])
+    .expect("two nodes");
+    assert_eq!(
+        c.redis,
+        Some(RedisTarget::Cluster(vec![
+            "redis://127.0.0.1:7000".into(),
+            "redis://:pw@127.0.0.1:7001".into()
+        ]))
+    );
+    assert_eq!(c.redis.as_ref().map(RedisTarget::mode), Some("cluster"));
+    let err = cfg(&[
+        ("REDIS_URL", "redis://:secretpw@h:6379"),
+        ("REDIS_CLUSTER_NODES", "redis://h:7000"),
+    ])
+    .expect_err("both");
+    assert_eq!(err.var, "REDIS_CLUSTER_NODES");
+    let text = err.to_string();
+    assert!(
+        text.contains("REDIS_URL") && !text.contains("secretpw"),
+        "{text}"
+    );
+    for (bad, shown) in [
+        ("redis://h:7000,unix:///tmp/r.sock", "unix:///tmp/r.sock"),
+        ("redis://h:7000,h:7001", "h:7001"),
+        ("redis://h:99999", "redis://h:99999"),
+        ("redis://h:7000/3", "redis://h:7000/3"),
+        (" , ", ","),
+        ("redis://u:secretpw@h:70000", "redis://u:***@h:70000"),
+    ] {
+        let err = cfg(&[("REDIS_CLUSTER_NODES", bad)]).expect_err(bad);
+        assert_eq!(err.var, "REDIS_CLUSTER_NODES", "{bad}");
+        let text = err.to_string();
+        assert!(
+            text.contains(shown) && !text.contains("secretpw"),
+            "{bad}: {text}"
+        );
+    }
 }
 
 #[test]

@@ -19,11 +19,13 @@ use serde::{Deserialize, Serialize};
 
 mod alert;
 mod event;
+mod redis_target;
 pub use alert::{AlertRule, Severity};
 pub use event::{
     BarRecord, Checkpoint, Event, FEATURE_COUNT, Features, Gap, RejectReason, RejectRecord,
     Session, TickBatch,
 };
+pub use redis_target::RedisTarget;
 
 /// Index of a symbol in the [`SymbolTable`]: fixed for the life of the process, never reused.
 pub type SymbolId = u32;

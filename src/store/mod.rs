@@ -18,7 +18,8 @@ collector ──TickBatch──▶ writer ──▶ history (buffer, then a tran
   default); knows nothing of Redis.
 - `postgres/` — the same in PostgreSQL (`POSTGRES_URL`), which several shards can share.
 - `redis/` — the bot's knowledge base: rings of closed bars, features, messages (pub/sub and a
-  stream per symbol); never reads history itself.
+  stream per symbol), on one Redis or a Redis Cluster (`redis/conn.rs`); never reads history
+  itself.
 - `reconcile.rs` — resync, the only place the two stores meet.
 - `snapshot.rs` — the in-process latest state per symbol, read lock-free by the HTTP API (the
   collector swaps it; it is not fed by the writer).

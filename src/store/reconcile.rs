@@ -22,14 +22,13 @@ are older than the ring's last one, so they were never pushed.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use redis::aio::ConnectionManager;
-
 use crate::calendar::MarketCalendar;
 use crate::metrics::Metrics;
 use crate::model::{Gap, SymbolId, Timeframe};
 use crate::store::history::{History, RingSummary, StoredBar};
 use crate::store::redis::RedisError;
 use crate::store::redis::codec::{BarMsg, decode_ts, encode};
+use crate::store::redis::conn::{Conn, Topology};
 
 /// A request to the Redis sink to reconcile every ring before its next write.
 #[derive(Debug, Default)]
@@ -50,6 +49,8 @@ impl Resync {
 /// One Redis ring and the series it mirrors.
 pub(in crate::store) struct Ring<'a> {
     pub(in crate::store) symbol: SymbolId,
+    /// The Redis Cluster slot of its key.
+    pub(in crate::store) slot: u16,
     pub(in crate::store) timeframe: Timeframe,
     pub(in crate::store) key: &'a str,
 }
@@ -94,23 +95,31 @@ impl Reconciler {
     /// Makes every ring equal to the newest `n` closed bars history knows.
     pub(in crate::store) async fn reconcile(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
+        topology: &Topology,
         rings: &[Ring<'_>],
         n: usize,
     ) -> Result<Reconciled, RedisError> {
-        // What Redis has: length, first and last bar of every ring, in one round trip.
-        let mut pipe = redis::pipe();
-        for ring in rings {
-            pipe.cmd("LLEN")
-                .arg(ring.key)
-                .cmd("LINDEX")
-                .arg(ring.key)
-                .arg(0)
-                .cmd("LINDEX")
-                .arg(ring.key)
-                .arg(-1);
-        }
-        let answers: Vec<redis::Value> = pipe.query_async(conn).await?;
+        // What Redis has: length, first and last bar of every ring, in one round trip per
+        // master (a cluster's pipeline must stay on one node).
+        let answers = conn
+            .per_owner(
+                topology,
+                rings,
+                |ring| ring.slot,
+                3,
+                |pipe, ring| {
+                    pipe.cmd("LLEN")
+                        .arg(ring.key)
+                        .cmd("LINDEX")
+                        .arg(ring.key)
+                        .arg(0)
+                        .cmd("LINDEX")
+                        .arg(ring.key)
+                        .arg(-1);
+                },
+            )
+            .await?;
         let mut done = Reconciled {
             rings: Vec::with_capacity(rings.len()),
             kept: 0,
@@ -147,7 +156,7 @@ impl Reconciler {
     /// and its length.
     pub(in crate::store) async fn rewrite_ring(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         ring: &Ring<'_>,
         n: usize,
     ) -> Result<(Option<i64>, usize), RedisError> {
@@ -182,7 +191,7 @@ impl Reconciler {
     /// how many bars.
     async fn recover_from_ring(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         ring: &Ring<'_>,
         after: Option<i64>,
     ) -> Result<usize, RedisError> {

@@ -1,6 +1,7 @@
 //! Shared test helpers: a running barkeep binary and a tiny blocking HTTP client.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod cluster;
 pub mod postgres;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -402,7 +403,7 @@ pub fn unpack(bytes: &[u8]) -> serde_json::Value {
 }
 
 /// Every bar in a Redis ring, as (ts, close).
-pub fn ring(conn: &mut redis::Connection, key: &str) -> Vec<(i64, f64)> {
+pub fn ring(conn: &mut impl redis::ConnectionLike, key: &str) -> Vec<(i64, f64)> {
     let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
         .arg(key)
         .arg(0)

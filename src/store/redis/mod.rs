@@ -18,10 +18,19 @@ stream; per timeframe the closed bars onto the ring (trimmed only once it is ove
 the features value. Everything the sink keeps per symbol is one [`SymbolSlot`].
 
 Rooms: this file holds the task (connect, reconnect pacing, the receive loop, `/health` state);
-`codec.rs` the keys and MessagePack values; `write.rs` the pipelined writes.
+`conn.rs` the connection (one Redis or a cluster) and which master a pipeline goes to; `codec.rs`
+the keys and MessagePack values; `write.rs` the pipelined writes.
+
+In a cluster (`REDIS_CLUSTER_NODES`) every pipeline goes to one master, with the keys of the
+slots it owns (a symbol's keys share a slot: their hash tag); messages are published with
+`SPUBLISH`; earlier layouts' keys are looked for on every master. Any failure — a master gone, a
+slot moved — is handled like a lost connection: the connections are opened again (reading the
+topology again) and every ring is reconciled from history, since a write the old master
+acknowledged may not have reached the replica that took over.
 */
 
 pub mod codec;
+pub(in crate::store) mod conn;
 mod write;
 
 use std::sync::Arc;
@@ -29,16 +38,17 @@ use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use self::codec::Keys;
+use self::conn::{Conn, Topology, key_slot};
 use self::write::SymbolWork;
 use crate::clock::Clock;
+use crate::env::redact_url;
 use crate::metrics::Metrics;
 use crate::model::{
-    BarRecord, FEATURE_COUNT, Features, SymbolId, SymbolTable, TickBatch, Timeframe,
+    BarRecord, FEATURE_COUNT, Features, RedisTarget, SymbolId, SymbolTable, TickBatch, Timeframe,
 };
 use crate::store::history::StoreError;
 use crate::store::reconcile::{Reconciler, Ring};
@@ -103,6 +113,9 @@ pub struct RedisStatus {
     state: AtomicU8,
     last_write_ms: AtomicI64,
     last_error: Mutex<Option<String>>,
+    /// `standalone` or `cluster`, the URLs configured (passwords hidden), and the masters found.
+    mode: Mutex<(&'static str, Vec<String>)>,
+    masters: Mutex<Vec<String>>,
 }
 
 impl RedisStatus {
@@ -125,6 +138,16 @@ impl RedisStatus {
         self.last_error.lock().clone()
     }
 
+    /// `standalone` or `cluster`, and the configured URLs (passwords hidden).
+    pub fn mode(&self) -> (&'static str, Vec<String>) {
+        self.mode.lock().clone()
+    }
+
+    /// The cluster's masters (`host:port`) as last read; empty on a single Redis.
+    pub fn masters(&self) -> Vec<String> {
+        self.masters.lock().clone()
+    }
+
     /// Unix ms of the last successful write, 0 if none.
     pub fn last_write_ms(&self) -> i64 {
         self.last_write_ms.load(Ordering::Relaxed)
@@ -134,7 +157,7 @@ impl RedisStatus {
 /// Settings of the sink.
 #[derive(Debug, Clone)]
 pub struct RedisSinkConfig {
-    pub url: String,
+    pub target: RedisTarget,
     pub pool_size: usize,
     pub prefix: String,
     pub max_bars: usize,
@@ -151,6 +174,8 @@ pub struct RedisSinkConfig {
 /// Everything the sink keeps about one symbol: its names and, per timeframe, its ring's state.
 /// A symbol added at run time is one more of these.
 pub(super) struct SymbolSlot {
+    /// The Redis Cluster slot of all its keys (their hash tag is the symbol).
+    pub(super) slot: u16,
     /// The pub/sub channel and the stream.
     pub(super) events: String,
     pub(super) stream: String,
@@ -172,8 +197,10 @@ pub(super) struct FrameSlot {
 
 impl SymbolSlot {
     fn new(keys: &Keys, name: &str, timeframes: &[Timeframe]) -> Self {
+        let events = keys.events(name);
         Self {
-            events: keys.events(name),
+            slot: key_slot(&events),
+            events,
             stream: keys.stream(name),
             seq: 0,
             frames: timeframes
@@ -193,8 +220,9 @@ impl SymbolSlot {
 /// The Redis writer task and its state.
 pub struct RedisSink {
     config: RedisSinkConfig,
-    client: redis::Client,
-    conns: Vec<ConnectionManager>,
+    conns: Vec<Conn>,
+    /// Which master owns each slot (one owner of all on a single Redis).
+    topology: Topology,
     symbols: SymbolTable,
     timeframes: Vec<Timeframe>,
     tf_names: Vec<String>,
@@ -218,7 +246,8 @@ pub struct RedisSink {
 
 impl RedisSink {
     /// # Errors
-    /// A URL the redis client cannot use.
+    /// A URL the redis client cannot use (`REDIS_URL`; the cluster's nodes are checked when
+    /// connecting).
     #[allow(clippy::too_many_arguments, reason = "wired once by app::run")]
     pub fn new(
         config: RedisSinkConfig,
@@ -230,14 +259,18 @@ impl RedisSink {
         metrics: Arc<Metrics>,
         clock: Clock,
     ) -> Result<Self, RedisError> {
-        // Small pipelined writes must not wait for Nagle's algorithm: with it a 1 000-symbol tick
-        // took 26 ms instead of 10 (measured with examples/loadtest.rs).
-        let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info)?;
+        let local = match &config.target {
+            RedisTarget::Standalone(url) => {
+                redis::Client::open(url.as_str())?;
+                is_local(url)
+            }
+            RedisTarget::Cluster(nodes) => nodes.iter().all(|n| is_local(n)),
+        };
+        let shown = config.target.urls().iter().map(|u| redact_url(u)).collect();
+        *status.mode.lock() = (config.target.mode(), shown);
         let mut sink = Self {
-            client,
             conns: Vec::new(),
+            topology: Topology::default(),
             tf_names: timeframes.iter().map(ToString::to_string).collect(),
             symbols,
             timeframes,
@@ -251,7 +284,7 @@ impl RedisSink {
             scratch: Vec::new(),
             touched: Vec::new(),
             started: false,
-            local: is_local(&config.url),
+            local,
             config,
         };
         sink.grow();
@@ -376,29 +409,24 @@ impl RedisSink {
     }
 
     async fn connect_and_reconcile(&mut self) -> Result<(), RedisError> {
-        if self.conns.is_empty() {
-            // The manager's own retries after a dropped connection: short on this machine, so a
-            // restarted local Redis is written to again within about a tick.
-            let (retries, max_delay) = if self.local {
-                (1, RETRY_LOCAL)
-            } else {
-                (2, Duration::from_secs(2))
-            };
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(5)))
-                .set_number_of_retries(retries)
-                .set_max_delay(max_delay);
-            let mut conns = Vec::with_capacity(self.config.pool_size);
-            for _ in 0..self.config.pool_size {
-                conns.push(
-                    ConnectionManager::new_with_config(self.client.clone(), config.clone()).await?,
-                );
-            }
-            self.conns = conns;
-        } else if self.status.state() == RedisState::Down {
+        let cluster = matches!(self.config.target, RedisTarget::Cluster(_));
+        let failed = self.status.state() == RedisState::Down;
+        if !self.conns.is_empty() && failed {
             // After a failure; a resync asked for while Redis was up is no reconnect.
             self.metrics.redis_reconnects.inc();
+        }
+        // A single Redis's managers reconnect by themselves. A cluster's connections are opened
+        // again after any failure, so the slots' owners are read afresh (a replica promoted,
+        // a slot moved) before the rings are compared.
+        if self.conns.is_empty() || (cluster && failed) {
+            let (conns, topology) =
+                Conn::open(&self.config.target, self.config.pool_size, self.local).await?;
+            if cluster && topology.masters() != self.topology.masters() {
+                tracing::info!(masters = ?topology.masters(), "Redis Cluster topology read");
+            }
+            *self.status.masters.lock() = topology.masters();
+            self.conns = conns;
+            self.topology = topology;
         }
         // A PING proves the connection (and the password) before the reconcile.
         let _: String = redis::cmd("PING").query_async(&mut self.conns[0]).await?;
@@ -424,37 +452,51 @@ impl RedisSink {
     /// the live bar, now in the features value) of the symbols this shard owns, found by
     /// `SCAN` under the prefix: nothing else is touched (not another prefix, not another
     /// shard's symbols, not a key of another shape).
+    /// In a cluster every master is scanned (each holds only its slots' keys) and the keys
+    /// found are unlinked one slot at a time (the keys of one `UNLINK` must share a slot).
     async fn remove_old_keys(&mut self) -> Result<(), RedisError> {
         let keys = Keys::new(&self.config.prefix);
         let conn = &mut self.conns[0];
         let mut removed = 0usize;
-        for kind in codec::OLD_KINDS {
-            let pattern = keys.scan_pattern(kind);
-            let mut cursor = 0u64;
-            loop {
-                let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1_000)
-                    .query_async(conn)
-                    .await?;
-                let doomed: Vec<&String> = found
-                    .iter()
-                    .filter(|key| {
-                        keys.old_symbol(kind, key)
-                            .is_some_and(|symbol| self.config.shard.owns(symbol))
-                    })
-                    .collect();
-                if !doomed.is_empty() {
-                    let n: usize = redis::cmd("UNLINK").arg(&doomed).query_async(conn).await?;
-                    removed += n;
+        for master in 0..self.topology.owners() {
+            let on = self.topology.slot_of(master);
+            for kind in codec::OLD_KINDS {
+                let pattern = keys.scan_pattern(kind);
+                let mut cursor = 0u64;
+                loop {
+                    let mut scan = redis::cmd("SCAN");
+                    scan.arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1_000);
+                    let (next, found): (u64, Vec<String>) =
+                        redis::from_redis_value(conn.send_cmd(on, &scan).await?)
+                            .map_err(redis::RedisError::from)?;
+                    let mut doomed: Vec<(u16, &String)> = found
+                        .iter()
+                        .filter(|key| {
+                            keys.old_symbol(kind, key)
+                                .is_some_and(|symbol| self.config.shard.owns(symbol))
+                        })
+                        .map(|key| (key_slot(key), key))
+                        .collect();
+                    doomed.sort_unstable();
+                    for same_slot in doomed.chunk_by(|a, b| a.0 == b.0) {
+                        let mut unlink = redis::cmd("UNLINK");
+                        for (_, key) in same_slot {
+                            unlink.arg(key);
+                        }
+                        let n: usize =
+                            redis::from_redis_value(conn.send_cmd(same_slot[0].0, &unlink).await?)
+                                .map_err(redis::RedisError::from)?;
+                        removed += n;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
                 }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
             }
         }
         if removed > 0 {
@@ -472,16 +514,22 @@ impl RedisSink {
         if self.config.stream_maxlen == 0 || self.slots.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for slot in &self.slots {
-            pipe.cmd("XREVRANGE")
-                .arg(&slot.stream)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1);
-        }
-        let answers: Vec<redis::Value> = pipe.query_async(&mut self.conns[0]).await?;
+        let answers = self.conns[0]
+            .per_owner(
+                &self.topology,
+                &self.slots,
+                |s| s.slot,
+                1,
+                |pipe, s| {
+                    pipe.cmd("XREVRANGE")
+                        .arg(&s.stream)
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1);
+                },
+            )
+            .await?;
         for (slot, reply) in self.slots.iter_mut().zip(&answers) {
             slot.seq = slot.seq.max(codec::last_entry_seq(reply).unwrap_or(0));
         }
@@ -501,6 +549,7 @@ impl RedisSink {
                     .zip(&self.timeframes)
                     .map(move |(frame, &timeframe)| Ring {
                         symbol: symbol as SymbolId,
+                        slot: slot.slot,
                         timeframe,
                         key: &frame.bars,
                     })
@@ -509,7 +558,7 @@ impl RedisSink {
         let mut conn = self.conns[0].clone();
         let done = self
             .reconciler
-            .reconcile(&mut conn, &rings, self.config.max_bars)
+            .reconcile(&mut conn, &self.topology, &rings, self.config.max_bars)
             .await?;
         drop(rings);
         let frames = self.slots.iter_mut().flat_map(|s| s.frames.iter_mut());

@@ -5,7 +5,9 @@ stream; per timeframe the closed bars onto the ring (`LTRIM` only once the
 ring is over its cap: the sink knows each ring's length) and the newest bar and features as one
 value (coalescing, counted). A market that closed gets its last features once more, marked
 closed. A tick goes out as pipelines of up to [`CHUNK_SYMBOLS`] symbols, each sent as soon as it
-is encoded, on the connection its symbols always use, so a symbol's keys are written in order. A
+is encoded, on the connection its symbols always use, so a symbol's keys are written in order;
+in a cluster a chunk is one pipeline per master and connection, each with the symbols whose slot
+that master owns. A
 filled gap (`revision`) has its ring rewritten through `store::reconcile`, then is announced.
 */
 
@@ -19,6 +21,7 @@ use super::codec::{
     BarMsg, BarWithFeatures, FeaturesMsg, FrameMsg, LiveMsg, Message, Metadata, RevisionData,
     STREAM_FIELD, encode_into,
 };
+use super::conn::publish_command;
 use super::{RedisError, RedisSink, RedisSinkConfig, SymbolSlot};
 use crate::model::{BarRecord, Event, FEATURE_COUNT, Features, SymbolId, TickBatch};
 use crate::store::reconcile::Ring;
@@ -190,10 +193,16 @@ impl RedisSink {
         let mut sends = Vec::new();
         let mut buf = Vec::with_capacity(4_096);
         for chunk in touched.chunk_by(|a, b| a / CHUNK_SYMBOLS == b / CHUNK_SYMBOLS) {
-            let mut pipes: Vec<redis::Pipeline> =
-                (0..self.conns.len()).map(|_| redis::pipe()).collect();
+            // One pipeline per (master, connection), with a slot of that master to route it by.
+            let owners = self.topology.owners();
+            let mut pipes: Vec<(u16, redis::Pipeline)> = (0..self.conns.len() * owners)
+                .map(|_| (0, redis::pipe()))
+                .collect();
             for &s in chunk {
-                let pipe = &mut pipes[self.conn_for(s as SymbolId)];
+                let slot = self.slots[s].slot;
+                let (route, pipe) =
+                    &mut pipes[self.conn_for(s as SymbolId) * owners + self.topology.owner(slot)];
+                *route = slot;
                 let name = self.symbols.name(s as SymbolId);
                 updates += queue_symbol(
                     &names,
@@ -205,17 +214,18 @@ impl RedisSink {
                     now,
                 );
             }
-            for (pipe, mut conn) in pipes.into_iter().zip(self.conns.clone()) {
-                if pipe.cmd_iter().next().is_none() {
+            for (i, (route, pipe)) in pipes.into_iter().enumerate() {
+                if pipe.is_empty() {
                     continue;
                 }
+                let mut conn = self.conns[i / owners].clone();
                 // No retry here: a pipeline that failed half-way may have been applied in part,
                 // and sending it again would push bars twice. A failure marks the sink out of
                 // sync, and the reconcile that follows (on the manager's new connection) rewrites
                 // what is wrong from SQLite.
-                sends.push(tokio::spawn(
-                    async move { pipe.exec_async(&mut conn).await },
-                ));
+                sends.push(tokio::spawn(async move {
+                    conn.send(route, pipe).await.map(drop)
+                }));
             }
             // Let the chunk reach the socket before encoding the next one.
             tokio::task::yield_now().await;
@@ -277,6 +287,7 @@ impl RedisSink {
         };
         let ring = Ring {
             symbol,
+            slot: slot.slot,
             timeframe: self.timeframes[frame],
             key: &slot.frames[frame].bars,
         };
@@ -320,10 +331,14 @@ fn announces(config: &RedisSinkConfig) -> bool {
     config.pubsub || config.stream_maxlen > 0
 }
 
-/// `PUBLISH` a message on the symbol's channel and `XADD` it to its stream, each unless it is off.
+/// `PUBLISH` a message on the symbol's channel (`SPUBLISH` in a cluster) and `XADD` it to its
+/// stream, each unless it is off.
 fn announce(pipe: &mut redis::Pipeline, slot: &SymbolSlot, msg: &[u8], config: &RedisSinkConfig) {
     if config.pubsub {
-        pipe.cmd("PUBLISH").arg(&slot.events).arg(msg).ignore();
+        pipe.cmd(publish_command(&config.target))
+            .arg(&slot.events)
+            .arg(msg)
+            .ignore();
     }
     if config.stream_maxlen > 0 {
         pipe.cmd("XADD")

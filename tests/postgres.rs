@@ -1,8 +1,8 @@
 //! History in PostgreSQL (`POSTGRES_URL`), against a server of the test's own (tests/common/
 //! postgres.rs): everything a run produced is in PostgreSQL after SIGTERM, a restart resumes
 //! from its checkpoints, a repeated or retried flush stores each bar once, PostgreSQL going away
-//! mid-run loses nothing, and two shards share one database (each keeping its own run-time
-//! settings and instruments).
+//! mid-run loses nothing, and two shards share one database and one Redis Cluster (each keeping
+//! its own run-time settings and instruments; each ring in the cluster equal to its history).
 
 mod common;
 
@@ -13,8 +13,9 @@ use std::time::Duration;
 use barkeep::model::{Bar, BarRecord, Event, Features, SymbolTable, TickBatch, Timeframe};
 use barkeep::store::history::History;
 use barkeep::store::postgres::PgStore;
+use common::cluster::RedisCluster;
 use common::postgres::PgServer;
-use common::{Sidecar, get_json, send, send_json, wait_for};
+use common::{Sidecar, get_json, ring, send, send_json, wait_for};
 
 fn vars<'a>(url: &'a str, db: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
@@ -224,11 +225,12 @@ fn postgres_gone_mid_run_is_reported_and_nothing_is_lost_once_it_returns() {
 }
 
 #[test]
-fn two_shards_share_one_database_and_store_every_bar_each_produced_once() {
+fn two_shards_share_one_database_and_one_redis_cluster_and_store_every_bar_each_produced_once() {
     let pg = PgServer::start();
+    let cluster = RedisCluster::start();
     let all: Vec<String> = (0..100).map(|i| format!("SYM{i:03}")).collect();
     let all_s = all.join(",");
-    let url = pg.url();
+    let (url, nodes) = (pg.url(), cluster.urls());
     let dirs = [
         tempfile::tempdir().expect("tempdir"),
         tempfile::tempdir().expect("tempdir"),
@@ -242,6 +244,7 @@ fn two_shards_share_one_database_and_store_every_bar_each_produced_once() {
                 dir.path(),
                 &[
                     ("POSTGRES_URL", url.as_str()),
+                    ("REDIS_CLUSTER_NODES", nodes.as_str()),
                     ("SYMBOLS", all_s.as_str()),
                     ("SHARD", shard.as_str()),
                     ("TIMEFRAMES", "1s"),
@@ -292,6 +295,24 @@ fn two_shards_share_one_database_and_store_every_bar_each_produced_once() {
         100,
         "each shard checkpointed its own symbols"
     );
+    // Both wrote to the one cluster: every symbol's ring is its newest bars in PostgreSQL.
+    let mut conn = cluster.client();
+    for symbol in &all {
+        let bars = ring(&mut conn, &format!("barkeep:bars:{{{symbol}}}:1s"));
+        assert!(!bars.is_empty(), "{symbol}: no ring");
+        let history: Vec<(i64, f64)> = pg
+            .sql(&format!(
+                "SELECT ts, close FROM (SELECT ts, close FROM bars WHERE symbol = '{symbol}' \
+                 AND timeframe = '1s' ORDER BY ts DESC LIMIT 5000) t ORDER BY ts"
+            ))
+            .lines()
+            .map(|l| {
+                let (ts, close) = l.split_once('|').expect("ts|close");
+                (ts.parse().expect("ts"), close.parse().expect("close"))
+            })
+            .collect();
+        assert_eq!(bars, history, "{symbol}: ring = PostgreSQL's newest bars");
+    }
 }
 
 /// A shard of `symbols` on the PostgreSQL at `url`, collecting every 100 ms.

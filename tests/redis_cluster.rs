@@ -37,6 +37,23 @@ fn redis_health(addr: std::net::SocketAddr) -> serde_json::Value {
     get_json(addr, "/health").1["redis"].clone()
 }
 
+/// Every symbol's ring is SQLite's newest bars, oldest first, one second apart.
+fn assert_rings_equal_sqlite(
+    conn: &mut redis::cluster::ClusterConnection,
+    db: &std::path::Path,
+    symbols: &[String],
+) {
+    for s in symbols {
+        let bars = ring(conn, &ring_key(s));
+        assert_contiguous(s, &bars);
+        assert_eq!(
+            bars,
+            sqlite_newest(db, s, "1s", 5_000),
+            "{s}: ring = SQLite"
+        );
+    }
+}
+
 /// Oldest first, one second apart: no gap, no duplicate.
 fn assert_contiguous(symbol: &str, bars: &[(i64, f64)]) {
     assert!(!bars.is_empty(), "{symbol}: an empty ring");
@@ -208,15 +225,7 @@ fn the_sidecar_writes_every_symbol_to_the_cluster_and_removes_old_keys_on_every_
     for key in &kept {
         assert!(exists(&mut conn, key), "{key} was touched");
     }
-    for s in &all {
-        let bars = ring(&mut conn, &ring_key(s));
-        assert_contiguous(s, &bars);
-        assert_eq!(
-            bars,
-            sqlite_newest(&db, s, "1s", 5_000),
-            "{s}: ring = SQLite"
-        );
-    }
+    assert_rings_equal_sqlite(&mut conn, &db, &all);
 }
 
 #[test]
@@ -281,13 +290,5 @@ fn a_master_killed_mid_run_is_replaced_by_its_replica_and_every_ring_equals_hist
     );
     let (code, log) = sidecar.terminate();
     assert_eq!(code, 0, "{}", log.join("\n"));
-    for s in &all {
-        let bars = ring(&mut conn, &ring_key(s));
-        assert_contiguous(s, &bars);
-        assert_eq!(
-            bars,
-            sqlite_newest(&db, s, "1s", 5_000),
-            "{s}: ring = SQLite"
-        );
-    }
+    assert_rings_equal_sqlite(&mut conn, &db, &all);
 }

@@ -6,6 +6,8 @@
 //! - `redis/sink_tick`: one realistic tick of 1 000 symbols, each with a closed bar and a
 //!   forming update (RPUSH + LTRIM + PUBLISH bar + SET live + SET features + PUBLISH features).
 //! - `redis/sink_bulk`: 10 symbols × 100 closed bars per write (catching up after a backlog).
+//! - `redis/sink_tick_cluster`: the same tick to a three-master Redis Cluster (no replicas) on
+//!   this machine: one pipeline per master (`REDIS_CLUSTER_NODES`).
 //!
 //! Each element is one closed bar. Needs `redis-server` on PATH (skipped otherwise).
 
@@ -36,12 +38,13 @@ impl Drop for Server {
     }
 }
 
+fn free_port() -> Option<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+    Some(listener.local_addr().ok()?.port())
+}
+
 fn start_redis() -> Option<(Server, u16)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
+    let port = free_port()?;
     let child = Command::new("redis-server")
         .args([
             "--port",
@@ -63,6 +66,150 @@ fn start_redis() -> Option<(Server, u16)> {
         std::thread::sleep(Duration::from_millis(50));
     }
     None
+}
+
+/// Three `redis-server --cluster-enabled yes` joined by `redis-cli --cluster create` (no
+/// replicas), in `dir`; their URLs once every node says `cluster_state:ok`.
+fn start_cluster(dir: &std::path::Path) -> Option<(Vec<Server>, Vec<String>)> {
+    let mut servers = Vec::new();
+    let mut addresses = Vec::new();
+    for _ in 0..3 {
+        let port = free_port()?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--cluster-config-file")
+            .arg(dir.join(format!("nodes-{port}.conf")))
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .ok()?;
+        servers.push(Server(child));
+        addresses.push(format!("127.0.0.1:{port}"));
+    }
+    for a in &addresses {
+        (0..100).find(|_| {
+            let up = std::net::TcpStream::connect(a.as_str()).is_ok();
+            if !up {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            up
+        })?;
+    }
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .status()
+        .ok()?;
+    if !created.success() {
+        return None;
+    }
+    let ok = |a: &String| {
+        let (host, port) = a.split_once(':').unwrap_or_default();
+        Command::new("redis-cli")
+            .args(["-h", host, "-p", port, "CLUSTER", "INFO"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+    };
+    (0..200).find(|_| {
+        let all = addresses.iter().all(ok);
+        if !all {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        all
+    })?;
+    let urls = addresses.iter().map(|a| format!("redis://{a}")).collect();
+    Some((servers, urls))
+}
+
+/// A sink of `symbols` (one 1s timeframe, SQLite history in `dir`) writing to `target`, started.
+fn sink_for(
+    rt: &tokio::runtime::Runtime,
+    target: barkeep::model::RedisTarget,
+    symbols: &SymbolTable,
+    dir: &std::path::Path,
+) -> RedisSink {
+    let tf: Timeframe = "1s".parse().expect("valid");
+    let store = barkeep::store::history::History::Sqlite(Arc::new(
+        SqliteStore::open(&dir.join("b.db"), symbols.clone()).expect("sqlite"),
+    ));
+    let metrics = Arc::new(Metrics::new(&["synthetic"]));
+    let mut sink = RedisSink::new(
+        RedisSinkConfig {
+            target,
+            pool_size: 1,
+            prefix: "bench".into(),
+            max_bars: 5_000,
+            features_ttl_ms: 5_000,
+            stream_maxlen: 1_000,
+            pubsub: true,
+            shard: barkeep::shard::Shard::ALL,
+        },
+        symbols.clone(),
+        vec![tf],
+        IndicatorParams::default().feature_names(),
+        Reconciler::new(
+            store,
+            Arc::new(Resync::default()),
+            Arc::clone(&metrics),
+            Vec::new(),
+        ),
+        Arc::new(RedisStatus::default()),
+        metrics,
+        Clock::System,
+    )
+    .expect("sink");
+    rt.block_on(sink.start(Duration::from_secs(5)));
+    sink
+}
+
+/// One tick of 1 000 symbols: a closed bar and a forming update each.
+fn tick_batch(tick: i64, tf: Timeframe) -> Vec<Arc<TickBatch>> {
+    let ts = T0 + tick * 1_000;
+    let mut events = Vec::with_capacity(2_000);
+    for s in 0..1_000 {
+        events.push(Event::Closed {
+            record: record(s, tf, ts),
+            features: features(),
+        });
+        events.push(Event::Forming {
+            record: record(s, tf, ts + 1_000),
+            features: features(),
+        });
+    }
+    vec![Arc::new(TickBatch::new(ts + 1_000, events))]
+}
+
+/// `name`: one [`tick_batch`] per iteration through `sink`; the last tick written.
+fn bench_ticks(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    rt: &tokio::runtime::Runtime,
+    sink: &mut RedisSink,
+    tf: Timeframe,
+) -> i64 {
+    let mut tick = 0_i64;
+    group.bench_function(name, |b| {
+        b.iter_batched(
+            || {
+                tick += 1;
+                tick_batch(tick, tf)
+            },
+            |batches| rt.block_on(sink.write(&batches)).expect("sink write"),
+            BatchSize::SmallInput,
+        );
+    });
+    tick
 }
 
 fn features() -> Features {
@@ -102,37 +249,13 @@ fn redis(c: &mut Criterion) {
     let names: Vec<String> = (0..1_000).map(|i| format!("SYM{i}")).collect();
     let symbols = SymbolTable::new(&names);
     let tf: Timeframe = "1s".parse().expect("valid");
-    let store = barkeep::store::history::History::Sqlite(Arc::new(
-        SqliteStore::open(&dir.path().join("b.db"), symbols.clone()).expect("sqlite"),
-    ));
-    let metrics = Arc::new(Metrics::new(&["synthetic"]));
     let url = format!("redis://127.0.0.1:{port}");
-    let mut sink = RedisSink::new(
-        RedisSinkConfig {
-            target: barkeep::model::RedisTarget::Standalone(url.clone()),
-            pool_size: 1,
-            prefix: "bench".into(),
-            max_bars: 5_000,
-            features_ttl_ms: 5_000,
-            stream_maxlen: 1_000,
-            pubsub: true,
-            shard: barkeep::shard::Shard::ALL,
-        },
-        symbols,
-        vec![tf],
-        IndicatorParams::default().feature_names(),
-        Reconciler::new(
-            store,
-            Arc::new(Resync::default()),
-            Arc::clone(&metrics),
-            Vec::new(),
-        ),
-        Arc::new(RedisStatus::default()),
-        metrics,
-        Clock::System,
-    )
-    .expect("sink");
-    rt.block_on(sink.start(Duration::from_secs(5)));
+    let mut sink = sink_for(
+        &rt,
+        barkeep::model::RedisTarget::Standalone(url.clone()),
+        &symbols,
+        dir.path(),
+    );
 
     let mut group = c.benchmark_group("redis");
     group.throughput(Throughput::Elements(1_000));
@@ -155,29 +278,7 @@ fn redis(c: &mut Criterion) {
         });
     });
 
-    let mut tick = 0_i64;
-    group.bench_function("sink_tick", |b| {
-        b.iter_batched(
-            || {
-                tick += 1;
-                let ts = T0 + tick * 1_000;
-                let mut events = Vec::with_capacity(2_000);
-                for s in 0..1_000 {
-                    events.push(Event::Closed {
-                        record: record(s, tf, ts),
-                        features: features(),
-                    });
-                    events.push(Event::Forming {
-                        record: record(s, tf, ts + 1_000),
-                        features: features(),
-                    });
-                }
-                vec![Arc::new(TickBatch::new(ts + 1_000, events))]
-            },
-            |batches| rt.block_on(sink.write(&batches)).expect("sink write"),
-            BatchSize::SmallInput,
-        );
-    });
+    let mut tick = bench_ticks(&mut group, "sink_tick", &rt, &mut sink, tf);
 
     group.bench_function("sink_bulk", |b| {
         b.iter_batched(
@@ -199,6 +300,20 @@ fn redis(c: &mut Criterion) {
             BatchSize::SmallInput,
         );
     });
+
+    let cluster_dir = tempfile::tempdir().expect("tempdir");
+    match start_cluster(cluster_dir.path()) {
+        None => eprintln!("no Redis Cluster could be created: skipping redis/sink_tick_cluster"),
+        Some((_nodes, urls)) => {
+            let mut sink = sink_for(
+                &rt,
+                barkeep::model::RedisTarget::Cluster(urls),
+                &symbols,
+                cluster_dir.path(),
+            );
+            bench_ticks(&mut group, "sink_tick_cluster", &rt, &mut sink, tf);
+        }
+    }
     group.finish();
 }
 

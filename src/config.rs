@@ -267,14 +267,16 @@ impl Config {
         let postgres_url = env.get("POSTGRES_URL");
         if let Some(url) = &postgres_url {
             let scheme = url.split("://").next().unwrap_or_default();
-            let usable = ["postgres", "postgresql"].contains(&scheme)
-                && url.parse::<tokio_postgres::Config>().is_ok();
-            if !usable {
-                return Err(ConfigError::new(
-                    "POSTGRES_URL",
-                    redact_url(url),
-                    "expected postgres://[user[:password]@]host[:port]/database[?options]",
-                ));
+            let shape = "expected postgres://[user[:password]@]host[:port]/database[?options]";
+            let checked = if ["postgres", "postgresql"].contains(&scheme) {
+                crate::store::postgres::tls::connection(url)
+                    .map(drop)
+                    .map_err(|why| format!("{shape}: {why}"))
+            } else {
+                Err(shape.to_string())
+            };
+            if let Err(why) = checked {
+                return Err(ConfigError::new("POSTGRES_URL", redact_url(url), why));
             }
         }
         let postgres_pool_size = env.int("POSTGRES_POOL_SIZE", 4, 1, 1_024)?;

@@ -87,6 +87,20 @@ pub struct FlushStats {
 /// The tables both backends have (`count` takes one of them).
 pub const TABLES: [&str; 4] = ["bars", "rejects", "gaps", "indicator_state"];
 
+/// `e` and the errors that caused it (a TLS handshake's certificate error, say), each once.
+fn with_causes(e: &StoreError) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// The history store: SQLite or PostgreSQL. Cheap to clone (an `Arc`).
 #[derive(Clone)]
 pub enum History {
@@ -142,7 +156,15 @@ impl History {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(crate::store::writer::RETRY_MAX);
                 }
-                Err(e) => return Err(e),
+                // A refused login, database, certificate or schema: said with the URL it
+                // concerns, its password hidden.
+                Err(e) => {
+                    return Err(StoreError::Setup(format!(
+                        "POSTGRES_URL={}: {}",
+                        crate::env::redact_url(url),
+                        with_causes(&e)
+                    )));
+                }
             }
         }
     }

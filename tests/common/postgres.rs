@@ -20,6 +20,16 @@ pub struct PgServer {
     pub port: u16,
     bin: PathBuf,
     dir: tempfile::TempDir,
+    /// `-c name=value` settings beyond the usual ones (TLS).
+    extra: Vec<String>,
+}
+
+/// The certificates of a server started with [`PgServer::start_tls`].
+pub struct TlsFiles {
+    /// The CA that signed the server's certificate (for `IP:127.0.0.1` and `DNS:localhost`).
+    pub ca: PathBuf,
+    /// Another CA, which signed nothing the server has.
+    pub wrong_ca: PathBuf,
 }
 
 /// The directory holding `initdb`, `postgres` and `psql`, the newest version first.
@@ -98,9 +108,121 @@ impl PgServer {
             port: free_port(),
             bin,
             dir,
+            extra: Vec::new(),
         };
         server.restart();
         server
+    }
+
+    /// A fresh cluster with `ssl=on` and a certificate made here with the `openssl` command,
+    /// accepting TCP connections over TLS only (`hostssl` in `pg_hba.conf`).
+    pub fn start_tls() -> (Self, TlsFiles) {
+        let mut server = Self::start();
+        let tls = server.dir.path().join("tls");
+        std::fs::create_dir(&tls).expect("tls dir");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&tls)
+                .output()
+                .expect("the openssl command (apt-get install openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for ca in ["ca", "wrong_ca"] {
+            let (key, crt, subj) = (
+                format!("{ca}.key"),
+                format!("{ca}.crt"),
+                format!("/CN=barkeep test {ca}"),
+            );
+            let mut args = vec![
+                "req", "-x509", "-days", "2", "-subj", &subj, "-keyout", &key, "-out", &crt,
+            ];
+            args.extend(ec);
+            args.extend([
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=keyCertSign,cRLSign",
+            ]);
+            openssl(&args);
+        }
+        let mut args = vec![
+            "req",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ];
+        args.extend(ec);
+        openssl(&args);
+        std::fs::write(
+            tls.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ]);
+        // PostgreSQL reads the key only if its user owns it and nobody else may read it.
+        if is_root() {
+            let owned = Command::new("chown")
+                .arg("-R")
+                .arg(format!("{SERVER_USER}:"))
+                .arg(&tls)
+                .status()
+                .expect("chown");
+            assert!(owned.success());
+        }
+        std::fs::set_permissions(
+            tls.join("server.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("chmod");
+        let hba = server.dir.path().join("data/pg_hba.conf");
+        std::fs::write(
+            &hba,
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .expect("pg_hba.conf");
+        server.extra = vec![
+            "ssl=on".into(),
+            format!("ssl_cert_file={}", tls.join("server.crt").display()),
+            format!("ssl_key_file={}", tls.join("server.key").display()),
+        ];
+        server.kill();
+        server.restart();
+        let files = TlsFiles {
+            ca: tls.join("ca.crt"),
+            wrong_ca: tls.join("wrong_ca.crt"),
+        };
+        (server, files)
     }
 
     /// `program` as the user the server runs as.
@@ -144,6 +266,7 @@ impl PgServer {
                 "-c",
                 "max_connections=50",
             ])
+            .args(self.extra.iter().flat_map(|e| ["-c", e.as_str()]))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

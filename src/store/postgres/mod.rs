@@ -10,20 +10,21 @@ where the TimescaleDB extension is installed, `bars` becomes a hypertable. The r
   statement per table fed whole columns as arrays (`INSERT … SELECT FROM UNNEST($1::…[], …) ON
   CONFLICT …`), never a statement per row; the immediate writes (recovery from a Redis ring,
   the bootstrap);
-- `read.rs` — the queries, with the bars not flushed yet merged in.
+- `read.rs` — the queries, with the bars not flushed yet merged in;
+- `tls.rs` — `sslmode` and `sslrootcert` of `POSTGRES_URL`: TLS with native-tls.
 
 Every operation has a deadline ([`OP_TIMEOUT`]): a server that stops answering (a network
 partition) fails the flush like a refused connection would, and the rows stay buffered.
 */
 
 mod read;
+pub mod tls;
 mod write;
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use parking_lot::Mutex;
-use tokio_postgres::NoTls;
 
 use crate::model::{SymbolTable, TickBatch};
 use crate::store::buffer::Unflushed;
@@ -54,9 +55,12 @@ impl PgStore {
     /// A store for `url` with up to `pool_size` connections; connects only when first used.
     ///
     /// # Errors
-    /// A URL tokio-postgres cannot read (the configuration checked it already).
+    /// A URL tokio-postgres cannot read, an `sslrootcert` that cannot be read (the
+    /// configuration checked both already).
     pub fn new(url: &str, pool_size: usize, symbols: SymbolTable) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = url.parse()?;
+        let (mut config, tls) = tls::connection(url).map_err(|e| {
+            StoreError::Setup(format!("POSTGRES_URL={}: {e}", crate::env::redact_url(url)))
+        })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -65,7 +69,7 @@ impl PgStore {
         }
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

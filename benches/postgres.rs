@@ -9,6 +9,9 @@
 //! - `copy`: the same rows, one `COPY … (FORMAT binary)` per round on one plain connection,
 //!   timed from the start of the COPY to its end (the rows are built beforehand). COPY only
 //!   appends; it cannot upsert, which barkeep must (a retried flush stores nothing twice).
+//! - `unnest`: the same rows as one plain `INSERT … SELECT FROM UNNEST(…)` (no `ON CONFLICT`)
+//!   per round on that connection: what the array statement costs without the upsert, to tell
+//!   the upsert's share of the gap from the statement's.
 //!
 //! Each batch size gets a fresh server (tests/common/postgres.rs: `initdb` into a temp dir,
 //! `fsync=off`, a free port). Needs PostgreSQL's binaries (`apt-get install postgresql`).
@@ -148,6 +151,48 @@ async fn raw_copies(url: &str, names: &[String]) -> f64 {
     spent.as_secs_f64()
 }
 
+/// Seconds spent in `ROUNDS` plain array inserts (barkeep's statement without `ON CONFLICT`).
+async fn raw_unnest(url: &str, names: &[String]) -> f64 {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let insert = client
+        .prepare(
+            "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume, source, quality)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::float8[], $5::float8[],
+                                  $6::float8[], $7::float8[], $8::float8[], $9::text[], $10::float8[])",
+        )
+        .await
+        .expect("prepare");
+    let mut spent = Duration::ZERO;
+    for round in 0..ROUNDS {
+        let rows: Vec<Bar> = (0..names.len()).map(|s| bar(s, round)).collect();
+        let start = Instant::now();
+        let col = |f: fn(&Bar) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
+        let ts: Vec<i64> = rows.iter().map(|b| b.ts).collect();
+        let (tf, source) = (vec!["1m"; rows.len()], vec!["synthetic"; rows.len()]);
+        let (o, h, l, c, v) = (
+            col(|b| b.open),
+            col(|b| b.high),
+            col(|b| b.low),
+            col(|b| b.close),
+            col(|b| b.volume),
+        );
+        let quality = vec![1.0f64; rows.len()];
+        let n = client
+            .execute(
+                &insert,
+                &[&names, &tf, &ts, &o, &h, &l, &c, &v, &source, &quality],
+            )
+            .await
+            .expect("insert");
+        assert_eq!(n, names.len() as u64);
+        spent += start.elapsed();
+    }
+    spent.as_secs_f64()
+}
+
 fn main() {
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
@@ -163,7 +208,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    println!("rows/flush  barkeep rows/s  COPY rows/s  barkeep/COPY  ({ROUNDS} flushes each)");
+    println!(
+        "rows/flush  barkeep rows/s  COPY rows/s  barkeep/COPY  plain UNNEST rows/s  ({ROUNDS} flushes each)"
+    );
     for n in sizes {
         let names: Vec<String> = (0..n).map(|i| format!("SYM{i:05}")).collect();
         let pg = PgServer::start();
@@ -172,12 +219,15 @@ fn main() {
         // The same schema, emptied: COPY appends into what barkeep wrote into otherwise.
         pg.sql("TRUNCATE bars");
         let raw = runtime.block_on(raw_copies(&url, &names));
+        pg.sql("TRUNCATE bars");
+        let unnest = runtime.block_on(raw_unnest(&url, &names));
         let rows = (n * ROUNDS) as f64;
         println!(
-            "{n:>10}  {:>14.0}  {:>11.0}  {:>12.2}",
+            "{n:>10}  {:>14.0}  {:>11.0}  {:>12.2}  {:>19.0}",
             rows / ours,
             rows / raw,
-            raw / ours
+            raw / ours,
+            rows / unnest
         );
         drop(pg);
     }

@@ -16,12 +16,24 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     /// Starts the nodes, creates the cluster and waits until every node says `cluster_state:ok`
-    /// and knows all six.
+    /// and knows all six. Ports are picked free but may be taken before the node binds them
+    /// (tests run in parallel): a creation that fails is tried again on other ports.
     pub fn start() -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start() {
+                Ok(cluster) => return cluster,
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!("no Redis Cluster in three tries: {failures:#?}");
+    }
+
+    fn try_start() -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = Vec::new();
         for _ in 0..6 {
-            let port = free_port();
+            let port = bus_free_port();
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--cluster-enabled", "yes"])
@@ -44,7 +56,7 @@ impl RedisCluster {
             wait_for(Duration::from_secs(10), || {
                 std::net::TcpStream::connect(("127.0.0.1", port)).ok()
             })
-            .expect("redis-server listens");
+            .ok_or(format!("redis-server on {port} does not listen"))?;
         }
         let addresses: Vec<String> = cluster
             .nodes
@@ -57,14 +69,15 @@ impl RedisCluster {
             .args(["--cluster-replicas", "1", "--cluster-yes"])
             .output()
             .expect("redis-cli must be installed");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
         cluster.wait_until_ok(Duration::from_secs(60));
-        cluster
+        Ok(cluster)
     }
 
     /// The nodes still running, as `redis://127.0.0.1:P`, comma-separated
@@ -198,6 +211,16 @@ impl Drop for RedisCluster {
                 let _ = c.kill();
                 let _ = c.wait();
             }
+        }
+    }
+}
+
+/// A free port whose cluster bus port (port + 10 000) is free too.
+fn bus_free_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
         }
     }
 }

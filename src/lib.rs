@@ -60,7 +60,8 @@
 //!   running, in the background, also for each instrument added at run time.
 //! - [`shard`] — `SHARD=i/N`: which symbols this instance owns (rendezvous hashing), a leaf.
 //! - [`secrets`] — every configured secret scrubbed from log lines and API text.
-//! - [`app`] — wiring, start-up warm-up, ordered shutdown; the `replay` command.
+//! - [`app`] — wiring, start-up warm-up, ordered shutdown.
+//! - [`replay`] — `barkeep replay`: a CSV file through the validator and the indicators.
 
 pub mod alerts;
 pub mod api;
@@ -79,6 +80,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod repair;
+pub mod replay;
 pub mod secrets;
 pub mod shard;
 pub mod signals;

@@ -2,8 +2,7 @@
 Wiring: builds the store, sources, pipelines, sinks and HTTP server from a [`Config`], runs them
 until the shutdown future completes, then stops them in order (collector → sinks flush → HTTP)
 within `SHUTDOWN_TIMEOUT`. The start-up order (history store, Redis, bootstrap, warm-up, control
-settings, tasks, HTTP) reads top to bottom in `run_with`. The `replay` command is `crate::replay`
-(re-exported here).
+settings, tasks, HTTP) reads top to bottom in `run_with`. The `replay` command is `crate::replay`.
 */
 
 use std::future::Future;
@@ -32,8 +31,6 @@ use crate::store::writer::{RedisQueue, StoreChain};
 use crate::stream::hub::{Hub, StreamSettings};
 use crate::stream::jetstream::{NatsStatus, Publisher};
 use crate::stream::message::Names;
-
-pub use crate::replay::{ReplayStats, replay};
 
 /// Batches the stores' queue (and the Redis sink's behind it) may hold: beyond, the collector
 /// keeps them in its overflow list, and the writer asks Redis to resync instead of queueing.

@@ -133,7 +133,7 @@ fn replay(config: &Config, input: &std::path::Path, symbol: Option<&str>) -> Exi
         }
     };
     let stdout = std::io::BufWriter::new(std::io::stdout().lock());
-    match barkeep::app::replay(
+    match barkeep::replay::replay(
         config,
         std::io::BufReader::new(file),
         symbol,

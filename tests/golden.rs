@@ -271,8 +271,9 @@ fn real_series_replay_with_no_bar_rejected_and_match_talib_from_bar_zero() {
             ));
         }
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let stats = barkeep::app::replay(&config, csv.as_bytes(), Some(name), &mut out, &mut err)
-            .expect("replay");
+        let stats =
+            barkeep::replay::replay(&config, csv.as_bytes(), Some(name), &mut out, &mut err)
+                .expect("replay");
         let err = String::from_utf8(err).expect("utf-8");
         failures.extend(err.lines().map(|l| format!("{name}: {l}")));
         let lines: Vec<HashMap<String, String>> = String::from_utf8(out)

@@ -1,13 +1,12 @@
 /*!
 Writing a run of batches to Redis, per symbol: one message for everything the run changed (all
 timeframes' closed bars with their features, the forming bar alone) to the symbol's channel and
-stream; per timeframe the closed bars onto the ring (`LTRIM` only once the
-ring is over its cap: the sink knows each ring's length) and the newest bar and features as one
-value (coalescing, counted). A market that closed gets its last features once more, marked
-closed. A tick goes out as pipelines of up to [`CHUNK_SYMBOLS`] symbols, each sent as soon as it
-is encoded, on the connection its symbols always use, so a symbol's keys are written in order;
-in a cluster a chunk is one pipeline per master and connection, each with the symbols whose slot
-that master owns. A
+stream; per timeframe the closed bars onto the ring (`LTRIM` only once the ring is over its cap:
+the sink knows each ring's length) and the newest bar and features as one value (coalescing,
+counted). A market that closed gets its last features once more, marked closed. A tick goes out
+as pipelines of up to [`CHUNK_SYMBOLS`] symbols, each sent as soon as it is encoded, on the
+connection its symbols always use, so a symbol's keys are written in order; in a cluster a chunk
+is one pipeline per master and connection, each with the symbols whose slot that master owns. A
 filled gap (`revision`) has its ring rewritten through `store::reconcile`, then is announced.
 */
 
